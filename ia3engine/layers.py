@@ -1,0 +1,261 @@
+"""IA3 layer wrappers: a frozen base layer plus one scaling vector per adapter.
+
+Owns the (IA)^3 math: the forward (product of the active adapters, or one adapter per row of
+a mixed batch), merging the vectors into the weights, and exact unmerge from a kept original.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+from ia3engine.errors import AdapterError, MergeError, UnsupportedLayerError
+from ia3engine.routing import RowRouting, current_routing
+
+logger = logging.getLogger(__name__)
+
+
+class IA3Layer(nn.Module):
+    """A base layer whose input (feedforward adapters) or output (others) is scaled.
+
+    `ia3_l[adapter]` is the vector; `feedforward[adapter]` is that adapter's mode, so two
+    adapters on one layer may differ. Subclasses say how a vector is laid onto the weight.
+    """
+
+    feature_dim = -1  # where features sit in the layer's input/output tensors
+
+    def __init__(self, base_layer: nn.Module, in_features: int, out_features: int):
+        super().__init__()
+        self.base_layer = base_layer
+        self.in_features = in_features
+        self.out_features = out_features
+        self.ia3_l = nn.ParameterDict()
+        self.feedforward: dict[str, bool] = {}
+        self.active_adapters: list[str] = []
+        self.merged_adapters: list[str] = []
+        self.disabled = False
+
+    # ---- adapters -------------------------------------------------------------------------
+    def vector_shape(self, feedforward: bool) -> tuple[int, ...]:
+        """PEFT's shape: (out, 1) for output scaling, (1, in) for input scaling."""
+        return (1, self.in_features) if feedforward else (self.out_features, 1)
+
+    def _vector_placement(self) -> tuple[torch.device, torch.dtype]:
+        weight = self.base_layer.weight
+        # fp16/bf16/int bases get fp32 vectors (PEFT's autocast); fp64 bases keep fp64
+        dtype = torch.float64 if weight.dtype == torch.float64 else torch.float32
+        return weight.device, dtype
+
+    def add_adapter(self, name: str, feedforward: bool, init_ones: bool = True) -> None:
+        if name in self.ia3_l:
+            raise AdapterError(f"Adapter '{name}' already exists on this layer.")
+        device, dtype = self._vector_placement()
+        shape = self.vector_shape(feedforward)
+        vector = torch.ones(shape) if init_ones else torch.randn(shape)
+        self.ia3_l[name] = nn.Parameter(vector.to(device=device, dtype=dtype))
+        self.feedforward[name] = feedforward
+
+    def delete_adapter(self, name: str) -> None:
+        if name in self.merged_adapters:
+            raise AdapterError(f"Adapter '{name}' is merged; call unmerge() before deleting it.")
+        if name in self.ia3_l:
+            del self.ia3_l[name]
+            del self.feedforward[name]
+        self.active_adapters = [n for n in self.active_adapters if n != name]
+
+    @property
+    def merged(self) -> bool:
+        return bool(self.merged_adapters)
+
+    # ---- forward --------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        routing = current_routing()
+        if self.disabled or self.merged:
+            if routing is not None and not self.disabled:
+                raise AdapterError(
+                    "A mixed-adapter batch needs unmerged adapters; call model.unmerge() first."
+                )
+            return self.base_layer(x, *args, **kwargs)
+        if routing is None:
+            per_row = False
+            scale_in, scale_out = self._active_scales()  # (in,) / (out,) or None
+        else:
+            per_row = True
+            index = routing.index_for(x.shape[0], x.device)  # (B,)
+            scale_in = self._row_scales(routing, index, feedforward=True)  # (B, in) or None
+            scale_out = self._row_scales(routing, index, feedforward=False)  # (B, out) or None
+        if scale_in is not None:  # feedforward adapters scale the input
+            x = (x.to(scale_in.dtype) * self._broadcast(scale_in, x, per_row)).to(x.dtype)
+        y = self.base_layer(x, *args, **kwargs)
+        if scale_out is not None:  # the others scale the output, bias included
+            y = (y * self._broadcast(scale_out, y, per_row)).to(y.dtype)
+        return y
+
+    def _active_scales(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Product of the active adapters present here, split by mode."""
+        scale_in = scale_out = None
+        for name in self.active_adapters:
+            if name not in self.ia3_l:
+                continue
+            vector = self.ia3_l[name].flatten()
+            if self.feedforward[name]:
+                scale_in = vector if scale_in is None else scale_in * vector
+            else:
+                scale_out = vector if scale_out is None else scale_out * vector
+        return scale_in, scale_out
+
+    def _row_scales(
+        self, routing: RowRouting, index: torch.Tensor, feedforward: bool
+    ) -> torch.Tensor | None:
+        """(B, features): row i gets its adapter's vector, or ones if it has none here."""
+        vectors = [
+            self.ia3_l[name].flatten()
+            if name in self.ia3_l and self.feedforward[name] == feedforward
+            else None
+            for name in routing.names
+        ]
+        present = [v for v in vectors if v is not None]
+        if not present:
+            return None
+        ones = present[0].new_ones(present[0].shape)
+        table = torch.stack([ones if v is None else v for v in vectors])  # (A, features)
+        return table[index]  # (B, features)
+
+    def _broadcast(self, scale: torch.Tensor, t: torch.Tensor, per_row: bool) -> torch.Tensor:
+        shape = [1] * t.dim()
+        shape[self.feature_dim] = scale.shape[-1]
+        if per_row:
+            shape[0] = scale.shape[0]
+        return scale.view(shape)
+
+    # ---- merge / unmerge ------------------------------------------------------------------
+    def merge(self, adapter_names: list[str], safe_merge: bool = False) -> list[str]:
+        """Scale the weights by the named adapters present here; returns the names merged."""
+        names = [n for n in adapter_names if n in self.ia3_l and n not in self.merged_adapters]
+        if not names:
+            return []
+        weight, bias = self._read_weight()
+        for name in names:
+            weight, bias = self._scaled(weight, bias, name)
+            finite = torch.isfinite(weight).all() and (bias is None or torch.isfinite(bias).all())
+            if safe_merge and not finite:
+                raise MergeError(
+                    "NaNs detected in the merged weights. The adapter "
+                    f"{name} seems to be broken: its vector holds NaN/inf or overflows the "
+                    "weights. Retrain it or leave it unmerged."
+                )
+        if not self.merged_adapters:
+            self._keep_original()
+        self._write_weight(weight, bias)  # weight and bias are committed together
+        self.merged_adapters.extend(names)
+        return names
+
+    def unmerge(self) -> bool:
+        """Restore the original weights bit for bit; False if nothing was merged."""
+        if not self.merged_adapters:
+            return False
+        self._restore_original()
+        self.merged_adapters.clear()
+        return True
+
+    def _scaled(self, weight, bias, name):
+        raise NotImplementedError
+
+    def _read_weight(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        bias = self.base_layer.bias
+        return self.base_layer.weight.detach(), None if bias is None else bias.detach()
+
+    @torch.no_grad()
+    def _write_weight(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+        self.base_layer.weight.copy_(weight)
+        if bias is not None:
+            self.base_layer.bias.copy_(bias)
+
+    def _keep_original(self) -> None:
+        # a copy, not a division later: unmerge must be exact even for vectors at 0
+        weight, bias = self._read_weight()
+        self.register_buffer("original_weight", weight.clone(), persistent=False)
+        if bias is not None:
+            self.register_buffer("original_bias", bias.clone(), persistent=False)
+
+    def _restore_original(self) -> None:
+        bias = self._buffers.pop("original_bias", None)
+        self._write_weight(self._buffers.pop("original_weight"), bias)
+
+    def extra_repr(self) -> str:
+        modes = ", ".join(f"{n}:{'ff' if ff else 'out'}" for n, ff in self.feedforward.items())
+        return f"in={self.in_features}, out={self.out_features}, adapters=[{modes}]"
+
+
+class IA3Linear(IA3Layer):
+    """nn.Linear (weight (out, in)) or transformers Conv1D (weight (in, out))."""
+
+    def __init__(self, base_layer: nn.Module):
+        transposed = not isinstance(base_layer, nn.Linear)  # Conv1D: fan_in_fan_out
+        if transposed:
+            in_features, out_features = base_layer.weight.shape
+        else:
+            in_features, out_features = base_layer.in_features, base_layer.out_features
+        super().__init__(base_layer, in_features, out_features)
+        self.transposed = transposed
+
+    def _scaled(self, weight, bias, name):
+        vector = self.ia3_l[name].detach()  # (out, 1) or (1, in): broadcasts on (out, in)
+        weight = (weight * (vector.T if self.transposed else vector)).to(weight.dtype)
+        if bias is not None and not self.feedforward[name]:
+            bias = (bias * vector.flatten()).to(bias.dtype)
+        return weight, bias
+
+
+class IA3Conv(IA3Layer):
+    """nn.Conv2d / nn.Conv3d: channels on dim 1, vectors (1, C, 1, 1[, 1])."""
+
+    feature_dim = 1
+
+    def __init__(self, base_layer: nn.Module):
+        super().__init__(base_layer, base_layer.in_channels, base_layer.out_channels)
+
+    def vector_shape(self, feedforward: bool) -> tuple[int, ...]:
+        channels = self.in_features if feedforward else self.out_features
+        spatial = self.base_layer.weight.dim() - 2
+        return (1, channels) + (1,) * spatial
+
+    def _scaled(self, weight, bias, name):
+        vector = self.ia3_l[name].detach().flatten()
+        out, in_per_group = weight.shape[:2]  # weight (out, in/groups, k...)
+        kernel = (1,) * (weight.dim() - 2)
+        if self.feedforward[name]:
+            # W[o, j] reads input channel group(o) * in_per_group + j
+            per_group = vector.view(self.base_layer.groups, in_per_group)
+            scale = per_group.repeat_interleave(out // self.base_layer.groups, dim=0)
+            weight = (weight * scale.view(out, in_per_group, *kernel)).to(weight.dtype)
+        else:
+            weight = (weight * vector.view(out, 1, *kernel)).to(weight.dtype)
+            if bias is not None:
+                bias = (bias * vector).to(bias.dtype)
+        return weight, bias
+
+
+def _is_conv1d(module: nn.Module) -> bool:
+    from transformers.pytorch_utils import Conv1D
+
+    return isinstance(module, Conv1D)
+
+
+def wrap_layer(module: nn.Module, name: str = "") -> IA3Layer:
+    """The IA3 wrapper for `module`; raises UnsupportedLayerError for other layer types."""
+    if type(module).__module__.startswith("bitsandbytes"):
+        from ia3engine.quantized import wrap_quantized
+
+        return wrap_quantized(module, name)
+    if isinstance(module, (nn.Conv2d, nn.Conv3d)):
+        return IA3Conv(module)
+    if isinstance(module, nn.Linear) or _is_conv1d(module):
+        return IA3Linear(module)
+    raise UnsupportedLayerError(
+        f"Target module '{name}' is a {type(module).__name__}, which IA3 cannot scale. "
+        "Supported: nn.Linear, transformers Conv1D, nn.Conv2d, nn.Conv3d, bitsandbytes "
+        "Linear8bitLt and Linear4bit. Remove it from target_modules."
+    )

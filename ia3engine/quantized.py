@@ -1,0 +1,123 @@
+"""IA3 wrappers for bitsandbytes Linear8bitLt and Linear4bit bases.
+
+The forward is IA3Linear's; merging dequantizes, scales and re-quantizes (PEFT refuses), and
+unmerge puts the original quantized tensors back, so it is exact.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ia3engine.errors import UnsupportedLayerError
+from ia3engine.layers import IA3Linear
+
+
+class IA3Linear8bit(IA3Linear):
+    """bitsandbytes Linear8bitLt: int8 rows with one absmax scale per row (SCB)."""
+
+    def _scb(self) -> torch.Tensor:
+        weight = self.base_layer.weight
+        # bitsandbytes moves SCB from the parameter to the layer state on the first forward
+        return weight.SCB if getattr(weight, "SCB", None) is not None else self.base_layer.state.SCB
+
+    def _read_weight(self):
+        int8 = self.base_layer.weight.data  # (out, in) int8
+        weight = int8.float() * (self._scb().float().unsqueeze(1) / 127.0)
+        bias = self.base_layer.bias
+        return weight, None if bias is None else bias.detach()
+
+    @torch.no_grad()
+    def _write_weight(self, weight, bias):
+        import bitsandbytes as bnb
+
+        device = self.base_layer.weight.device
+        old = self.base_layer.weight
+        new = bnb.nn.Int8Params(
+            weight.to("cpu" if device.type == "meta" else device),
+            requires_grad=False,
+            has_fp16_weights=old.has_fp16_weights,
+        )
+        self._install(new.to(device), None)
+        if bias is not None:
+            self.base_layer.bias.copy_(bias)
+
+    def _install(self, param: nn.Parameter, scb: torch.Tensor | None) -> None:
+        layer = self.base_layer
+        layer.weight = param
+        if scb is not None:
+            param.SCB = scb
+            param.CB = param.data
+        # let bitsandbytes rebuild its cached state from the parameter on the next forward
+        layer.state.CB = None
+        layer.state.SCB = None
+
+    def _keep_original(self):
+        bias = self.base_layer.bias
+        self._original = (
+            self.base_layer.weight,
+            self._scb().clone(),
+            None if bias is None else bias.detach().clone(),
+        )
+
+    @torch.no_grad()
+    def _restore_original(self):
+        param, scb, bias = self._original
+        del self._original
+        self._install(param, scb)
+        if bias is not None:
+            self.base_layer.bias.copy_(bias)
+
+
+class IA3Linear4bit(IA3Linear):
+    """bitsandbytes Linear4bit: packed 4-bit blocks with a quant_state."""
+
+    def _read_weight(self):
+        import bitsandbytes.functional as bnbf
+
+        weight = self.base_layer.weight
+        dense = bnbf.dequantize_4bit(weight.data, weight.quant_state).float()  # (out, in)
+        bias = self.base_layer.bias
+        return dense, None if bias is None else bias.detach()
+
+    @torch.no_grad()
+    def _write_weight(self, weight, bias):
+        import bitsandbytes as bnb
+
+        old = self.base_layer.weight
+        new = bnb.nn.Params4bit(
+            weight.to(old.quant_state.dtype),
+            requires_grad=False,
+            quant_type=old.quant_type,
+            blocksize=old.blocksize,
+            compress_statistics=old.compress_statistics,
+            quant_storage=old.quant_storage,
+        )
+        self.base_layer.weight = new.to(old.device)
+        if bias is not None:
+            self.base_layer.bias.copy_(bias)
+
+    def _keep_original(self):
+        bias = self.base_layer.bias
+        self._original = (self.base_layer.weight, None if bias is None else bias.detach().clone())
+
+    @torch.no_grad()
+    def _restore_original(self):
+        param, bias = self._original
+        del self._original
+        self.base_layer.weight = param
+        if bias is not None:
+            self.base_layer.bias.copy_(bias)
+
+
+def wrap_quantized(module: nn.Module, name: str = "") -> IA3Linear:
+    import bitsandbytes as bnb
+
+    if isinstance(module, bnb.nn.Linear8bitLt):
+        return IA3Linear8bit(module)
+    if isinstance(module, bnb.nn.Linear4bit):
+        return IA3Linear4bit(module)
+    raise UnsupportedLayerError(
+        f"Target module '{name}' is a bitsandbytes {type(module).__name__}; IA3 supports only "
+        "Linear8bitLt and Linear4bit. Remove it from target_modules."
+    )
