@@ -1,0 +1,364 @@
+"""Which modules (IA)^3 scales: PEFT's per-architecture table, a structural fallback, preview.
+
+`resolve_targets` is the single decision point; layers/model/io only consume its answer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from ia3engine.config import ALL_LINEAR, IA3Config, matches
+from ia3engine.errors import NoTargetModulesError, UnsupportedLayerError
+from ia3engine.structure import (
+    LINEAR_TYPES,
+    SUPPORTED_LAYER_TYPES,
+    base_of,
+    detect_structure,
+    in_out_features,
+    layer_type,
+    unsupported_message,
+    vector_length,
+)
+
+logger = logging.getLogger(__name__)
+
+# PEFT's default IA3 mappings (utils/constants.py), one row per model_type.
+TARGET_MODULES: dict[str, list[str]] = {
+    "t5": ["k", "v", "wo"],
+    "mt5": ["k", "v", "wi_1"],
+    "gpt2": ["c_attn", "mlp.c_proj"],
+    "bloom": ["query_key_value", "mlp.dense_4h_to_h"],
+    "roberta": ["key", "value", "output.dense"],
+    "opt": ["q_proj", "k_proj", "fc2"],
+    "gptj": ["q_proj", "v_proj", "fc_out"],
+    "gpt_neox": ["query_key_value", "dense_4h_to_h"],
+    "gpt_neo": ["q_proj", "v_proj", "c_proj"],
+    "bart": ["q_proj", "v_proj", "fc2"],
+    "gpt_bigcode": ["c_attn", "mlp.c_proj"],
+    "llama": ["k_proj", "v_proj", "down_proj"],
+    "llama4": ["q_proj", "v_proj", "down_proj"],
+    "mistral": ["k_proj", "v_proj", "down_proj"],
+    "mixtral": ["k_proj", "v_proj", "w2"],
+    "bert": ["key", "value", "output.dense"],
+    "deberta-v2": ["key_proj", "value_proj", "output.dense"],
+    "deberta": ["in_proj", "output.dense"],
+    "RefinedWebModel": ["query_key_value", "dense_4h_to_h"],
+    "RefinedWeb": ["query_key_value", "dense_4h_to_h"],
+    "falcon": ["query_key_value", "dense_4h_to_h"],
+    "phi": ["q_proj", "v_proj", "fc2"],
+    "gemma": ["q_proj", "v_proj", "down_proj"],
+    "gemma2": ["q_proj", "v_proj", "down_proj"],
+    "gemma3_text": ["q_proj", "v_proj", "down_proj"],
+    "qwen2": ["q_proj", "v_proj", "down_proj"],
+    "qwen3": ["q_proj", "v_proj", "down_proj"],
+}
+FEEDFORWARD_MODULES: dict[str, list[str]] = {
+    "t5": ["wo"],
+    "mt5": [],
+    "gpt2": ["mlp.c_proj"],
+    "bloom": ["mlp.dense_4h_to_h"],
+    "roberta": ["output.dense"],
+    "opt": ["fc2"],
+    "gptj": ["fc_out"],
+    "gpt_neox": ["dense_4h_to_h"],
+    "gpt_neo": ["c_proj"],
+    "bart": ["fc2"],
+    "gpt_bigcode": ["mlp.c_proj"],
+    "llama": ["down_proj"],
+    "llama4": ["down_proj"],
+    "mistral": ["down_proj"],
+    "mixtral": ["w2"],
+    "bert": ["output.dense"],
+    "deberta-v2": ["output.dense"],
+    "deberta": ["output.dense"],
+    "RefinedWebModel": ["dense_4h_to_h"],
+    "RefinedWeb": ["dense_4h_to_h"],
+    "falcon": ["dense_4h_to_h"],
+    "phi": ["fc2"],
+    "gemma": ["down_proj"],
+    "gemma2": ["down_proj"],
+    "gemma3_text": ["down_proj"],
+    "qwen2": ["down_proj"],
+    "qwen3": ["down_proj"],
+}
+
+
+# Leaf names of output heads; only looked for outside the repeated blocks (see _head_names).
+_HEAD_LEAVES = {"lm_head", "classifier", "score", "qa_outputs", "classification_head", "cls"}
+
+
+@dataclass
+class Target:
+    """One module to scale. `module` is the module at `name` (an IA3 wrapper if already wrapped)."""
+
+    name: str
+    module: nn.Module
+    feedforward: bool
+    layer_type: str
+
+
+def model_type_of(model: nn.Module) -> str:
+    """`model.config.model_type` for transformers models, "custom" otherwise."""
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    return model_type if isinstance(model_type, str) and model_type else "custom"
+
+
+def _walk(model: nn.Module, protected: list[str]) -> list[tuple[str, nn.Module]]:
+    """Named modules a target may be chosen from, in registration order.
+
+    Skips the root, the insides of IA3 wrappers (`base_layer`, `ia3_*` parameter holders) and
+    everything inside `modules_to_save` modules, which PEFT never targets.
+    """
+    out = []
+    for name, module in model.named_modules():
+        if not name:
+            continue
+        parts = name.split(".")
+        if "base_layer" in parts or any(p.startswith("ia3_") for p in parts):
+            continue
+        if any(name == p or name.startswith(p + ".") for p in protected):
+            continue
+        out.append((name, module))
+    return out
+
+
+def _protected_names(model: nn.Module, config: IA3Config) -> list[str]:
+    """Top-level names of the modules matched by modules_to_save."""
+    if not config.modules_to_save:
+        return []
+    found: list[str] = []
+    for name, _ in model.named_modules():
+        if name and matches(config.modules_to_save, name):
+            if not any(name.startswith(p + ".") for p in found):
+                found.append(name)
+    return found
+
+
+def _head_names(model: nn.Module, walked: list[tuple[str, nn.Module]]) -> set[str]:
+    """Names of output-head layers: never chosen automatically (table, structural, all-linear)."""
+    heads: set[str] = set()
+    get_output = getattr(model, "get_output_embeddings", None)
+    output = get_output() if callable(get_output) else None
+    head_roots = [
+        name
+        for name, _ in walked
+        if name.split(".")[-1] in _HEAD_LEAVES and not any(p.isdigit() for p in name.split("."))
+    ]
+    for name, module in walked:
+        if output is not None and base_of(module) is base_of(output):
+            heads.add(name)
+        if any(name == r or name.startswith(r + ".") for r in head_roots):
+            heads.add(name)
+    if not heads and output is None and not hasattr(model, "config"):
+        # A plain nn.Module: its last scalable layer in registration order is taken to be
+        # the output layer (an MLP's or CNN's classifier).
+        scalable = [name for name, module in walked if layer_type(module) is not None]
+        if len(scalable) > 1:
+            heads.add(scalable[-1])
+    return heads
+
+
+@dataclass
+class _Choice:
+    names: list[str]  # targeted module names, in model order
+    feedforward: set[str]
+    source: str  # "table", "structural" or "config"
+    model_type: str
+    modules: dict[str, nn.Module]
+    protected: list[str]  # modules_to_save roots
+
+
+def _choose(model: nn.Module, config: IA3Config) -> _Choice:
+    """Apply the config to the model: which names are targets, which are feedforward."""
+    model_type = model_type_of(model)
+    protected = _protected_names(model, config)
+    walked = _walk(model, protected)
+    heads = _head_names(model, walked)
+    spec = config.target_modules
+    structure = None
+    if spec == ALL_LINEAR:
+        source = "config"
+        names = [n for n, m in walked if layer_type(m) in LINEAR_TYPES and n not in heads]
+    elif spec is not None:
+        source = "config"
+        names = [n for n, _ in walked if matches(spec, n)]
+    elif model_type in TARGET_MODULES:
+        source = "table"
+        table = TARGET_MODULES[model_type]
+        names = [n for n, _ in walked if matches(table, n) and n not in heads]
+    else:
+        source = "structural"
+        structure = detect_structure(model, walked, heads)
+        names = structure[0]
+    names = [n for n in names if not matches(config.exclude_modules, n)]
+    if not names:
+        raise NoTargetModulesError(_nothing_matched_message(model_type, config, walked))
+    modules = dict(walked)
+    for name in names:
+        if layer_type(modules[name]) is None:
+            raise UnsupportedLayerError(unsupported_message(name, modules[name]))
+    if config.feedforward_modules is not None:
+        ff = {n for n in names if matches(config.feedforward_modules, n)}
+    elif model_type in FEEDFORWARD_MODULES:
+        ff = {n for n in names if matches(FEEDFORWARD_MODULES[model_type], n)}
+    else:
+        structure = structure or detect_structure(model, walked, heads)
+        ff = structure[1] & set(names)
+    return _Choice(names, ff, source, model_type, modules, protected)
+
+
+def resolve_targets(
+    model: nn.Module, config: IA3Config | None = None
+) -> tuple[list[Target], IA3Config]:
+    """The modules to scale and a copy of `config` with both module fields resolved.
+
+    The resolved fields are what gets saved: the table's names for table models, the full
+    module paths for the structural fallback and "all-linear", the user's spec otherwise.
+    Feedforward is always saved so that PEFT's literal subset check accepts it on reload.
+    """
+    config = config if config is not None else IA3Config()
+    choice = _choose(model, config)
+    targets = [
+        Target(
+            name=name,
+            module=choice.modules[name],
+            feedforward=name in choice.feedforward,
+            layer_type=layer_type(choice.modules[name]),
+        )
+        for name in choice.names
+    ]
+    saved_targets = _saved_targets(config, choice)
+    saved_ff = _saved_feedforward(config, choice, saved_targets)
+    resolved = dataclasses.replace(
+        config, target_modules=saved_targets, feedforward_modules=saved_ff
+    )
+    logger.info(
+        "IA3 targets (%s, %s): %d modules, %d feedforward",
+        choice.source,
+        choice.model_type,
+        len(targets),
+        len(choice.feedforward),
+    )
+    return targets, resolved
+
+
+def _saved_targets(config: IA3Config, choice: _Choice):
+    if config.target_modules is not None and config.target_modules != ALL_LINEAR:
+        return config.target_modules
+    if choice.source == "table":
+        return list(TARGET_MODULES[choice.model_type])
+    return list(choice.names)  # structural and all-linear: full paths, as PEFT saves them
+
+
+def _saved_feedforward(config: IA3Config, choice: _Choice, saved_targets):
+    if config.feedforward_modules is not None:
+        return config.feedforward_modules
+    if choice.source == "table" or (
+        isinstance(saved_targets, str) and choice.model_type in FEEDFORWARD_MODULES
+    ):
+        return list(FEEDFORWARD_MODULES[choice.model_type])
+    ff_names = [n for n in choice.names if n in choice.feedforward]
+    if isinstance(saved_targets, str):
+        return ff_names
+    # Prefer the target entries that select only feedforward modules ("down_proj"), so the
+    # saved FF list is a literal subset of the saved targets; full paths fill any gap.
+    entries = []
+    for entry in saved_targets:
+        hit = [n for n in choice.names if matches([entry], n)]
+        if hit and all(n in choice.feedforward for n in hit):
+            entries.append(entry)
+    covered = {n for n in ff_names if matches(entries, n)}
+    return entries + [n for n in ff_names if n not in covered]
+
+
+def _nothing_matched_message(model_type: str, config: IA3Config, walked) -> str:
+    leaves = list(dict.fromkeys(n.rsplit(".", 1)[-1] for n, m in walked if layer_type(m)))
+    examples = ", ".join(leaves[:12]) or "(no Linear, Conv1D or Conv2d/3d layers)"
+    return (
+        f"No module of this {model_type} model matched target_modules="
+        f"{config.target_modules!r} (exclude_modules={config.exclude_modules!r}). "
+        f"Layers it has: {examples}. Set target_modules to a list of these names "
+        f"(e.g. {leaves[:2]!r}) or a regex matching full module names."
+    )
+
+
+@dataclass
+class TargetPreview:
+    """What injecting IA3 would do, without doing it."""
+
+    rows: list[dict]  # one per target: module, layer_type, feedforward, params
+    trainable_params: int  # IA3 vector entries plus the modules_to_save parameters
+    total_params: int  # every base-model parameter
+    source: str  # "table", "structural" or "config"
+    model_type: str
+    saved_modules: list[str] = field(default_factory=list)  # modules_to_save roots found
+    config: IA3Config | None = None  # the resolved config, as it would be saved
+
+    def summary(self) -> str:
+        """One line for people, e.g. for a UI label or a log."""
+        ff = sum(1 for row in self.rows if row["feedforward"])
+        share = 100 * self.trainable_params / self.total_params if self.total_params else 0.0
+        return (
+            f"{len(self.rows)} modules scaled ({ff} feedforward) on {self.model_type} "
+            f"[{self.source}]: {self.trainable_params:,} trainable of "
+            f"{self.total_params:,} parameters ({share:.4f}%)"
+        )
+
+
+def preview_targets(model: nn.Module, config: IA3Config | None = None) -> TargetPreview:
+    """The targets, their vector sizes and the trainable count; the model is not changed."""
+    config = config if config is not None else IA3Config()
+    targets, resolved = resolve_targets(model, config)
+    rows = [
+        {
+            "module": t.name,
+            "layer_type": t.layer_type,
+            "feedforward": t.feedforward,
+            "params": vector_length(t.module, t.feedforward),
+        }
+        for t in targets
+    ]
+    saved = _protected_names(model, config)
+    saved_params = {
+        id(p): p.numel() for name in saved for p in model.get_submodule(name).parameters()
+    }
+    total = {
+        id(p): p.numel()
+        for name, p in model.named_parameters()
+        if not any(part.startswith("ia3_") for part in name.split("."))
+    }
+    return TargetPreview(
+        rows=rows,
+        trainable_params=sum(r["params"] for r in rows) + sum(saved_params.values()),
+        total_params=sum(total.values()),
+        source=_source_of(model, config),
+        model_type=model_type_of(model),
+        saved_modules=saved,
+        config=resolved,
+    )
+
+
+def _source_of(model: nn.Module, config: IA3Config) -> str:
+    if config.target_modules is not None:
+        return "config"
+    return "table" if model_type_of(model) in TARGET_MODULES else "structural"
+
+
+__all__ = [
+    "FEEDFORWARD_MODULES",
+    "SUPPORTED_LAYER_TYPES",
+    "TARGET_MODULES",
+    "Target",
+    "TargetPreview",
+    "base_of",
+    "in_out_features",
+    "layer_type",
+    "model_type_of",
+    "preview_targets",
+    "resolve_targets",
+    "vector_length",
+]
