@@ -1,0 +1,254 @@
+"""TrainSpec: everything one training run needs, as a plain JSON-friendly dataclass.
+
+Presets fill the fields left as None; `validate()` names every bad field and its fix at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ia3engine.errors import SpecError
+
+TASKS = ("classify", "generate")
+OPTIMIZERS = ("adamw", "adafactor")
+QUANTIZE = (None, "8bit", "4bit")
+BUNDLED_MODEL = "minilm"
+
+# Why these numbers: docs/training.md (measured on the bundled MiniLM and on principle).
+PRESETS: dict[str, dict[str, Any]] = {
+    # Few hundred rows on a laptop CPU in about a minute.
+    "quick": {
+        "steps": 120,
+        "lr": 1e-2,
+        "head_lr": 3e-2,
+        "batch_size": 16,
+        "optimizer": "adamw",
+        "warmup_ratio": 0.06,
+        "max_length": 128,
+        "eval_every": 20,
+        "early_stopping_patience": 0,
+    },
+    # The T-Few paper: 1000 steps, batch 8, Adafactor at 3e-3, 6% warm-up, 256 tokens.
+    "tfew": {
+        "steps": 1000,
+        "lr": 3e-3,
+        "head_lr": 3e-3,
+        "batch_size": 8,
+        "optimizer": "adafactor",
+        "warmup_ratio": 0.06,
+        "max_length": 256,
+        "eval_every": 100,
+        "early_stopping_patience": 0,
+    },
+}
+
+_DEVICE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
+_DATA_SUFFIXES = {".csv", ".tsv", ".json", ".jsonl", ".parquet", ".txt", ".pq"}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+@dataclass
+class TrainSpec:
+    """One training run. Fields left as None take the preset's value (see `resolved()`)."""
+
+    model: str = BUNDLED_MODEL  # Hub id, local folder, or "minilm" (the bundled offline MiniLM)
+    data: str = ""  # training file (CSV, TSV, JSON, JSONL, Parquet, text) or a Hub dataset id
+    eval_data: str | None = None  # held-out file; None = split val_fraction off the training rows
+    task: str = "classify"  # "classify" (text -> label) or "generate" (prompt -> response)
+    text_column: str | None = None  # input column; None = guessed from the file
+    label_column: str | None = (
+        None  # label (classify) or response (generate) column; None = guessed
+    )
+    template: str | None = None  # prompt with a {text} slot for generative models; None = default
+    preset: str = "quick"  # "quick" (CPU, about a minute) or "tfew" (the paper's settings)
+    steps: int | None = None  # optimizer steps
+    lr: float | None = None  # learning rate of the IA3 vectors
+    head_lr: float | None = None  # learning rate of a new classification head (encoders)
+    batch_size: int | None = None  # examples per step, summed over all processes
+    grad_accum: int = 1  # micro-batches per optimizer step (batch_size each)
+    optimizer: str | None = None  # "adamw" or "adafactor"
+    warmup_ratio: float | None = None  # share of steps with a linear warm-up, then linear decay
+    max_length: int | None = None  # tokens per input; longer inputs are truncated
+    eval_every: int | None = None  # steps between evaluations (0 = only at the end)
+    early_stopping_patience: int | None = None  # evaluations without improvement; 0 = never stop
+    quantize: str | None = None  # None, "8bit" or "4bit" base weights (bitsandbytes)
+    seed: int = 0  # seed for the split, the head, the data order and dropout
+    max_rows: int | None = None  # cap on training rows; None = the data module's default cap
+    val_fraction: float = 0.1  # share held out for validation when eval_data is None
+    out_dir: str | None = None  # adapter folder; None = ./ia3-adapters/<name>
+    target_modules: list[str] | None = None  # modules to scale; None = the architecture's default
+    feedforward_modules: list[str] | None = None  # targets whose input is scaled; None = default
+    device: str | None = None  # "cuda:1", "cpu", "mps"; None = the best available
+    name: str | None = None  # adapter name; None = derived from the data file and the model
+
+    # --- presets -----------------------------------------------------------------------------
+    def resolved(self) -> TrainSpec:
+        """A copy with every preset-controlled field filled, plus a name and an output folder."""
+        values = dataclasses.asdict(self)
+        preset = PRESETS.get(self.preset, PRESETS["quick"])
+        for key, value in preset.items():
+            if values[key] is None:
+                values[key] = value
+        if not values["name"]:
+            values["name"] = default_name(self.data, self.model)
+        if not values["out_dir"]:
+            values["out_dir"] = str(Path("ia3-adapters") / values["name"])
+        return TrainSpec(**values)
+
+    # --- validation ---------------------------------------------------------------------------
+    def validate(self) -> TrainSpec:
+        """Raise SpecError listing every problem; return self when the spec is usable."""
+        problems = _check_choices(self) + _check_numbers(self) + _check_paths(self)
+        if problems:
+            raise SpecError(problems)
+        return self
+
+    # --- JSON ---------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainSpec:
+        if not isinstance(data, dict):
+            raise SpecError([f"A training spec must be a JSON object, got {type(data).__name__}."])
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise SpecError(
+                [
+                    f"Unknown spec field '{key}'; remove it. Known fields: {', '.join(sorted(known))}."
+                    for key in unknown
+                ]
+            )
+        return cls(**data)
+
+
+def default_name(data: str, model: str) -> str:
+    """A readable adapter name such as 'sentiment_train-minilm'."""
+    stem = Path(str(data)).stem or "adapter"
+    base = str(model).rstrip("/").split("/")[-1] or "model"
+    return re.sub(r"[^\w.-]+", "-", f"{stem}-{base}")[:80]
+
+
+def _check_choices(spec: TrainSpec) -> list[str]:
+    problems = []
+    if spec.task not in TASKS:
+        problems.append(f"task '{spec.task}' is unknown; use one of: {', '.join(TASKS)}.")
+    if spec.preset not in PRESETS:
+        problems.append(f"preset '{spec.preset}' is unknown; use one of: {', '.join(PRESETS)}.")
+    if spec.optimizer is not None and spec.optimizer not in OPTIMIZERS:
+        problems.append(
+            f"optimizer '{spec.optimizer}' is unknown; use one of: {', '.join(OPTIMIZERS)}."
+        )
+    if spec.quantize not in QUANTIZE:
+        problems.append(f"quantize '{spec.quantize}' is unknown; use 8bit, 4bit or leave it empty.")
+    if spec.device is not None and not _DEVICE.match(str(spec.device)):
+        problems.append(
+            f"device '{spec.device}' is not a device; use cpu, mps, cuda or cuda:N (e.g. cuda:1), "
+            "or leave it empty to pick the best one."
+        )
+    for key in ("target_modules", "feedforward_modules"):
+        value = getattr(spec, key)
+        if value is not None and (
+            not isinstance(value, list) or not all(isinstance(v, str) and v for v in value)
+        ):
+            problems.append(f"{key} must be a list of module names such as ['key', 'value'].")
+    if spec.template is not None and "{text}" not in str(spec.template):
+        problems.append(
+            "template must contain the {text} slot, e.g. 'Review: {text}\\nSentiment:'."
+        )
+    return problems
+
+
+# field -> (lowest allowed, allow equality with it, how to say it)
+_LIMITS = {
+    "steps": (1, True, "a whole number of at least 1"),
+    "batch_size": (1, True, "a whole number of at least 1"),
+    "grad_accum": (1, True, "a whole number of at least 1"),
+    "max_length": (8, True, "a whole number of at least 8 tokens"),
+    "eval_every": (0, True, "a whole number, 0 or more (0 = only at the end)"),
+    "early_stopping_patience": (0, True, "a whole number, 0 or more (0 = never stop early)"),
+    "seed": (0, True, "a whole number, 0 or more"),
+    "max_rows": (1, True, "a whole number of at least 1"),
+}
+
+
+def _check_numbers(spec: TrainSpec) -> list[str]:
+    problems = []
+    for key, (low, _, says) in _LIMITS.items():
+        value = getattr(spec, key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            problems.append(f"{key} is {value!r}; it must be {says}.")
+    for key in ("lr", "head_lr"):
+        value = getattr(spec, key)
+        if value is not None and (not _is_number(value) or not 0 < value <= 1):
+            problems.append(
+                f"{key} is {value!r}; use a learning rate above 0 and at most 1 (e.g. 3e-3)."
+            )
+    if spec.warmup_ratio is not None and (
+        not _is_number(spec.warmup_ratio) or not 0 <= spec.warmup_ratio < 1
+    ):
+        problems.append(
+            f"warmup_ratio is {spec.warmup_ratio!r}; use a share from 0 up to 1 (e.g. 0.06)."
+        )
+    if not _is_number(spec.val_fraction) or not 0 < spec.val_fraction <= 0.5:
+        problems.append(
+            f"val_fraction is {spec.val_fraction!r}; use a share above 0 and at most 0.5 (e.g. 0.1)."
+        )
+    return problems
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_paths(spec: TrainSpec) -> list[str]:
+    problems = []
+    model = str(spec.model or "").strip()
+    if not model:
+        problems.append(
+            "model is empty; give a Hub id (e.g. bert-base-uncased), a folder, or 'minilm'."
+        )
+    elif model != BUNDLED_MODEL and _looks_local(model):
+        folder = Path(model).expanduser()
+        if not folder.is_dir():
+            problems.append(
+                f"model folder '{model}' does not exist; check the path, or give a Hub id or 'minilm'."
+            )
+        elif not (folder / "config.json").is_file():
+            problems.append(
+                f"model folder '{model}' has no config.json; point to a folder saved by "
+                "transformers' save_pretrained."
+            )
+    for key in ("data", "eval_data"):
+        value = getattr(spec, key)
+        if value is None and key == "eval_data":
+            continue
+        problems += _check_data_path(key, str(value or "").strip())
+    return problems
+
+
+def _check_data_path(key: str, value: str) -> list[str]:
+    if not value:
+        return [f"{key} is empty; give a dataset file (CSV, TSV, JSON, JSONL, Parquet or text)."]
+    path = Path(value).expanduser()
+    if path.exists():
+        return [] if path.is_file() else [f"{key} '{value}' is a folder; give a file inside it."]
+    if path.suffix.lower() in _DATA_SUFFIXES or _looks_local(value) or not _HUB_ID.match(value):
+        return [f"{key} file '{value}' does not exist; check the path."]
+    return []  # a Hub dataset id: the data module loads it when online
+
+
+def _looks_local(value: str) -> bool:
+    return (
+        value.startswith(("/", ".", "~"))
+        or value.count("/") > 1
+        or "\\" in value
+        or Path(value).expanduser().exists()
+    )
