@@ -110,6 +110,8 @@ class IA3Config:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 problems.append(f"{name} must be a non-empty string or None, got {value!r}.")
+        if isinstance(self.task_type, str):  # PEFT's TaskType enum -> its plain value
+            self.task_type = str(getattr(self.task_type, "value", self.task_type))
         if self.task_type is not None and self.task_type not in TASK_TYPES:
             problems.append(
                 f"task_type {self.task_type!r} is not a PEFT task type; "

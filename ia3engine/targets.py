@@ -87,6 +87,8 @@ FEEDFORWARD_MODULES: dict[str, list[str]] = {
 }
 
 
+# Path components inside our wrappers: IA3 layers (`base_layer`) and modules_to_save copies.
+_INTERNAL_PARTS = {"base_layer", "original_module", "modules_to_save"}
 # Leaf names of output heads; only looked for outside the repeated blocks (see _head_names).
 _HEAD_LEAVES = {"lm_head", "classifier", "score", "qa_outputs", "classification_head", "cls"}
 
@@ -118,7 +120,7 @@ def _walk(model: nn.Module, protected: list[str]) -> list[tuple[str, nn.Module]]
         if not name:
             continue
         parts = name.split(".")
-        if "base_layer" in parts or any(p.startswith("ia3_") for p in parts):
+        if _INTERNAL_PARTS.intersection(parts) or any(p.startswith("ia3_") for p in parts):
             continue
         if any(name == p or name.startswith(p + ".") for p in protected):
             continue
