@@ -66,6 +66,15 @@ class IA3Layer(nn.Module):
         self.active_adapters = [n for n in self.active_adapters if n != name]
 
     @property
+    def weight(self) -> torch.Tensor:
+        # model code reads `layer.weight` (T5 checks the dtype of `wo.weight`)
+        return self.base_layer.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.base_layer.bias
+
+    @property
     def merged(self) -> bool:
         return bool(self.merged_adapters)
 
@@ -131,8 +140,13 @@ class IA3Layer(nn.Module):
         return scale.view(shape)
 
     # ---- merge / unmerge ------------------------------------------------------------------
-    def merge(self, adapter_names: list[str], safe_merge: bool = False) -> list[str]:
-        """Scale the weights by the named adapters present here; returns the names merged."""
+    def merge(
+        self, adapter_names: list[str], safe_merge: bool = False, commit: bool = True
+    ) -> list[str]:
+        """Scale the weights by the named adapters present here; returns the names merged.
+
+        commit=False only runs the safe_merge check, so a model can check every layer first.
+        """
         names = [n for n in adapter_names if n in self.ia3_l and n not in self.merged_adapters]
         if not names:
             return []
@@ -146,6 +160,8 @@ class IA3Layer(nn.Module):
                     f"{name} seems to be broken: its vector holds NaN/inf or overflows the "
                     "weights. Retrain it or leave it unmerged."
                 )
+        if not commit:
+            return names
         if not self.merged_adapters:
             self._keep_original()
         self._write_weight(weight, bias)  # weight and bias are committed together
