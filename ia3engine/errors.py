@@ -47,3 +47,7 @@ class SpecError(IA3Error, ValueError):
 
 class ModelLoadError(IA3Error, ValueError):
     """A base model could not be found or loaded."""
+
+
+class JobError(IA3Error, ValueError):
+    """A job id is unknown, or the job is in a state that forbids the request."""

@@ -1,0 +1,84 @@
+"""Database fixtures for the jobs suites: every test gets a fresh SQLite file and a fresh
+PostgreSQL database (CREATE DATABASE per test, dropped afterwards).
+
+PostgreSQL comes from IA3_TEST_POSTGRES_URL (.ci/run starts one). With CI=true a missing or
+unreachable server FAILS the PostgreSQL tests; elsewhere they skip, saying how to run them.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import uuid
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+POSTGRES_ENV = "IA3_TEST_POSTGRES_URL"
+HOW_TO = (
+    f"set {POSTGRES_ENV} to a PostgreSQL URL whose role may CREATE DATABASE "
+    "(e.g. postgresql+psycopg://app:app@127.0.0.1:55432/appdb), or run .ci/run"
+)
+DB_KINDS = [pytest.param("sqlite"), pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@functools.cache
+def _postgres_problem() -> str | None:
+    url = os.environ.get(POSTGRES_ENV)
+    if not url:
+        return f"{POSTGRES_ENV} is not set"
+    try:
+        engine = create_engine(url)
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        engine.dispose()
+    except Exception as exc:  # any driver error means: no usable server
+        return f"PostgreSQL at {POSTGRES_ENV} is unreachable ({str(exc).splitlines()[0]})"
+    return None
+
+
+def require_postgres() -> str:
+    """The admin URL, or fail (CI) / skip (elsewhere) with the reason and the fix."""
+    problem = _postgres_problem()
+    if problem:
+        message = f"{problem}; {HOW_TO}"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"CI needs PostgreSQL for the queue and registry suites: {message}")
+        pytest.skip(message)
+    return os.environ[POSTGRES_ENV]
+
+
+def make_database(kind: str, tmp_path) -> tuple[str, callable]:
+    """(url, cleanup) for a new empty database of `kind`."""
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path / 'ia3.db'}", lambda: None
+    admin_url = require_postgres()
+    name = f"ia3_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+    def cleanup():
+        from jobs.db import dispose_engines
+
+        dispose_engines()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    return url, cleanup
+
+
+@pytest.fixture(params=DB_KINDS)
+def db_url(request, tmp_path, monkeypatch):
+    """A fresh database URL (SQLite, then PostgreSQL), set as IA3_DATABASE_URL too."""
+    monkeypatch.setenv("IA3_DATA_DIR", str(tmp_path / "data"))
+    url, cleanup = make_database(request.param, tmp_path)
+    monkeypatch.setenv("IA3_DATABASE_URL", url)
+    yield url
+    from jobs.db import dispose_engines
+
+    dispose_engines()
+    cleanup()
