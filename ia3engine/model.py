@@ -139,6 +139,8 @@ class IA3Model(nn.Module):
         """Activate adapters (their scales multiply) and make only them trainable."""
         names = [adapter_name] if isinstance(adapter_name, str) else list(adapter_name)
         self._check_known(names)
+        for _, module in self.saved_modules():
+            module.check_active(names)  # before anything changes
         if self.merged_adapters:
             logger.warning("Adapters are merged; unmerging them before switching adapters.")
             self.unmerge()

@@ -39,8 +39,8 @@ class SavedModule(nn.Module):
         if self.active_adapter == name:
             self.active_adapter = None
 
-    def set_adapter(self, names: list[str], trainable: set[str]) -> None:
-        """Activate the one adapter in `names` that has a copy here; freeze the rest."""
+    def check_active(self, names: list[str]) -> list[str]:
+        """The adapters in `names` with a copy here; more than one cannot be active."""
         present = [n for n in names if n in self.modules_to_save]
         if len(present) > 1:
             raise AdapterError(
@@ -48,6 +48,11 @@ class SavedModule(nn.Module):
                 "copy can be active at a time. Activate one of them, or use adapter_names= to "
                 "route rows of a batch to different adapters."
             )
+        return present
+
+    def set_adapter(self, names: list[str], trainable: set[str]) -> None:
+        """Activate the one adapter in `names` that has a copy here; freeze the rest."""
+        present = self.check_active(names)
         self.active_adapter = present[0] if present else None
         for name, module in self.modules_to_save.items():
             module.requires_grad_(name in trainable)
