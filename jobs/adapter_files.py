@@ -218,12 +218,9 @@ _TASK_CLASSES = {
 
 def base_source(name: str) -> str:
     """A local folder or Hub id for `name`, using the engine's aliases (e.g. `minilm`)."""
-    try:
-        from ia3engine import loading
-    except ImportError:
-        return name
-    resolve = getattr(loading, "resolve_model_source", None)
-    return str(resolve(name)) if resolve is not None else name
+    from ia3engine.loading import resolve_model_path
+
+    return resolve_model_path(name)
 
 
 def meta_model(base_name: str, task_type: str | None, num_labels: int | None = None):

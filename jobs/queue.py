@@ -1,0 +1,431 @@
+"""The job queue: enqueue, claim, heartbeat, cancel, retry, recover, finish.
+
+Every change of a job's status happens in this module, each as one guarded UPDATE, so a
+job is claimed once, finished once, and never deleted when it leaves the queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import Connection, func, insert, select, update
+
+from ia3engine.errors import JobError
+from jobs import blobs
+from jobs.db import reading, writing
+from jobs.models import FINISHED, Job, JobEvent, Status, as_utc, utcnow
+from jobs.specs import data_paths, validated_spec
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    id: int
+    status: str
+    spec: dict
+    owner: str | None
+    priority: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    step: int | None
+    total_steps: int | None
+    eta_s: float | None
+    loss: float | None
+    message: str | None
+    adapter_id: int | None
+    attempts: int
+    worker: str | None
+    cancel_requested: bool
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    heartbeat_at: datetime | None = None
+    base_model: str | None = None
+    data_blob_id: int | None = None
+    eval_blob_id: int | None = None
+
+
+@dataclass(frozen=True)
+class EventInfo:
+    id: int
+    type: str
+    time: datetime
+    data: dict
+    attempt: int = 0
+
+
+_TIMES = ("created_at", "started_at", "finished_at", "heartbeat_at")
+
+
+def _job_info(row) -> JobInfo:
+    values = {name: getattr(row, name) for name in JobInfo.__dataclass_fields__}
+    for name in _TIMES:
+        values[name] = as_utc(values[name])
+    values["cancel_requested"] = bool(values["cancel_requested"])
+    return JobInfo(**values)
+
+
+_JOB_COLUMNS = [getattr(Job, name) for name in JobInfo.__dataclass_fields__]
+
+
+def _fetch(conn: Connection, job_id: int) -> JobInfo:
+    row = conn.execute(select(*_JOB_COLUMNS).where(Job.id == job_id)).first()
+    if row is None:
+        raise JobError(f"No job with id {job_id}; `ia3 jobs list` shows the jobs there are.")
+    return _job_info(row)
+
+
+# Reading -------------------------------------------------------------------------------
+
+
+def get_job(job_id: int, *, db=None) -> JobInfo:
+    with reading(db) as conn:
+        return _fetch(conn, job_id)
+
+
+def list_jobs(*, owner=None, status=None, limit: int = 200, db=None) -> list[JobInfo]:
+    """Newest first; `status` is one status or a list of them."""
+    query = select(*_JOB_COLUMNS).order_by(Job.id.desc()).limit(limit)
+    if owner is not None:
+        query = query.where(Job.owner == owner)
+    if status is not None:
+        statuses = [status] if isinstance(status, str) else list(status)
+        query = query.where(Job.status.in_(statuses))
+    with reading(db) as conn:
+        return [_job_info(row) for row in conn.execute(query)]
+
+
+def job_events(job_id: int, *, after_id: int = 0, db=None) -> list[EventInfo]:
+    query = (
+        select(JobEvent.id, JobEvent.type, JobEvent.time, JobEvent.data, JobEvent.attempt)
+        .where(JobEvent.job_id == job_id, JobEvent.id > after_id)
+        .order_by(JobEvent.id)
+    )
+    with reading(db) as conn:
+        return [
+            EventInfo(r.id, r.type, as_utc(r.time), r.data or {}, r.attempt)
+            for r in conn.execute(query)
+        ]
+
+
+# Submitting ----------------------------------------------------------------------------
+
+
+def enqueue(
+    spec,
+    *,
+    owner: str | None = None,
+    priority: int = 0,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    upload_data: bool = False,
+    db=None,
+) -> int:
+    """Validate `spec` (TrainSpec or dict; SpecError names every bad field) and queue it.
+
+    With upload_data the dataset files are copied into the database, so a worker on any
+    machine can read them; otherwise the paths must exist on the worker when it starts.
+    """
+    spec_dict = validated_spec(spec)
+    if int(max_attempts) < 1:
+        raise JobError(f"max_attempts must be at least 1, got {max_attempts}.")
+    with writing(db) as conn:
+        blob_ids = {}
+        if upload_data:
+            for field, path in data_paths(spec_dict).items():
+                blob_ids[field] = blobs.store_dataset(conn, path, owner=owner)
+        job_id = conn.scalar(
+            insert(Job)
+            .values(
+                status=Status.QUEUED.value,
+                spec=spec_dict,
+                owner=owner,
+                priority=int(priority),
+                base_model=spec_dict.get("model"),
+                created_at=utcnow(),
+                attempts=0,
+                max_attempts=int(max_attempts),
+                cancel_requested=False,
+                data_blob_id=blob_ids.get("data"),
+                eval_blob_id=blob_ids.get("eval_data"),
+            )
+            .returning(Job.id)
+        )
+    log.info("job %s queued (model %s, priority %s)", job_id, spec_dict.get("model"), priority)
+    return job_id
+
+
+def set_priority(job_id: int, priority: int, *, db=None) -> JobInfo:
+    """Change the priority of a queued job (higher runs first)."""
+    with writing(db) as conn:
+        done = conn.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == Status.QUEUED.value)
+            .values(priority=int(priority))
+        ).rowcount
+        job = _fetch(conn, job_id)
+    if not done:
+        raise JobError(f"Job {job_id} is {job.status}; only a queued job's priority can change.")
+    return job
+
+
+def cancel_job(job_id: int, *, db=None) -> JobInfo:
+    """A queued job is cancelled at once; a running one is asked to stop at its next step."""
+    with writing(db) as conn:
+        now = utcnow()
+        conn.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == Status.QUEUED.value)
+            .values(
+                status=Status.CANCELLED.value,
+                finished_at=now,
+                message="Cancelled before it started.",
+            )
+        )
+        conn.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == Status.RUNNING.value)
+            .values(cancel_requested=True)
+        )
+        job = _fetch(conn, job_id)
+    if job.status in (Status.DONE.value, Status.FAILED.value):
+        raise JobError(f"Job {job_id} is already {job.status}; there is nothing to cancel.")
+    return job
+
+
+def retry_job(job_id: int, *, db=None) -> int:
+    """Put a failed or cancelled job back in the queue; returns its id (the same job).
+
+    The same row is requeued, not copied: its events stay, its attempts start again,
+    and it resumes from its last stored checkpoint.
+    """
+    with writing(db) as conn:
+        done = conn.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status.in_([Status.FAILED.value, Status.CANCELLED.value]))
+            .values(
+                status=Status.QUEUED.value,
+                attempts=0,
+                cancel_requested=False,
+                finished_at=None,
+                message=None,
+            )
+        ).rowcount
+        job = _fetch(conn, job_id)
+        if done:
+            _event(conn, job_id, 0, "log", {"message": "Retried: back in the queue."})
+    if not done:
+        raise JobError(
+            f"Job {job_id} is {job.status}; only failed or cancelled jobs can be retried. "
+            "Submit its spec again to train another adapter."
+        )
+    return job_id
+
+
+# Working (called by workers) ------------------------------------------------------------
+
+
+def claim_job(worker: str, *, stale_after_s: float = 60.0, db=None) -> JobInfo | None:
+    """Take the next queued job (highest priority, then oldest) for `worker`, or None.
+
+    One guarded UPDATE: the sub-select picks a candidate (skipping rows another worker
+    holds, on PostgreSQL; under BEGIN IMMEDIATE, on SQLite) and `status='queued'` in the
+    outer WHERE makes a lost race update nothing.
+    """
+    with writing(db) as conn:
+        _recover_stale(conn, stale_after_s)
+        candidate = (
+            select(Job.id)
+            .where(Job.status == Status.QUEUED.value)
+            .order_by(Job.priority.desc(), Job.id)
+            .limit(1)
+        )
+        if conn.dialect.name == "postgresql":
+            candidate = candidate.with_for_update(skip_locked=True)
+        now = utcnow()
+        job_id = conn.scalar(
+            update(Job)
+            .where(Job.id == candidate.scalar_subquery(), Job.status == Status.QUEUED.value)
+            .values(
+                status=Status.RUNNING.value,
+                worker=worker,
+                heartbeat_at=now,
+                started_at=func.coalesce(Job.started_at, now),
+                attempts=Job.attempts + 1,
+            )
+            .returning(Job.id)
+        )
+        if job_id is None:
+            return None
+        return _fetch(conn, job_id)
+
+
+def _recover_stale(conn: Connection, stale_after_s: float) -> None:
+    """Jobs whose worker stopped heartbeating go back to the queue, or fail at max attempts."""
+    cutoff = utcnow() - timedelta(seconds=stale_after_s)
+    query = select(Job.id, Job.worker, Job.attempts, Job.max_attempts, Job.cancel_requested).where(
+        Job.status == Status.RUNNING.value, Job.heartbeat_at < cutoff
+    )
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    for row in conn.execute(query).all():
+        gone = f"Worker {row.worker} stopped responding (no heartbeat for {stale_after_s:g} s)"
+        if row.cancel_requested:
+            status, message = Status.CANCELLED.value, f"{gone}; the job was being cancelled."
+        elif row.attempts >= row.max_attempts:
+            status = Status.FAILED.value
+            message = (
+                f"{gone} on attempt {row.attempts} of {row.max_attempts}; giving up. A worker "
+                "that dies repeatedly has often run out of memory: try a smaller batch size "
+                f"or model. The last checkpoint is kept; `ia3 jobs retry {row.id}` resumes."
+            )
+        else:
+            status = Status.QUEUED.value
+            message = f"{gone} on attempt {row.attempts}; back in the queue to resume."
+        done = conn.execute(
+            update(Job)
+            .where(Job.id == row.id, Job.status == Status.RUNNING.value, Job.heartbeat_at < cutoff)
+            .values(
+                status=status,
+                message=None if status == Status.QUEUED.value else message,
+                finished_at=None if status == Status.QUEUED.value else utcnow(),
+            )
+        ).rowcount
+        if done:
+            log.warning("job %s: %s", row.id, message)
+            _event(conn, row.id, row.attempts, "log", {"message": message, "level": "warning"})
+
+
+def heartbeat(job_id: int, worker: str, *, db=None) -> bool | None:
+    """Refresh the job's heartbeat; returns cancel_requested, or None if `worker` lost it."""
+    with writing(db) as conn:
+        row = conn.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.worker == worker, Job.status == Status.RUNNING.value)
+            .values(heartbeat_at=utcnow())
+            .returning(Job.cancel_requested)
+        ).first()
+    return None if row is None else bool(row.cancel_requested)
+
+
+def cancel_requested(job_id: int, *, db=None) -> bool:
+    with reading(db) as conn:
+        return bool(conn.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
+
+
+def record_event(job_id: int, worker: str, attempt: int, event: dict, *, db=None) -> bool:
+    """Store one training event; step events also update the job's progress columns.
+
+    Returns False (and stores nothing) when `worker` no longer holds the job.
+    """
+    kind = str(event.get("type", "log"))
+    progress: dict[str, Any] = {}
+    if kind == "step":
+        progress = {
+            "step": event.get("step"),
+            "total_steps": event.get("total_steps"),
+            "loss": _finite(event.get("loss")),
+            "eta_s": _finite(event.get("eta_s")),
+        }
+    with writing(db) as conn:
+        owned = conn.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.worker == worker, Job.status == Status.RUNNING.value)
+            .values(**{k: v for k, v in progress.items() if v is not None}, heartbeat_at=utcnow())
+        ).rowcount
+        if owned:
+            _event(conn, job_id, attempt, kind, event)
+    return bool(owned)
+
+
+def finish_job(
+    conn: Connection,
+    job_id: int,
+    worker: str,
+    status: Status,
+    message: str | None = None,
+    *,
+    adapter_id: int | None = None,
+    attempt: int = 0,
+) -> bool:
+    """Move a running job held by `worker` to done, failed or cancelled, inside `conn`.
+
+    Returns False when the worker no longer holds it; the caller must then roll back
+    anything it did in the same transaction (such as registering the adapter).
+    """
+    if status.value not in FINISHED:
+        raise JobError(f"finish_job takes a finished status, not {status.value}.")
+    values: dict[str, Any] = {"status": status.value, "message": message, "finished_at": utcnow()}
+    if adapter_id is not None:
+        values["adapter_id"] = adapter_id
+    done = conn.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.worker == worker, Job.status == Status.RUNNING.value)
+        .values(**values)
+    ).rowcount
+    if done:
+        data = {"message": message or status.value, "status": status.value}
+        _event(conn, job_id, attempt, "log", data)
+    return bool(done)
+
+
+def finish(job_id: int, worker: str, status: Status, message=None, *, attempt=0, db=None):
+    """finish_job in its own transaction."""
+    with writing(db) as conn:
+        return finish_job(conn, job_id, worker, status, message, attempt=attempt)
+
+
+def release_job(job_id: int, worker: str, message: str, *, db=None) -> bool:
+    """A worker that is shutting down puts its job back in the queue (attempt not counted)."""
+    with writing(db) as conn:
+        done = conn.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.worker == worker, Job.status == Status.RUNNING.value)
+            .values(status=Status.QUEUED.value, attempts=Job.attempts - 1, message=None)
+        ).rowcount
+        if done:
+            _event(conn, job_id, 0, "log", {"message": message})
+    return bool(done)
+
+
+# Events --------------------------------------------------------------------------------
+
+
+def _event(conn: Connection, job_id: int, attempt: int, kind: str, event: dict) -> None:
+    data = {k: _jsonable(v) for k, v in event.items() if k not in ("type", "time")}
+    when = event.get("time")
+    when = datetime.fromtimestamp(when, timezone.utc) if isinstance(when, int | float) else utcnow()
+    conn.execute(
+        insert(JobEvent).values(job_id=job_id, attempt=attempt, type=kind, time=when, data=data)
+    )
+
+
+def _finite(value):
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _jsonable(value):
+    """JSON-safe copy: NaN/inf become None (PostgreSQL's json refuses them), paths become str."""
+    if isinstance(value, bool) or value is None or isinstance(value, str | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # numpy and torch scalars
+        try:
+            return _jsonable(value.item())
+        except (TypeError, ValueError, RuntimeError):
+            pass
+    return str(value)
