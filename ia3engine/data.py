@@ -11,6 +11,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from os import PathLike
+from pathlib import Path
 
 import datasets
 import pandas as pd
@@ -26,7 +27,13 @@ from .data_columns import (
     require_column,
     sort_labels,
 )
-from .data_examples import check_label_set, classify_examples, classify_splits, generate_splits
+from .data_examples import (
+    check_label_set,
+    classify_examples,
+    classify_splits,
+    generate_examples,
+    generate_splits,
+)
 from .data_read import Table, read_table
 from .data_split import truncate_pairs, truncate_texts
 from .errors import DataError
@@ -80,7 +87,7 @@ def inspect_dataset(
     """Read a file and guess its mapping. Unusable files and unknown columns raise DataError;
     problems in the rows (missing labels, one class, imbalance) come back as warnings."""
     _check_options(task, 0.0, max_rows, None)
-    source = str(path)
+    source = display_name(path)
     table = read_table(path, max_rows=max_rows)
     text, label = _resolve(table, task, text_column, label_column, source)
     warnings = list(table.warnings) + _unresolved(task, table, text, label, strict=False)
@@ -93,8 +100,10 @@ def inspect_dataset(
         if text is not None:
             warnings += _soft(lambda: classify_examples(table.frame, text, label, None, source)[2])
         warnings += _soft(lambda: check_label_set(list(found.elements()), label, source)[1])
+    if task == "generate" and label is not None:
+        warnings += _soft(lambda: generate_examples(table.frame, text, label, None, source)[2])
     return DatasetSummary(
-        path=source,
+        path=str(path),
         format=table.format,
         n_rows=len(table.frame),
         columns=list(table.frame.columns),
@@ -105,6 +114,12 @@ def inspect_dataset(
         preview=_preview(table.frame),
         warnings=list(dict.fromkeys(warnings)),
     )
+
+
+def display_name(path) -> str:
+    """How messages name a source: a file by its name, a Hub dataset by its id."""
+    file = Path(str(path))
+    return file.name if file.exists() else str(path)
 
 
 def _soft(check) -> list[str]:
@@ -135,7 +150,7 @@ def prepare_dataset(
     stratified by label for classify. With `tokenizer` and `max_length`, longer rows are cut.
     """
     _check_options(task, val_fraction, max_rows, max_length)
-    source = str(path)
+    source = display_name(path)
     table = read_table(path, max_rows=max_rows)
     text, label = _resolve(table, task, text_column, label_column, source)
     warnings = list(table.warnings) + _unresolved(task, table, text, label, True, template)
@@ -144,7 +159,7 @@ def prepare_dataset(
         eval_table = read_table(eval_path, max_rows=max_rows, role="eval")
         warnings += eval_table.warnings
     eval_frame = eval_table.frame if eval_table is not None else table.eval_frame
-    eval_source = str(eval_path) if eval_path is not None else f"{source} (validation split)"
+    eval_source = display_name(eval_path) if eval_path is not None else f"{source} (validation)"
     build = classify_splits if task == "classify" else generate_splits
     train, evaluation, labels, notes = build(
         table.frame, eval_frame, text, label, template, (source, eval_source), val_fraction, seed

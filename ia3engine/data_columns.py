@@ -87,10 +87,13 @@ def _few_values(series: pd.Series) -> bool:
 
 
 def guess_label_column(frame: pd.DataFrame, exclude: set) -> str | None:
-    """A column named like a label with few distinct values; else the column with the fewest."""
+    """A column named like a label: by its exact name, or containing such a name and with few
+    distinct values; else the column with the fewest distinct values."""
     columns = list(frame.columns)
     for column in _named(columns, LABEL_NAMES, exclude):
-        if _few_values(frame[column]):
+        # An exact name is taken as the caller's intent even with odd values: the label
+        # checks then explain what is wrong instead of a vague "could not tell".
+        if column.strip().lower() in LABEL_NAMES or _few_values(frame[column]):
             return column
     others = [c for c in columns if c not in exclude and _few_values(frame[c])]
     others = [c for c in others if frame[c].nunique() <= 20]

@@ -81,6 +81,7 @@ def read_table(path, *, max_rows: int | None = None, role: str = "data") -> Tabl
         raise DataError(
             f"The {role}file '{name}' was not found. Check the path, or upload the file again."
         )
+    name = file.name  # messages name the file, not the (often temporary) folder it sits in
     data = file.read_bytes()
     if not data.strip():
         raise DataError(
