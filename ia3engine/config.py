@@ -48,6 +48,27 @@ def matches(spec: Spec, module_name: str) -> bool:
     return any(module_name == entry or module_name.endswith("." + entry) for entry in spec)
 
 
+def select(spec: Spec, names: list[str]) -> list[str]:
+    """The names that `matches(spec, name)` accepts, in order; fast for long lists.
+
+    A list spec is turned into a set once and each name's dot-suffixes are looked up in it,
+    so a reloaded "all-linear" config (thousands of full paths) costs O(names x depth).
+    """
+    if spec is None:
+        return []
+    if isinstance(spec, str):
+        pattern = re.compile(spec)
+        return [name for name in names if pattern.fullmatch(name)]
+    entries = set(spec)
+    return [name for name in names if not entries.isdisjoint(dot_suffixes(name))]
+
+
+def dot_suffixes(name: str) -> list[str]:
+    """ "a.b.c" -> ["a.b.c", "b.c", "c"]: the whole-component suffixes a list entry may equal."""
+    parts = name.split(".")
+    return [".".join(parts[i:]) for i in range(len(parts))]
+
+
 def is_dot_suffix(short: str, long: str) -> bool:
     """True when `short` equals `long` or is a whole-component suffix of it."""
     return short == long or long.endswith("." + short)
@@ -205,11 +226,20 @@ def _subset_problems(targets: Spec, feedforward: Spec) -> list[str]:
         return []
     if not all(isinstance(x, str) for x in targets + feedforward):
         return []  # already reported as a type problem
-    missing = [entry for entry in feedforward if not covers(targets, entry)]
+    # Sets of suffixes instead of pairwise `covers`: a saved "all-linear" config has
+    # thousands of full paths on each side.
+    target_set = set(targets)
+    target_suffixes = {suffix for t in targets for suffix in dot_suffixes(t)}
+    missing = [
+        entry
+        for entry in feedforward
+        if entry not in target_suffixes and target_set.isdisjoint(dot_suffixes(entry))
+    ]
     if not missing:
         return []
+    more = f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""
     return [
-        f"feedforward_modules {missing} are not among target_modules {targets}; every "
+        f"feedforward_modules {missing[:5]}{more} are not among target_modules; every "
         f"feedforward module must also be a target: add them to target_modules or remove them "
         f"from feedforward_modules."
     ]

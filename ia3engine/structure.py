@@ -91,17 +91,18 @@ def _in_attention(relative: str) -> bool:
 
 
 def _blocks(walked: list[tuple[str, nn.Module]], kv_names: list[str]) -> list[str]:
-    """Names of the repeated transformer blocks: items of the outermost ModuleLists that
-    hold key/value projections (T5's inner `layer` lists sit inside such an item)."""
+    """Names of the repeated transformer blocks: the items of the outermost ModuleLists (or
+    Sequentials) that hold key/value projections. Items without any (a head appended to a
+    Sequential) are not blocks; T5's inner `layer` lists sit inside a block and are skipped."""
     blocks: list[str] = []
     for name, module in walked:
-        if not isinstance(module, nn.ModuleList):
+        if not isinstance(module, (nn.ModuleList, nn.Sequential)):
             continue
         if any(name.startswith(b + ".") for b in blocks):
             continue
-        items = [f"{name}.{i}" for i in range(len(module))]
-        if any(k.startswith(item + ".") for item in items for k in kv_names):
-            blocks.extend(items)
+        prefix = name + "."
+        held = {k[len(prefix) :].split(".", 1)[0] for k in kv_names if k.startswith(prefix)}
+        blocks += [prefix + key for key, _ in module.named_children() if key in held]
     return blocks
 
 
@@ -149,11 +150,18 @@ def detect_structure(
         if not names:  # the head is the only scalable layer: better scaled than nothing
             names = [n for n, m in walked if n in heads and layer_type(m) is not None]
         return names, set()
+    members: dict[str, list[tuple[str, nn.Module]]] = {block: [] for block in blocks}
+    for name, module in scalable:
+        parts = name.split(".")
+        block = next(
+            (p for i in range(1, len(parts)) if (p := ".".join(parts[:i])) in members), None
+        )
+        if block is not None:
+            members[block].append((name, module))
     targets: list[str] = []
     feedforward: set[str] = set()
     for block in blocks:
-        members = [(n, m) for n, m in scalable if n.startswith(block + ".")]
-        block_targets, block_ff = _structure_in_block(members, block, kv, fused)
+        block_targets, block_ff = _structure_in_block(members[block], block, kv, fused)
         targets += block_targets
         feedforward |= block_ff
     order = {n: i for i, (n, _) in enumerate(walked)}

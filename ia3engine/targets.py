@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from dataclasses import dataclass, field
 
 from torch import nn
 
-from ia3engine.config import ALL_LINEAR, IA3Config, matches
+from ia3engine.config import ALL_LINEAR, IA3Config, dot_suffixes, select
 from ia3engine.errors import NoTargetModulesError, UnsupportedLayerError
 from ia3engine.structure import (
     LINEAR_TYPES,
@@ -88,7 +89,7 @@ FEEDFORWARD_MODULES: dict[str, list[str]] = {
 
 
 # Path components inside our wrappers: IA3 layers (`base_layer`) and modules_to_save copies.
-_INTERNAL_PARTS = {"base_layer", "original_module", "modules_to_save"}
+_INTERNAL = re.compile(r"(^|\.)(base_layer|original_module|modules_to_save|ia3_[^.]*)(\.|$)")
 # Leaf names of output heads; only looked for outside the repeated blocks (see _head_names).
 _HEAD_LEAVES = {"lm_head", "classifier", "score", "qa_outputs", "classification_head", "cls"}
 
@@ -119,8 +120,7 @@ def _walk(model: nn.Module, protected: list[str]) -> list[tuple[str, nn.Module]]
     for name, module in model.named_modules():
         if not name:
             continue
-        parts = name.split(".")
-        if _INTERNAL_PARTS.intersection(parts) or any(p.startswith("ia3_") for p in parts):
+        if _INTERNAL.search(name):
             continue
         if any(name == p or name.startswith(p + ".") for p in protected):
             continue
@@ -129,14 +129,14 @@ def _walk(model: nn.Module, protected: list[str]) -> list[tuple[str, nn.Module]]
 
 
 def _protected_names(model: nn.Module, config: IA3Config) -> list[str]:
-    """Top-level names of the modules matched by modules_to_save."""
+    """Outermost names of the modules matched by modules_to_save."""
     if not config.modules_to_save:
         return []
     found: list[str] = []
-    for name, _ in model.named_modules():
-        if name and matches(config.modules_to_save, name):
-            if not any(name.startswith(p + ".") for p in found):
-                found.append(name)
+    names = [name for name, _ in model.named_modules() if name]
+    for name in select(config.modules_to_save, names):
+        if not any(name.startswith(p + ".") for p in found):
+            found.append(name)
     return found
 
 
@@ -144,7 +144,10 @@ def _head_names(model: nn.Module, walked: list[tuple[str, nn.Module]]) -> set[st
     """Names of output-head layers: never chosen automatically (table, structural, all-linear)."""
     heads: set[str] = set()
     get_output = getattr(model, "get_output_embeddings", None)
-    output = get_output() if callable(get_output) else None
+    try:
+        output = get_output() if callable(get_output) else None
+    except (AttributeError, NotImplementedError):  # some remote-code models leave it undone
+        output = None
     head_roots = [
         name
         for name, _ in walked
@@ -156,10 +159,11 @@ def _head_names(model: nn.Module, walked: list[tuple[str, nn.Module]]) -> set[st
         if any(name == r or name.startswith(r + ".") for r in head_roots):
             heads.add(name)
     if not heads and output is None and not hasattr(model, "config"):
-        # A plain nn.Module: its last scalable layer in registration order is taken to be
-        # the output layer (an MLP's or CNN's classifier).
+        # A plain nn.Module: its last scalable layer is taken to be the output layer (an
+        # MLP's or CNN's classifier) unless it sits inside a repeated block ("layers.3.fc").
         scalable = [name for name, module in walked if layer_type(module) is not None]
-        if len(scalable) > 1:
+        last = scalable[-1].split(".") if len(scalable) > 1 else None
+        if last and (len(last) == 1 or not any(p.isdigit() for p in last)):
             heads.add(scalable[-1])
     return heads
 
@@ -179,6 +183,7 @@ def _choose(model: nn.Module, config: IA3Config) -> _Choice:
     model_type = model_type_of(model)
     protected = _protected_names(model, config)
     walked = _walk(model, protected)
+    all_names = [n for n, _ in walked]
     heads = _head_names(model, walked)
     spec = config.target_modules
     structure = None
@@ -187,16 +192,17 @@ def _choose(model: nn.Module, config: IA3Config) -> _Choice:
         names = [n for n, m in walked if layer_type(m) in LINEAR_TYPES and n not in heads]
     elif spec is not None:
         source = "config"
-        names = [n for n, _ in walked if matches(spec, n)]
-    elif model_type in TARGET_MODULES:
-        source = "table"
-        table = TARGET_MODULES[model_type]
-        names = [n for n, _ in walked if matches(table, n) and n not in heads]
+        names = select(spec, all_names)
     else:
-        source = "structural"
-        structure = detect_structure(model, walked, heads)
-        names = structure[0]
-    names = [n for n in names if not matches(config.exclude_modules, n)]
+        source = "table"
+        table = TARGET_MODULES.get(model_type, [])
+        names = [n for n in select(table, all_names) if n not in heads]
+        if not names:  # not in the table, or renamed layers: look at the structure instead
+            source = "structural"
+            structure = detect_structure(model, walked, heads)
+            names = structure[0]
+    excluded = set(select(config.exclude_modules, names))
+    names = [n for n in names if n not in excluded]
     if not names:
         raise NoTargetModulesError(_nothing_matched_message(model_type, config, walked))
     modules = dict(walked)
@@ -204,25 +210,16 @@ def _choose(model: nn.Module, config: IA3Config) -> _Choice:
         if layer_type(modules[name]) is None:
             raise UnsupportedLayerError(unsupported_message(name, modules[name]))
     if config.feedforward_modules is not None:
-        ff = {n for n in names if matches(config.feedforward_modules, n)}
-    elif model_type in FEEDFORWARD_MODULES:
-        ff = {n for n in names if matches(FEEDFORWARD_MODULES[model_type], n)}
+        ff = set(select(config.feedforward_modules, names))
+    elif source != "structural" and model_type in FEEDFORWARD_MODULES:
+        ff = set(select(FEEDFORWARD_MODULES[model_type], names))
     else:
         structure = structure or detect_structure(model, walked, heads)
         ff = structure[1] & set(names)
     return _Choice(names, ff, source, model_type, modules, protected)
 
 
-def resolve_targets(
-    model: nn.Module, config: IA3Config | None = None
-) -> tuple[list[Target], IA3Config]:
-    """The modules to scale and a copy of `config` with both module fields resolved.
-
-    The resolved fields are what gets saved: the table's names for table models, the full
-    module paths for the structural fallback and "all-linear", the user's spec otherwise.
-    Feedforward is always saved so that PEFT's literal subset check accepts it on reload.
-    """
-    config = config if config is not None else IA3Config()
+def _resolve(model: nn.Module, config: IA3Config) -> tuple[_Choice, list[Target], IA3Config]:
     choice = _choose(model, config)
     targets = [
         Target(
@@ -245,6 +242,19 @@ def resolve_targets(
         len(targets),
         len(choice.feedforward),
     )
+    return choice, targets, resolved
+
+
+def resolve_targets(
+    model: nn.Module, config: IA3Config | None = None
+) -> tuple[list[Target], IA3Config]:
+    """The modules to scale and a copy of `config` with both module fields resolved.
+
+    The resolved fields are what gets saved: the table's names for table models, the full
+    module paths for the structural fallback and "all-linear", the user's spec otherwise.
+    Feedforward is always saved so that PEFT's literal subset check accepts it on reload.
+    """
+    _, targets, resolved = _resolve(model, config if config is not None else IA3Config())
     return targets, resolved
 
 
@@ -259,21 +269,24 @@ def _saved_targets(config: IA3Config, choice: _Choice):
 def _saved_feedforward(config: IA3Config, choice: _Choice, saved_targets):
     if config.feedforward_modules is not None:
         return config.feedforward_modules
-    if choice.source == "table" or (
-        isinstance(saved_targets, str) and choice.model_type in FEEDFORWARD_MODULES
-    ):
+    from_table = choice.source != "structural" and choice.model_type in FEEDFORWARD_MODULES
+    if choice.source == "table" or (isinstance(saved_targets, str) and from_table):
         return list(FEEDFORWARD_MODULES[choice.model_type])
     ff_names = [n for n in choice.names if n in choice.feedforward]
     if isinstance(saved_targets, str):
         return ff_names
     # Prefer the target entries that select only feedforward modules ("down_proj"), so the
     # saved FF list is a literal subset of the saved targets; full paths fill any gap.
-    entries = []
-    for entry in saved_targets:
-        hit = [n for n in choice.names if matches([entry], n)]
-        if hit and all(n in choice.feedforward for n in hit):
-            entries.append(entry)
-    covered = {n for n in ff_names if matches(entries, n)}
+    hits: dict[str, list[str]] = {}
+    for name in choice.names:
+        for suffix in dot_suffixes(name):
+            hits.setdefault(suffix, []).append(name)
+    entries = [
+        entry
+        for entry in saved_targets
+        if hits.get(entry) and all(n in choice.feedforward for n in hits[entry])
+    ]
+    covered = set(select(entries, ff_names))
     return entries + [n for n in ff_names if n not in covered]
 
 
@@ -314,7 +327,7 @@ class TargetPreview:
 def preview_targets(model: nn.Module, config: IA3Config | None = None) -> TargetPreview:
     """The targets, their vector sizes and the trainable count; the model is not changed."""
     config = config if config is not None else IA3Config()
-    targets, resolved = resolve_targets(model, config)
+    choice, targets, resolved = _resolve(model, config)
     rows = [
         {
             "module": t.name,
@@ -324,9 +337,10 @@ def preview_targets(model: nn.Module, config: IA3Config | None = None) -> Target
         }
         for t in targets
     ]
-    saved = _protected_names(model, config)
     saved_params = {
-        id(p): p.numel() for name in saved for p in model.get_submodule(name).parameters()
+        id(p): p.numel()
+        for name in choice.protected
+        for p in model.get_submodule(name).parameters()
     }
     total = {
         id(p): p.numel()
@@ -337,17 +351,11 @@ def preview_targets(model: nn.Module, config: IA3Config | None = None) -> Target
         rows=rows,
         trainable_params=sum(r["params"] for r in rows) + sum(saved_params.values()),
         total_params=sum(total.values()),
-        source=_source_of(model, config),
-        model_type=model_type_of(model),
-        saved_modules=saved,
+        source=choice.source,
+        model_type=choice.model_type,
+        saved_modules=choice.protected,
         config=resolved,
     )
-
-
-def _source_of(model: nn.Module, config: IA3Config) -> str:
-    if config.target_modules is not None:
-        return "config"
-    return "table" if model_type_of(model) in TARGET_MODULES else "structural"
 
 
 __all__ = [

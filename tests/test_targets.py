@@ -318,3 +318,47 @@ def test_bitsandbytes_layers_are_recognised_without_a_gpu():
     assert layer_type(eight) == "Linear8bitLt" and layer_type(four) == "Linear4bit"
     assert vector_length(eight, feedforward=True) == 16
     assert vector_length(four, feedforward=False) == 8
+
+
+def test_table_row_matching_nothing_falls_back_to_structure():
+    model = tiny_models.llama()
+    model.config.model_type = "bert"  # the bert row (key, value, output.dense) finds nothing
+    preview = preview_targets(model)
+    assert preview.source == "structural"
+    assert {r["module"].rsplit(".", 1)[-1]: r["feedforward"] for r in preview.rows} == {
+        "k_proj": False,
+        "v_proj": False,
+        "down_proj": True,
+    }
+
+
+def test_plain_transformer_layers_keep_their_last_linear():
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(16, 2, 32, batch_first=True)
+    model = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+    names = ours(model)
+    assert "layers.1.linear2" in names and len(names) == 6  # out_proj, linear1, linear2 x 2
+
+
+class _EncoderWithHead(nn.Module):
+    """A user's own class around a transformers encoder, with its own output layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoder = _distilbert().distilbert
+        self.out = nn.Linear(32, 3)
+
+
+def test_custom_module_around_a_transformer_uses_its_blocks_and_skips_the_head():
+    mine = ours(_EncoderWithHead())
+    assert "out" not in mine
+    assert sorted({n.rsplit(".", 1)[-1] for n in mine}) == ["k_lin", "lin2", "v_lin"]
+
+
+def test_sequential_head_after_blocks_is_not_a_block():
+    torch.manual_seed(0)
+    body = _distilbert().distilbert.transformer.layer
+    model = nn.Sequential(body[0], body[1], nn.Linear(32, 2))
+    mine = ours(model)
+    assert "2" not in mine and len(mine) == 6
+    assert {n for n, ff in mine.items() if ff} == {"0.ffn.lin2", "1.ffn.lin2"}
