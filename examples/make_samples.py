@@ -19,181 +19,112 @@ OUT_DIR = Path(__file__).parent / "data"
 # ---- sentiment: reviews of products, films, dishes and restaurants -----------------------
 # Each domain: subjects, positive and negative predicates. Negations sit on both sides
 # ("was not bad at all" / "was not worth the money") so single keywords do not decide.
+# fmt: off
 SENTIMENT = {
     "product": (
         [
-            "This blender",
-            "The backpack",
-            "My new keyboard",
-            "The phone case",
-            "This coffee maker",
-            "The desk lamp",
-            "This vacuum cleaner",
-            "The laptop stand",
-            "The electric kettle",
-            "This air fryer",
+            "This blender", "The backpack", "My new keyboard", "The phone case",
+            "This coffee maker", "The desk lamp", "This vacuum cleaner", "The laptop stand",
+            "The electric kettle", "This air fryer",
         ],
         [
-            "works perfectly",
-            "exceeded my expectations",
-            "was worth every penny",
-            "is not bad at all for the price",
-            "has not let me down once",
-            "feels solid and well made",
-            "arrived early and works like a charm",
-            "is the best purchase I have made this year",
-            "does exactly what it promises",
-            "still works great after six months",
-            "never gave me a single problem",
+            "works perfectly", "exceeded my expectations", "was worth every penny",
+            "is not bad at all for the price", "has not let me down once",
+            "feels solid and well made", "arrived early and works like a charm",
+            "is the best purchase I have made this year", "does exactly what it promises",
+            "still works great after six months", "never gave me a single problem",
             "made my mornings so much easier",
         ],
         [
-            "stopped working after a week",
-            "was a waste of money",
-            "is not worth the price",
-            "feels cheap and flimsy",
-            "broke the second time I used it",
-            "never worked properly",
-            "is far worse than the reviews suggested",
-            "arrived scratched and missing parts",
-            "is not something I would buy again",
-            "makes an awful rattling noise",
-            "did not last a month",
-            "was nothing like the pictures",
+            "stopped working after a week", "was a waste of money", "is not worth the price",
+            "feels cheap and flimsy", "broke the second time I used it", "never worked properly",
+            "is far worse than the reviews suggested", "arrived scratched and missing parts",
+            "is not something I would buy again", "makes an awful rattling noise",
+            "did not last a month", "was nothing like the pictures",
         ],
     ),
     "film": (
         [
-            "This movie",
-            "The film",
-            "The sequel",
-            "The documentary",
-            "The series finale",
-            "This comedy",
-            "The thriller",
-            "The animated film",
+            "This movie", "The film", "The sequel", "The documentary", "The series finale",
+            "This comedy", "The thriller", "The animated film",
         ],
         [
-            "kept me on the edge of my seat",
-            "was funny, warm and surprisingly moving",
-            "was not boring for a single minute",
-            "had a brilliant cast",
-            "is a small masterpiece",
-            "made me laugh out loud more than once",
-            "was better than the original",
-            "has a plot that stays with you for days",
-            "did not waste a single scene",
+            "kept me on the edge of my seat", "was funny, warm and surprisingly moving",
+            "was not boring for a single minute", "had a brilliant cast", "is a small masterpiece",
+            "made me laugh out loud more than once", "was better than the original",
+            "has a plot that stays with you for days", "did not waste a single scene",
             "was beautifully shot and well acted",
         ],
         [
-            "dragged on for far too long",
-            "was a complete bore",
-            "was not funny at all",
-            "had a plot full of holes",
-            "wasted a talented cast",
-            "put me to sleep halfway through",
-            "was not worth the ticket price",
-            "felt like a cheap copy of the first one",
-            "had dialogue that made me cringe",
-            "fell apart in the last hour",
+            "dragged on for far too long", "was a complete bore", "was not funny at all",
+            "had a plot full of holes", "wasted a talented cast", "put me to sleep halfway through",
+            "was not worth the ticket price", "felt like a cheap copy of the first one",
+            "had dialogue that made me cringe", "fell apart in the last hour",
         ],
     ),
     "dish": (
         [
-            "The pasta",
-            "The curry",
-            "The soup",
-            "The burger",
-            "The chocolate cake",
-            "The pizza",
-            "The ramen",
-            "The salad",
+            "The pasta", "The curry", "The soup", "The burger", "The chocolate cake", "The pizza",
+            "The ramen", "The salad",
         ],
         [
-            "was cooked to perfection",
-            "was fresh and full of flavour",
-            "was not too salty, just right",
-            "tasted even better than it looked",
-            "was generous and delicious",
-            "is the best I have had in this city",
-            "had me planning my next visit",
-            "was hot, fresh and perfectly seasoned",
+            "was cooked to perfection", "was fresh and full of flavour",
+            "was not too salty, just right", "tasted even better than it looked",
+            "was generous and delicious", "is the best I have had in this city",
+            "had me planning my next visit", "was hot, fresh and perfectly seasoned",
         ],
         [
-            "arrived cold and soggy",
-            "was bland and overpriced",
-            "was not cooked through",
-            "tasted like it had been reheated",
-            "was far too salty to finish",
-            "was tiny for the price",
-            "was not fresh at all",
-            "left me feeling sick",
+            "arrived cold and soggy", "was bland and overpriced", "was not cooked through",
+            "tasted like it had been reheated", "was far too salty to finish",
+            "was tiny for the price", "was not fresh at all", "left me feeling sick",
         ],
     ),
     "place": (
         [
-            "The service",
-            "Our waiter",
-            "This restaurant",
-            "The staff",
-            "The little cafe",
-            "The hotel bar",
-            "The bakery on the corner",
+            "The service", "Our waiter", "This restaurant", "The staff", "The little cafe",
+            "The hotel bar", "The bakery on the corner",
         ],
         [
-            "was friendly and attentive",
-            "made us feel welcome from the start",
-            "never kept us waiting",
-            "deserves every one of its five stars",
-            "was relaxed, cosy and spotless",
-            "could not have been more helpful",
-            "was not crowded and the music was perfect",
-            "is worth the trip across town",
+            "was friendly and attentive", "made us feel welcome from the start",
+            "never kept us waiting", "deserves every one of its five stars",
+            "was relaxed, cosy and spotless", "could not have been more helpful",
+            "was not crowded and the music was perfect", "is worth the trip across town",
         ],
         [
-            "was rude and slow",
-            "ignored us for twenty minutes",
-            "was not clean at all",
-            "got our order wrong twice",
-            "was noisy and cramped",
-            "could not have cared less about us",
-            "charged us for things we never ordered",
+            "was rude and slow", "ignored us for twenty minutes", "was not clean at all",
+            "got our order wrong twice", "was noisy and cramped",
+            "could not have cared less about us", "charged us for things we never ordered",
             "was not worth the long wait",
         ],
     ),
 }
+# fmt: on
+# fmt: off
 OPENERS = [
-    "Honestly",
-    "To be fair",
-    "I have to say",
-    "After a few weeks",
-    "Overall",
-    "Long story short",
-    "For what it's worth",
-    "Believe it or not",
+    "Honestly", "To be fair", "I have to say", "After a few weeks", "Overall", "Long story short",
+    "For what it's worth", "Believe it or not",
 ]
+# fmt: on
+# fmt: off
 TAILS = {
     "positive": [
-        "so I have already recommended it to friends",
-        "and I would happily go again",
-        "which I did not expect",
-        "and I have no complaints",
-        "so it gets five stars",
+        "so I have already recommended it to friends", "and I would happily go again",
+        "which I did not expect", "and I have no complaints", "so it gets five stars",
     ],
     "negative": [
-        "so I asked for a refund",
-        "and I will not be back",
-        "which was a shame",
-        "and I regret it",
+        "so I asked for a refund", "and I will not be back", "which was a shame", "and I regret it",
         "so it gets one star from me",
     ],
 }
+# fmt: on
 # What the reviewer expected: the opposite of how it turned out, so the positive word
 # "great" appears in negative reviews and "awful" in positive ones.
+# fmt: off
 EXPECTED = {
     "positive": ["a letdown", "awful", "mediocre", "boring", "overrated"],
     "negative": ["great", "amazing", "worth it", "a treat", "excellent"],
 }
+# fmt: on
 
 
 def _lower_first(text: str) -> str:
@@ -217,142 +148,80 @@ def _review(rng: random.Random, label: str) -> str:
 
 
 # ---- intents: a bank and shop assistant --------------------------------------------------
-ACCOUNTS = [
-    "checking account",
-    "savings account",
-    "current account",
-    "joint account",
-    "business account",
-]
-PEOPLE = [
-    "my sister",
-    "my landlord",
-    "Anna",
-    "my brother",
-    "Tom",
-    "my mum",
-    "the plumber",
-    "my flatmate",
-]
+# fmt: off
+ACCOUNTS = ["checking account", "savings account", "current account", "joint account", "business account"]
+# fmt: on
+# fmt: off
+PEOPLE = ["my sister", "my landlord", "Anna", "my brother", "Tom", "my mum", "the plumber", "my flatmate"]
+# fmt: on
 AMOUNTS = ["50", "20 euros", "$100", "250 dollars", "75 pounds", "1,000", "30 bucks", "$15"]
+# fmt: off
 DAYS = [
-    "on Sunday",
-    "on Saturday",
-    "tomorrow",
-    "today",
-    "on public holidays",
-    "on Christmas Eve",
-    "this weekend",
-    "on Monday morning",
+    "on Sunday", "on Saturday", "tomorrow", "today", "on public holidays", "on Christmas Eve",
+    "this weekend", "on Monday morning",
 ]
+# fmt: on
 CARDS = ["card", "debit card", "credit card", "bank card", "Visa card"]
-PLACES = [
-    "at the shop",
-    "on the bus",
-    "at the gym",
-    "in a taxi",
-    "at the airport",
-    "at a restaurant",
-]
+# fmt: off
+PLACES = ["at the shop", "on the bus", "at the gym", "in a taxi", "at the airport", "at a restaurant"]
+# fmt: on
+# fmt: off
 ORDERS = [
-    "my order",
-    "order 48213",
-    "the order I placed yesterday",
-    "my last purchase",
-    "order number 77120",
-    "the shoes I ordered",
-    "my subscription box",
-    "that order",
+    "my order", "order 48213", "the order I placed yesterday", "my last purchase",
+    "order number 77120", "the shoes I ordered", "my subscription box", "that order",
 ]
+# fmt: on
+# fmt: off
 INTENTS = {
     "check_balance": [
-        "How much money is in my {account}?",
-        "What's the balance on my {account}?",
-        "Can you tell me my {account} balance?",
-        "Show me how much I have left in my {account}",
-        "I need to know my current balance",
-        "balance of {account} please",
+        "How much money is in my {account}?", "What's the balance on my {account}?",
+        "Can you tell me my {account} balance?", "Show me how much I have left in my {account}",
+        "I need to know my current balance", "balance of {account} please",
         "Do I have enough money in my {account} to pay {person} {amount}?",
-        "How much can I still spend this month?",
-        "what is left on my {account}",
+        "How much can I still spend this month?", "what is left on my {account}",
         "Check my {account} for me",
     ],
     "transfer_money": [
-        "Send {amount} to {person}",
-        "I want to transfer {amount} to {person}",
-        "Move {amount} from my {account} to my credit card",
-        "Can you pay {person} {amount} {day}?",
-        "Please wire {amount} to {person}",
-        "transfer {amount} into my {account}",
-        "How do I send money to {person}?",
-        "Pay back {person} the {amount} I owe",
+        "Send {amount} to {person}", "I want to transfer {amount} to {person}",
+        "Move {amount} from my {account} to my credit card", "Can you pay {person} {amount} {day}?",
+        "Please wire {amount} to {person}", "transfer {amount} into my {account}",
+        "How do I send money to {person}?", "Pay back {person} the {amount} I owe",
         "Set up a payment of {amount} to {person}",
     ],
     "card_lost": [
-        "I lost my {card}",
-        "I lost my {card} {place}",
-        "My {card} was stolen {day}",
-        "I can't find my {card} anywhere",
-        "Someone stole my wallet with my {card} in it",
-        "Please block my {card}, it's missing",
-        "my {card} is gone, what do I do",
-        "I think I left my {card} {place}",
-        "Freeze my {card} right now, I lost it",
-        "How do I report a stolen {card}?",
-        "I need a new {card} because mine was stolen",
+        "I lost my {card}", "I lost my {card} {place}", "My {card} was stolen {day}",
+        "I can't find my {card} anywhere", "Someone stole my wallet with my {card} in it",
+        "Please block my {card}, it's missing", "my {card} is gone, what do I do",
+        "I think I left my {card} {place}", "Freeze my {card} right now, I lost it",
+        "How do I report a stolen {card}?", "I need a new {card} because mine was stolen",
         "I dropped my {card} somewhere {place}",
     ],
     "opening_hours": [
-        "When are you open {day}?",
-        "What time does the branch close {day}?",
-        "Are you open {day}?",
-        "What are your opening hours?",
-        "opening times {day}?",
-        "How late is the store open {day}?",
-        "Is the branch open {day}?",
-        "What time do you open {day}?",
-        "until when can I come in {day}",
-        "What are your hours {day}?",
-        "Can I visit the branch {day}?",
-        "When do you close?",
-        "Is anyone at the office {day}?",
+        "When are you open {day}?", "What time does the branch close {day}?", "Are you open {day}?",
+        "What are your opening hours?", "opening times {day}?", "How late is the store open {day}?",
+        "Is the branch open {day}?", "What time do you open {day}?",
+        "until when can I come in {day}", "What are your hours {day}?",
+        "Can I visit the branch {day}?", "When do you close?", "Is anyone at the office {day}?",
     ],
     "greeting": [
-        "{hello}",
-        "{hello}!",
-        "{hello} {whom}",
-        "{hello} {whom}!",
-        "{hello}, how are you?",
-        "{hello} {whom}, anyone there?",
-        "{hello}, good to see you",
-        "{hello} {whom} :)",
+        "{hello}", "{hello}!", "{hello} {whom}", "{hello} {whom}!", "{hello}, how are you?",
+        "{hello} {whom}, anyone there?", "{hello}, good to see you", "{hello} {whom} :)",
     ],
     "cancel_order": [
-        "Cancel {order}",
-        "I want to cancel {order}",
-        "Please stop {order} from shipping",
-        "Can I still cancel {order}?",
-        "I changed my mind, cancel {order}",
-        "how do I cancel {order}",
-        "Don't send {order}, I no longer need it",
-        "I ordered by mistake, please cancel {order}",
-        "Call off {order} please",
-        "Please cancel {order} before it ships",
-        "Cancel {order} and refund me",
+        "Cancel {order}", "I want to cancel {order}", "Please stop {order} from shipping",
+        "Can I still cancel {order}?", "I changed my mind, cancel {order}",
+        "how do I cancel {order}", "Don't send {order}, I no longer need it",
+        "I ordered by mistake, please cancel {order}", "Call off {order} please",
+        "Please cancel {order} before it ships", "Cancel {order} and refund me",
     ],
 }
+# fmt: on
+# fmt: off
 HELLOS = [
-    "Hi",
-    "Hello",
-    "Hey",
-    "Good morning",
-    "Good afternoon",
-    "Good evening",
-    "Hiya",
-    "Greetings",
-    "Morning",
-    "Howdy",
+    "Hi", "Hello", "Hey", "Good morning", "Good afternoon", "Good evening", "Hiya", "Greetings",
+    "Morning", "Howdy",
 ]
+# fmt: on
 WHOM = ["there", "team", "bot", "folks", "everyone", "assistant"]
 
 
@@ -372,72 +241,30 @@ def _utterance(rng: random.Random, intent: str) -> str:
 
 
 # ---- instructions: short deterministic transformations ----------------------------------
+# fmt: off
 WORDS = [
-    "cat",
-    "river",
-    "yellow",
-    "garden",
-    "piano",
-    "window",
-    "rocket",
-    "lemon",
-    "forest",
-    "candle",
-    "tiger",
-    "pencil",
-    "castle",
-    "orange",
-    "silver",
-    "bridge",
-    "winter",
-    "cloud",
-    "apple",
+    "cat", "river", "yellow", "garden", "piano", "window", "rocket", "lemon", "forest", "candle",
+    "tiger", "pencil", "castle", "orange", "silver", "bridge", "winter", "cloud", "apple",
     "mountain",
 ]
+# fmt: on
+# fmt: off
 CAPITALS = {
-    "France": "Paris",
-    "Germany": "Berlin",
-    "Italy": "Rome",
-    "Spain": "Madrid",
-    "Portugal": "Lisbon",
-    "Japan": "Tokyo",
-    "Egypt": "Cairo",
-    "Canada": "Ottawa",
-    "Kenya": "Nairobi",
-    "Peru": "Lima",
-    "Norway": "Oslo",
-    "Greece": "Athens",
-    "Poland": "Warsaw",
-    "Austria": "Vienna",
-    "Ireland": "Dublin",
-    "Cuba": "Havana",
-    "Chile": "Santiago",
-    "Sweden": "Stockholm",
-    "Finland": "Helsinki",
-    "Hungary": "Budapest",
+    "France": "Paris", "Germany": "Berlin", "Italy": "Rome", "Spain": "Madrid",
+    "Portugal": "Lisbon", "Japan": "Tokyo", "Egypt": "Cairo", "Canada": "Ottawa",
+    "Kenya": "Nairobi", "Peru": "Lima", "Norway": "Oslo", "Greece": "Athens", "Poland": "Warsaw",
+    "Austria": "Vienna", "Ireland": "Dublin", "Cuba": "Havana", "Chile": "Santiago",
+    "Sweden": "Stockholm", "Finland": "Helsinki", "Hungary": "Budapest",
 }
+# fmt: on
+# fmt: off
 OPPOSITES = {
-    "hot": "cold",
-    "big": "small",
-    "up": "down",
-    "fast": "slow",
-    "day": "night",
-    "happy": "sad",
-    "open": "closed",
-    "light": "dark",
-    "early": "late",
-    "full": "empty",
-    "old": "new",
-    "wet": "dry",
-    "loud": "quiet",
-    "hard": "soft",
-    "rich": "poor",
-    "left": "right",
-    "win": "lose",
-    "begin": "end",
-    "push": "pull",
-    "inside": "outside",
+    "hot": "cold", "big": "small", "up": "down", "fast": "slow", "day": "night", "happy": "sad",
+    "open": "closed", "light": "dark", "early": "late", "full": "empty", "old": "new", "wet": "dry",
+    "loud": "quiet", "hard": "soft", "rich": "poor", "left": "right", "win": "lose", "begin": "end",
+    "push": "pull", "inside": "outside",
 }
+# fmt: on
 
 
 def _instructions(rng: random.Random) -> list[dict]:

@@ -167,22 +167,17 @@ def prepare_dataset(
     warnings += notes
     n_truncated = 0
     if tokenizer is not None and max_length is not None:
-        n_truncated = _truncate(train, task, tokenizer, max_length)
-        n_truncated += _truncate(evaluation, task, tokenizer, max_length)
+        n_truncated = sum(
+            _truncate(part, task, tokenizer, max_length) for part in (train, evaluation)
+        )
         if n_truncated:
             warnings.append(
                 f"{n_truncated} rows were longer than {max_length} tokens and were truncated"
             )
-    options = {
-        "task": task,
-        "text_column": text,
-        "label_column": label,
-        "template": template,
-        "val_fraction": val_fraction,
-        "seed": seed,
-        "max_length": max_length if tokenizer is not None else None,
-        "tokenizer": getattr(tokenizer, "name_or_path", None) if tokenizer is not None else None,
-    }
+    options = dict(task=task, text_column=text, label_column=label, template=template)
+    options.update(val_fraction=val_fraction, seed=seed)
+    if tokenizer is not None:
+        options.update(max_length=max_length, tokenizer=getattr(tokenizer, "name_or_path", None))
     for note in warnings:
         logger.warning("%s", note)
     return PreparedData(
@@ -277,6 +272,7 @@ def _dataset(columns: dict, task: str) -> datasets.Dataset:
 
 
 def _fingerprint(table: Table, eval_table: Table | None, options: dict) -> str:
+    """sha256 over the data (file bytes, or Hub id and revision) and every mapping option."""
     digest = hashlib.sha256(table.digest.encode())
     digest.update((eval_table.digest if eval_table is not None else "-").encode())
     digest.update(json.dumps(options, sort_keys=True, default=str).encode())

@@ -81,23 +81,27 @@ def guess_text_column(frame: pd.DataFrame, exclude: set) -> str | None:
     return max(candidates, key=lambda c: _mean_length(frame[c]))
 
 
+def _distinct(series: pd.Series) -> int:
+    # Through label_strings: cells may hold lists (JSON), which pandas cannot count.
+    return len({v for v in label_strings(series) if v is not None})
+
+
 def _few_values(series: pd.Series) -> bool:
-    labels = {v for v in label_strings(series) if v is not None}
-    return 2 <= len(labels) <= max(2, min(100, len(series) // 2))
+    return 2 <= _distinct(series) <= max(2, min(100, len(series) // 2))
 
 
 def guess_label_column(frame: pd.DataFrame, exclude: set) -> str | None:
     """A column named like a label: by its exact name, or containing such a name and with few
-    distinct values; else the column with the fewest distinct values."""
+    distinct values; else the column with the fewest distinct values (at most 20)."""
     columns = list(frame.columns)
     for column in _named(columns, LABEL_NAMES, exclude):
         # An exact name is taken as the caller's intent even with odd values: the label
         # checks then explain what is wrong instead of a vague "could not tell".
         if column.strip().lower() in LABEL_NAMES or _few_values(frame[column]):
             return column
-    others = [c for c in columns if c not in exclude and _few_values(frame[c])]
-    others = [c for c in others if frame[c].nunique() <= 20]
-    return min(others, key=lambda c: frame[c].nunique(), default=None)
+    counts = {c: _distinct(frame[c]) for c in columns if c not in exclude}
+    others = [c for c, n in counts.items() if _few_values(frame[c]) and n <= 20]
+    return min(others, key=counts.get, default=None)
 
 
 def guess_by_name(frame: pd.DataFrame, names: tuple[str, ...], exclude: set) -> str | None:

@@ -154,6 +154,13 @@ def test_guesses_longest_text_column_and_few_valued_label(tmp_path):
     assert (summary.text_column, summary.label_column) == ("review", "sentiment")
 
 
+def test_unnamed_few_valued_column_is_guessed_as_label_even_beside_list_cells(tmp_path):
+    records = [{"body": t, "tokens": t.split(), "mood": lab} for t, lab in ROWS]
+    summary = inspect_dataset(write(tmp_path / "r.json", json.dumps(records)))
+    assert (summary.text_column, summary.label_column) == ("body", "mood")
+    assert summary.preview[0]["tokens"] == ROWS[0][0].split()
+
+
 def test_caller_columns_win_over_guesses(tmp_path):
     frame = pd.DataFrame({"text": [t for t, _ in ROWS], "label": list("abcabc"),
                           "stars": [5, 1, 5, 1, 5, 1]})  # fmt: skip
