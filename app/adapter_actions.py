@@ -1,0 +1,100 @@
+"""Studio actions on registered adapters: list, show, download, import, rename, delete, export.
+
+Thin calls into jobs.registry returning plain values (paths as strings) for the page and API.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from app.job_actions import _plain
+from ia3engine.errors import AdapterError
+
+logger = logging.getLogger(__name__)
+
+# Files of an adapter folder a person may download one by one (never anything else on disk).
+DOWNLOADABLE = ("adapter_model.safetensors", "adapter_config.json", "README.md")
+
+
+def list_adapters(
+    search: str = "", base_model: str = "", task: str = "", sort: str = "-created"
+) -> list[dict]:
+    """Registered adapters, filtered by a search text, base model and task."""
+    from jobs import registry
+
+    found = registry.list_adapters(
+        base_model=base_model or None, task=task or None, search=search or None, sort=sort
+    )
+    return [_summary(a) for a in found]
+
+
+def _summary(adapter) -> dict:
+    info = _plain(adapter)
+    info.pop("card", None)  # cards are long; adapter_info() has them
+    return info
+
+
+def adapter_info(adapter_id: int) -> dict:
+    """One adapter: name, base model, task, labels, metrics, card, files."""
+    from jobs import registry
+
+    info = _plain(registry.get_adapter(int(adapter_id)))
+    info["files"] = [p.name for p in adapter_files(adapter_id)]
+    return info
+
+
+def adapter_zip(adapter_id: int) -> str:
+    """Path of a zip of the adapter (PEFT files + model card) that loads in peft as is."""
+    from jobs import registry
+
+    return str(registry.package_zip(int(adapter_id)))
+
+
+def adapter_files(adapter_id: int) -> list[Path]:
+    """The adapter's downloadable files, materialised from the database."""
+    from jobs import registry
+
+    folder = Path(registry.adapter_folder(int(adapter_id)))
+    extra = sorted(p for p in folder.glob("*.json") if p.name not in DOWNLOADABLE)
+    return [folder / name for name in DOWNLOADABLE if (folder / name).is_file()] + extra
+
+
+def adapter_file(adapter_id: int, filename: str) -> str:
+    """Path of one file of the adapter; refuses names that are not the adapter's files."""
+    for path in adapter_files(adapter_id):
+        if path.name == filename:
+            return str(path)
+    names = ", ".join(p.name for p in adapter_files(adapter_id))
+    raise AdapterError(f"Adapter {adapter_id} has no file {filename!r}; its files are: {names}.")
+
+
+def import_adapter(path: str, base_model: str = "", name: str = "") -> int:
+    """Register an adapter zip or folder (safetensors only); returns its id."""
+    from jobs import registry
+
+    if not path:
+        raise AdapterError("No file given. Upload an adapter .zip (PEFT format).")
+    return int(
+        registry.import_adapter(Path(path), base_model=base_model or None, name=name or None)
+    )
+
+
+def rename_adapter(adapter_id: int, name: str) -> dict:
+    """Give an adapter a new display name; returns the updated adapter."""
+    from jobs import registry
+
+    clean = (name or "").strip()
+    if not clean:
+        raise AdapterError("The new name is empty. Type a name for the adapter.")
+    registry.rename_adapter(int(adapter_id), clean)
+    return _summary(registry.get_adapter(int(adapter_id)))
+
+
+def delete_adapter(adapter_id: int) -> int:
+    """Delete an adapter's row and files; returns the id that was deleted."""
+    from jobs import registry
+
+    registry.delete_adapter(int(adapter_id))
+    logger.info("deleted adapter %s", adapter_id)
+    return int(adapter_id)

@@ -1,0 +1,253 @@
+"""The Adapters tab: the registry with search and filters, and one adapter's card and actions.
+
+Download the zip or single files, rename, delete (with a confirmation), export a merged model,
+and import an adapter made elsewhere.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import gradio as gr
+import pandas as pd
+
+from app import adapter_actions
+from app.messages import explain, field_note, note_box
+
+logger = logging.getLogger(__name__)
+
+TABLE_HEADERS = [
+    "id",
+    "name",
+    "base model",
+    "task",
+    "labels",
+    "main metric",
+    "trainable",
+    "created",
+]
+ALL = ""
+
+
+@dataclass
+class AdaptersTab:
+    filters: list  # inputs of list_view()
+    listing: list  # outputs of list_view()
+    selected: gr.Dropdown
+
+
+def _main_metric(metrics: dict) -> str:
+    for key in ("accuracy", "eval_accuracy", "exact_match", "f1", "eval_loss", "loss"):
+        if isinstance(metrics.get(key), int | float):
+            return f"{key} {metrics[key]:.3f}"
+    return "—"
+
+
+def adapters_table(adapters: list[dict]) -> pd.DataFrame:
+    rows = [
+        [
+            a["id"], a["name"], a["base_model"], a["task"],
+            ", ".join(map(str, a.get("labels") or []))[:60], _main_metric(a.get("metrics") or {}),
+            f"{a.get('trainable_params') or 0:,}", str(a.get("created_at") or "")[:16].replace("T", " "),
+        ]
+        for a in adapters
+    ]  # fmt: skip
+    return pd.DataFrame(rows, columns=TABLE_HEADERS)
+
+
+def list_view(search, base_model, task, selected):
+    """Table, base-model filter choices, adapter choices, note."""
+    try:
+        everything = adapter_actions.list_adapters()
+        shown = adapter_actions.list_adapters(search=search, base_model=base_model, task=task)
+    except Exception as error:
+        return gr.skip(), gr.skip(), gr.skip(), field_note(explain(error))
+    bases = sorted({a["base_model"] for a in everything})
+    choices = [(f"#{a['id']} {a['name']}", a["id"]) for a in shown]
+    ids = [a["id"] for a in shown]
+    value = selected if selected in ids else (ids[0] if ids else None)
+    empty = "" if everything else field_note("No adapters yet: train one in the Train tab.", "info")
+    return (
+        adapters_table(shown),
+        gr.Dropdown(choices=[("All base models", ALL)] + [(b, b) for b in bases]),
+        gr.Dropdown(choices=choices, value=value),
+        empty,
+    )
+
+
+def _details(adapter_id):
+    """Header, metrics, card, zip, files, rename box for one adapter."""
+    if adapter_id is None:
+        return "Pick an adapter in the list.", None, "", None, None, ""
+    try:
+        info = adapter_actions.adapter_info(int(adapter_id))
+        zip_path = adapter_actions.adapter_zip(int(adapter_id))
+        files = [str(p) for p in adapter_actions.adapter_files(int(adapter_id))]
+    except Exception as error:
+        return field_note(explain(error)), None, "", None, None, ""
+    header = (
+        f"### {info['name']}\n"
+        f"Adapter #{info['id']} · {info['task']} · base model `{info['base_model']}` · "
+        f"{info.get('trainable_params') or 0:,} trainable parameters · "
+        f"{(info.get('size_bytes') or 0) / 1024:.1f} KiB\n\n"
+        f"Labels: {', '.join(map(str, info.get('labels') or [])) or '—'}\n\n"
+        f"Shareable page: [/adapters/{info['id']}](/adapters/{info['id']})"
+    )
+    metrics = pd.DataFrame(
+        [[k, f"{v:.4f}" if isinstance(v, float) else str(v)] for k, v in (info.get("metrics") or {}).items()],
+        columns=["metric", "value"],
+    )  # fmt: skip
+    return header, metrics, info.get("card") or "", zip_path, files, info["name"]
+
+
+def _act(action, message):
+    def handler(adapter_id, *args):
+        if adapter_id is None:
+            return field_note("Pick an adapter first.", "info")
+        try:
+            action(int(adapter_id), *args)
+        except Exception as error:
+            return field_note(explain(error))
+        return field_note(message.format(id=adapter_id), "ok")
+
+    return handler
+
+
+def _export(adapter_id):
+    if adapter_id is None:
+        return field_note("Pick an adapter first.", "info"), None
+    try:
+        path = adapter_actions.export_merged(int(adapter_id))
+    except Exception as error:
+        return field_note(explain(error)), None
+    return field_note(
+        "Merged model ready: the base model's weights with the adapter built in.", "ok"
+    ), path
+
+
+def _import(path, base_model, name):
+    try:
+        adapter_id = adapter_actions.import_adapter(path, base_model, name)
+    except Exception as error:
+        return field_note(explain(error))
+    return field_note(f"Imported as adapter #{adapter_id}.", "ok")
+
+
+def build(demo: gr.Blocks) -> AdaptersTab:
+    """Lay out the tab and wire its events."""
+    with gr.Row():
+        search = gr.Textbox(
+            label="Search",
+            placeholder="name, base model or label",
+            scale=3,
+            elem_id="adapter-search",
+        )
+        base_filter = gr.Dropdown(
+            [("All base models", ALL)],
+            value=ALL,
+            label="Base model",
+            scale=2,
+            elem_id="adapter-base",
+        )
+        task_filter = gr.Dropdown(
+            [("All tasks", ALL), ("classify", "classify"), ("generate", "generate")],
+            value=ALL,
+            label="Task",
+            scale=1,
+            elem_id="adapter-task",
+        )
+    table = gr.Dataframe(
+        headers=TABLE_HEADERS,
+        label="Registered adapters",
+        interactive=False,
+        max_height=300,
+        elem_id="adapters-table",
+    )
+    list_note = note_box()
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3, min_width=360):
+            selected = gr.Dropdown(label="Adapter", choices=[], elem_id="adapter-select")
+            header = gr.Markdown(elem_id="adapter-header")
+            metrics = gr.Dataframe(
+                headers=["metric", "value"],
+                label="Metrics",
+                interactive=False,
+                elem_id="adapter-metrics",
+            )
+            with gr.Accordion("Model card", open=False):
+                card = gr.Markdown(elem_id="adapter-card")
+        with gr.Column(scale=2, min_width=300):
+            download = gr.DownloadButton(
+                "Download adapter (.zip)", variant="primary", elem_id="adapter-download"
+            )
+            files = gr.File(
+                label="Files, one by one",
+                file_count="multiple",
+                interactive=False,
+                elem_id="adapter-files",
+            )
+            with gr.Row(equal_height=True):
+                new_name = gr.Textbox(label="Name", scale=3, elem_id="adapter-rename-box")
+                rename = gr.Button("Rename", scale=1, elem_id="adapter-rename")
+            export = gr.Button("Export merged model", elem_id="adapter-export")
+            merged = gr.File(
+                label="Merged model (.zip)", interactive=False, elem_id="adapter-merged"
+            )
+            with gr.Row():
+                delete = gr.Button("Delete adapter", variant="stop", elem_id="adapter-delete")
+                confirm = gr.Button(
+                    "Yes, delete it", variant="stop", visible=False, elem_id="adapter-confirm"
+                )
+            action_note = note_box("adapter-note")
+    with gr.Accordion("Import an adapter", open=False, elem_id="import"):
+        with gr.Row():
+            upload = gr.File(
+                label="Adapter .zip in PEFT format",
+                file_types=[".zip"],
+                type="filepath",
+                elem_id="import-file",
+            )
+            with gr.Column():
+                import_base = gr.Textbox(
+                    label="Base model it was trained on",
+                    placeholder="minilm, a Hub id or a folder",
+                    elem_id="import-base",
+                )
+                import_name = gr.Textbox(label="Name (optional)", elem_id="import-name")
+                do_import = gr.Button("Import", elem_id="import-button")
+                import_note = note_box("import-note")
+
+    filters = [search, base_filter, task_filter, selected]
+    listing = [table, base_filter, selected, list_note]
+    details = [header, metrics, card, download, files, new_name]
+    private = {"api_visibility": "private"}
+    for trigger in (demo.load, search.submit, base_filter.input, task_filter.input):
+        trigger(list_view, filters, listing, **private)
+    selected.change(_details, selected, details, **private)
+    table.select(_pick_row, table, selected, **private)
+    rename.click(
+        _act(adapter_actions.rename_adapter, "Renamed adapter #{id}."),
+        [selected, new_name],
+        action_note,
+        **private,
+    ).then(list_view, filters, listing, **private)
+    delete.click(lambda: gr.Button(visible=True), None, confirm, **private)
+    confirm.click(
+        _act(adapter_actions.delete_adapter, "Deleted adapter #{id}."),
+        selected,
+        action_note,
+        **private,
+    ).then(lambda: gr.Button(visible=False), None, confirm, **private).then(
+        list_view, filters, listing, **private
+    )
+    export.click(_export, selected, [action_note, merged], **private)
+    do_import.click(_import, [upload, import_base, import_name], import_note, **private).then(
+        list_view, filters, listing, **private
+    )
+    return AdaptersTab(filters, listing, selected)
+
+
+def _pick_row(table: pd.DataFrame, event: gr.SelectData):
+    row = event.index[0] if isinstance(event.index, list | tuple) else event.index
+    return int(table.iloc[row]["id"])

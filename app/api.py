@@ -1,0 +1,159 @@
+"""The studio's named API endpoints: every action of the page, returning plain values.
+
+Registered with gr.api inside the Blocks, so gradio_client sees them under /name; each one
+raises gr.Error with a message a person can act on (see app.messages).
+"""
+
+from pathlib import Path
+
+import gradio as gr
+from gradio.data_classes import FileData
+
+from app import adapter_actions, job_actions, preview, serving
+from app.messages import shown_as_error
+from ia3engine.errors import DataError
+
+_config = {"data_dir": Path("ia3-data")}
+
+
+def _file_path(file) -> str | None:
+    """The local path of an uploaded file (FileData, its dict form, or a path)."""
+    if file is None:
+        return None
+    if isinstance(file, dict):
+        return file.get("path")
+    return getattr(file, "path", None) or str(file)
+
+
+def describe_model(model: str = "minilm", task: str = "classify") -> dict:
+    """Architecture, parameter count and the modules IA3 will scale, before training."""
+    return preview.describe_model(model, task)
+
+
+def samples() -> dict:
+    """Sample datasets shipped with the studio: name -> file on the server."""
+    return preview.sample_datasets()
+
+
+def describe_dataset(
+    data_file: FileData, text_column: str = "", label_column: str = "", task: str = "classify"
+) -> dict:
+    """Format, rows, columns, guessed mapping, labels and class balance of a dataset file."""
+    path = preview.keep_upload(_file_path(data_file), _config["data_dir"])
+    return preview.describe_dataset(path, text_column, label_column, task)
+
+
+def enqueue(
+    spec: dict, data_file: FileData | None = None, eval_file: FileData | None = None
+) -> int:
+    """Queue a training job. `spec` holds TrainSpec fields; `data` may name a sample
+    ('sentiment'); an uploaded data_file/eval_file takes the place of data/eval_data."""
+    fields = dict(spec or {})
+    if data_file is not None:
+        fields["data"] = preview.keep_upload(_file_path(data_file), _config["data_dir"])
+    elif fields.get("data") in preview.sample_datasets():
+        fields["data"] = preview.sample_datasets()[fields["data"]]
+        fields.setdefault("eval_data", preview.sample_eval_file(fields["data"]))
+    if eval_file is not None:
+        fields["eval_data"] = preview.keep_upload(_file_path(eval_file), _config["data_dir"])
+    if not fields.get("data"):
+        raise DataError("No dataset: upload data_file or set spec['data'] to a sample name.")
+    return job_actions.enqueue_training(fields)
+
+
+def job_status(job_id: int) -> dict:
+    """One job: status, step, total_steps, eta_s, loss, message, adapter_id, ..."""
+    return job_actions.job_status(job_id)
+
+
+def list_jobs(status: str = "", limit: int = 50) -> list:
+    """Jobs, newest first; status filters (queued, running, done, failed, cancelled)."""
+    return job_actions.list_jobs(status, limit)
+
+
+def job_log(job_id: int, tail: int = 50) -> list:
+    """The last lines of a job's log."""
+    return job_actions.log_lines(job_actions.job_events(job_id), tail)
+
+
+def job_curves(job_id: int) -> dict:
+    """Loss and eval-metric points of a job: {'loss': [...], 'metrics': [...]}."""
+    return job_actions.curves(job_actions.job_events(job_id))
+
+
+def cancel_job(job_id: int) -> dict:
+    """Ask a job to stop; it keeps its last checkpoint."""
+    return job_actions.cancel_job(job_id)
+
+
+def retry_job(job_id: int) -> int:
+    """Queue a failed or cancelled job again; returns the job id that will run."""
+    return job_actions.retry_job(job_id)
+
+
+def predict(text: str, adapter_ids: list[int], include_base: bool = True) -> dict:
+    """The untuned base and each adapter on one input, side by side."""
+    return serving.compare(text, adapter_ids, include_base)
+
+
+def mix(text: str, adapter_ids: list[int], weights: list[float]) -> dict:
+    """A weighted mix of adapters (same base model) on one input."""
+    return serving.mix(text, adapter_ids, weights)
+
+
+def list_adapters(search: str = "", base_model: str = "", task: str = "") -> list:
+    """Registered adapters, newest first, filtered by text, base model and task."""
+    return adapter_actions.list_adapters(search, base_model, task)
+
+
+def adapter_info(adapter_id: int) -> dict:
+    """One adapter: name, base model, task, labels, metrics, model card, files."""
+    return adapter_actions.adapter_info(adapter_id)
+
+
+def download_adapter(adapter_id: int) -> FileData:
+    """The adapter as a zip that loads in peft (PeftModel.from_pretrained on the unzipped folder)."""
+    return FileData(path=adapter_actions.adapter_zip(adapter_id))
+
+
+def download_adapter_file(adapter_id: int, filename: str) -> FileData:
+    """One file of the adapter, e.g. adapter_model.safetensors."""
+    return FileData(path=adapter_actions.adapter_file(adapter_id, filename))
+
+
+def import_adapter(adapter_zip: FileData, base_model: str = "", name: str = "") -> int:
+    """Register an adapter zip (PEFT format, safetensors only); returns its id."""
+    return adapter_actions.import_adapter(_file_path(adapter_zip), base_model, name)
+
+
+def rename_adapter(adapter_id: int, name: str) -> dict:
+    """Rename an adapter; returns it."""
+    return adapter_actions.rename_adapter(adapter_id, name)
+
+
+def delete_adapter(adapter_id: int) -> int:
+    """Delete an adapter and its files; returns the id."""
+    return adapter_actions.delete_adapter(adapter_id)
+
+
+def export_merged(adapter_id: int) -> FileData:
+    """The base model with the adapter merged into its weights, as a zip."""
+    return FileData(path=adapter_actions.export_merged(adapter_id))
+
+
+ENDPOINTS = [
+    describe_model, samples, describe_dataset, enqueue, job_status, list_jobs, job_log,
+    job_curves, cancel_job, retry_job, predict, mix, list_adapters, adapter_info,
+    download_adapter, download_adapter_file, import_adapter, rename_adapter, delete_adapter,
+    export_merged,
+]  # fmt: skip
+# Reads may run side by side; predictions share one model pool, so they queue one at a time.
+_READS = {"job_status", "list_jobs", "job_log", "job_curves", "list_adapters", "adapter_info"}
+
+
+def register(data_dir: Path) -> None:
+    """Add every endpoint to the Blocks being built (call inside `with gr.Blocks()`)."""
+    _config["data_dir"] = Path(data_dir)
+    for fn in ENDPOINTS:
+        limit = None if fn.__name__ in _READS else "default"
+        gr.api(shown_as_error(fn), api_name=fn.__name__, concurrency_limit=limit)

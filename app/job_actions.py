@@ -1,0 +1,156 @@
+"""Studio actions on training jobs: queue, follow, cancel, retry.
+
+Thin calls into jobs.queue that return plain JSON-ready values for the page and the API.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+ACTIVE = ("queued", "running")
+LOG_TAIL_LINES = 200
+
+
+def _plain(value):
+    """JSON-ready copy: datetimes become ISO strings, dataclasses dicts."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    return value
+
+
+def build_spec(fields: dict):
+    """A validated TrainSpec from form fields; empty values fall back to the spec's defaults."""
+    from ia3engine.spec import TrainSpec
+
+    given = {k: v for k, v in fields.items() if v is not None and v != ""}
+    spec = TrainSpec.from_dict(given)
+    spec.validate()
+    return spec
+
+
+def check_data(spec) -> None:
+    """Read, map and split the spec's data now, so a bad file is refused before queueing."""
+    from ia3engine.data import prepare_dataset
+
+    if not Path(str(spec.data)).is_file():
+        return  # a Hub dataset id: only the worker (online) can read it
+    prepare_dataset(
+        spec.data,
+        eval_path=spec.eval_data,
+        task=spec.task,
+        text_column=spec.text_column,
+        label_column=spec.label_column,
+        template=spec.template,
+        val_fraction=spec.val_fraction,
+        seed=spec.seed,
+        **({"max_rows": spec.max_rows} if spec.max_rows else {}),
+    )
+
+
+def enqueue_training(fields: dict, owner: str | None = None) -> int:
+    """Validate the form's fields as a TrainSpec and its data, queue it; returns the job id."""
+    from jobs import queue
+
+    spec = build_spec(fields)
+    check_data(spec)
+    # The files go into the database, so a worker on another machine can read them.
+    job_id = queue.enqueue(spec, owner=owner, upload_data=True)
+    logger.info("queued job %s (%s on %s)", job_id, spec.model, spec.data)
+    return int(job_id)
+
+
+def job_status(job_id: int) -> dict:
+    """One job's row, as plain values (status, step, total_steps, eta_s, loss, message, ...)."""
+    from jobs import queue
+
+    return _plain(queue.get_job(int(job_id)))
+
+
+def list_jobs(status: str | None = None, limit: int = 100) -> list[dict]:
+    """Jobs, newest first, optionally only those with `status`."""
+    from jobs import queue
+
+    return [_plain(job) for job in queue.list_jobs(status=status or None, limit=int(limit))]
+
+
+def job_events(job_id: int, after_id: int = 0) -> list[dict]:
+    """The job's events (step, eval, checkpoint, log, ...) after event id `after_id`."""
+    from jobs import queue
+
+    return [_plain(event) for event in queue.job_events(int(job_id), after_id=int(after_id))]
+
+
+def cancel_job(job_id: int) -> dict:
+    """Ask a job to stop; a running job stops within a step and keeps its checkpoint."""
+    from jobs import queue
+
+    return _plain(queue.cancel_job(int(job_id)))
+
+
+def retry_job(job_id: int) -> int:
+    """Queue a failed or cancelled job again; returns the id of the job that will run."""
+    from jobs import queue
+
+    return int(queue.retry_job(int(job_id)))
+
+
+def curves(events: list[dict]) -> dict[str, list[dict]]:
+    """Loss and eval-metric points from a job's events, for the plots."""
+    loss, metrics = [], []
+    for event in events:
+        data = event.get("data") or {}
+        kind = event.get("type")
+        if kind == "step" and data.get("loss") is not None:
+            loss.append({"step": data["step"], "value": data["loss"], "series": "train loss"})
+        elif kind == "eval":
+            for name, value in (data.get("metrics") or {}).items():
+                if not isinstance(value, int | float) or isinstance(value, bool):
+                    continue
+                row = {"step": data.get("step", 0), "value": value, "series": f"eval {name}"}
+                (loss if "loss" in name else metrics).append(row)
+    return {"loss": loss, "metrics": metrics}
+
+
+def log_lines(events: list[dict], tail: int = LOG_TAIL_LINES) -> list[str]:
+    """Readable lines for the log view, last `tail` only."""
+    lines = []
+    for event in events:
+        data = event.get("data") or {}
+        time = str(event.get("time") or "")[11:19]
+        kind = event.get("type")
+        if kind == "log":
+            text = data.get("message") or data.get("line") or ""
+        elif kind == "step":
+            continue  # steps are in the progress bar and plot; they would flood the log
+        elif kind == "eval":
+            shown = ", ".join(f"{k}={_fmt(v)}" for k, v in (data.get("metrics") or {}).items())
+            text = f"eval at step {data.get('step')}: {shown}"
+        elif kind == "checkpoint":
+            text = f"checkpoint saved at step {data.get('step')}"
+        elif kind == "failed":
+            text = f"failed: {data.get('message', '')}"
+        elif kind == "finished":
+            text = "finished"
+        else:
+            text = f"{kind} {_fmt_fields(data)}".strip()
+        lines.append(f"{time} {text}".strip())
+    return lines[-tail:]
+
+
+def _fmt(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _fmt_fields(data: dict) -> str:
+    return ", ".join(f"{k}={_fmt(v)}" for k, v in data.items() if not isinstance(v, dict | list))

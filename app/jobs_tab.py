@@ -1,0 +1,290 @@
+"""The Jobs tab: queue and history, and for one job its progress, curves, log, cancel and retry.
+
+Everything is read from the database on a timer, so a reload or a second browser sees the
+same state; the per-browser state only remembers what was last drawn, to skip redraws.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import PurePath
+
+import gradio as gr
+import pandas as pd
+
+from app import job_actions
+from app.messages import explain, field_note, note_box
+from app.studio_config import StudioConfig
+
+logger = logging.getLogger(__name__)
+
+TABLE_HEADERS = ["job", "status", "model", "data", "progress", "loss", "created", "adapter"]
+CURVE_COLUMNS = ["step", "value", "series"]
+
+
+@dataclass
+class JobsTab:
+    selected: gr.Dropdown  # the job shown in detail (value: job id)
+    try_button: gr.Button  # "Try in the playground", for a finished job
+    adapter_id: gr.Number  # the finished job's adapter (hidden)
+
+
+def _eta(seconds) -> str:
+    if seconds is None:
+        return "—"
+    hours, rest = divmod(int(seconds), 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
+
+
+def _describe_job(job: dict) -> tuple[str, str]:
+    spec = job.get("spec") or {}
+    data = PurePath(str(spec.get("data") or "")).name
+    return str(spec.get("model") or "?"), data
+
+
+def _progress_text(job: dict) -> str:
+    step, total = job.get("step") or 0, job.get("total_steps") or 0
+    return f"{step}/{total}" if total else "—"
+
+
+def jobs_table(jobs: list[dict]) -> pd.DataFrame:
+    rows = []
+    for job in jobs:
+        model, data = _describe_job(job)
+        loss = job.get("loss")
+        rows.append([
+            job["id"], job["status"], model, data, _progress_text(job),
+            f"{loss:.4f}" if isinstance(loss, float) else "—",
+            str(job.get("created_at") or "")[:19].replace("T", " "),
+            f"#{job['adapter_id']}" if job.get("adapter_id") else "",
+        ])  # fmt: skip
+    return pd.DataFrame(rows, columns=TABLE_HEADERS)
+
+
+def job_choices(jobs: list[dict]) -> list[tuple[str, int]]:
+    choices = []
+    for job in jobs:
+        model, data = _describe_job(job)
+        choices.append((f"#{job['id']} · {job['status']} · {model} on {data}", job["id"]))
+    return choices
+
+
+def default_job(jobs: list[dict]) -> int | None:
+    """The job a fresh page shows: the newest running one, else the newest queued, else newest."""
+    for status in ("running", "queued"):
+        for job in jobs:
+            if job["status"] == status:
+                return job["id"]
+    return jobs[0]["id"] if jobs else None
+
+
+def progress_html(job: dict) -> str:
+    step, total = job.get("step") or 0, job.get("total_steps") or 0
+    status = job["status"]
+    share = 100.0 if status == "done" else (100.0 * step / total if total else 0.0)
+    model, data = _describe_job(job)
+    facts = [f"Step {step} of {total} ({share:.0f} %)" if total else "Waiting for a worker"]
+    if status == "running":
+        facts.append(f"ETA {_eta(job.get('eta_s'))}")
+    if isinstance(job.get("loss"), float):
+        facts.append(f"loss {job['loss']:.4f}")
+    message = job.get("message") or ""
+    if status == "done" and job.get("adapter_id"):
+        message = message or f"Adapter #{job['adapter_id']} is ready."
+    return (
+        f'<div class="job-progress" data-status="{status}">'
+        f'<div class="job-head"><span class="badge badge-{status}">{status}</span> '
+        f"Job #{job['id']} · {html.escape(model)} on {html.escape(data)}</div>"
+        f'<div class="bar"><div class="fill fill-{status}" style="width:{share:.1f}%"></div></div>'
+        f'<div class="job-facts">{" · ".join(facts)}</div>'
+        + (f'<div class="job-message">{html.escape(message)}</div>' if message else "")
+        + "</div>"
+    )
+
+
+def _curve_frame(points: list[dict]) -> pd.DataFrame:
+    frame = pd.DataFrame(points, columns=CURVE_COLUMNS)
+    # Numeric even when empty, or the plot's scales complain.
+    return frame.astype({"step": "float64", "value": "float64", "series": "object"})
+
+
+def _detail(job_id, config: StudioConfig):
+    """Progress html, loss frame, metric frame, log text, button states for one job."""
+    if job_id is None:
+        empty = _curve_frame([])
+        idle = '<div class="job-progress">No job selected. Queue one in the Train tab.</div>'
+        return idle, empty, empty, "", False, False, None
+    job = job_actions.job_status(int(job_id))
+    events = job_actions.job_events(int(job_id))
+    curves = job_actions.curves(events)
+    log = "\n".join(job_actions.log_lines(events))
+    active = job["status"] in job_actions.ACTIVE
+    retry = job["status"] in ("failed", "cancelled")
+    return (
+        progress_html(job),
+        _curve_frame(curves["loss"]),
+        _curve_frame(curves["metrics"]),
+        log,
+        active,
+        retry,
+        job.get("adapter_id") if job["status"] == "done" else None,
+    )
+
+
+def _refresh(selected, drawn, config: StudioConfig):
+    """One timer tick: redraw only the parts whose data changed since the last tick.
+
+    Outputs: table, selected, note, progress, loss, metrics, log, cancel, retry, try, adapter,
+    drawn.
+    """
+    drawn = dict(drawn or {})
+    unchanged = (gr.skip(),) * 8
+    try:
+        jobs = job_actions.list_jobs(limit=100)
+    except Exception as error:
+        return (gr.skip(), gr.skip(), field_note(explain(error))) + unchanged + (drawn,)
+    if selected not in [j["id"] for j in jobs]:
+        selected = default_job(jobs)
+    out_table, out_choice = gr.skip(), gr.skip()
+    table_key = json.dumps([[j["id"], j["status"], j.get("step"), j.get("loss")] for j in jobs])
+    if table_key != drawn.get("table") or selected != drawn.get("selected"):
+        out_table = jobs_table(jobs)
+        out_choice = gr.Dropdown(choices=job_choices(jobs), value=selected)
+        drawn["table"] = table_key
+    job = next((j for j in jobs if j["id"] == selected), None)
+    detail_key = json.dumps([selected, job], default=str)
+    if detail_key == drawn.get("detail"):
+        return (out_table, out_choice, gr.skip()) + unchanged + (drawn,)
+    drawn["detail"], drawn["selected"] = detail_key, selected
+    html_text, loss, metrics, log, active, retry, adapter = _detail(selected, config)
+    buttons = (
+        gr.Button(interactive=active),
+        gr.Button(interactive=retry),
+        gr.Button(visible=adapter is not None),
+    )
+    return (
+        (out_table, out_choice, gr.skip(), html_text, loss, metrics, log)
+        + buttons
+        + (
+            adapter,
+            drawn,
+        )
+    )
+
+
+def build(demo: gr.Blocks, config: StudioConfig) -> JobsTab:
+    """Lay out the tab and wire its refresh, selection, cancel and retry."""
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2, min_width=320):
+            table = gr.Dataframe(
+                headers=TABLE_HEADERS, label="Queue and history (newest first)",
+                interactive=False, max_height=420, elem_id="jobs-table",
+            )  # fmt: skip
+            note = note_box("jobs-note")
+        with gr.Column(scale=3, min_width=420):
+            selected = gr.Dropdown(label="Job", choices=[], elem_id="job-select")
+            progress = gr.HTML(elem_id="job-progress")
+            with gr.Row():
+                cancel = gr.Button(
+                    "Cancel job", variant="stop", interactive=False, elem_id="cancel-job"
+                )
+                retry = gr.Button("Retry job", interactive=False, elem_id="retry-job")
+                try_button = gr.Button(
+                    "Try it in the Playground",
+                    variant="primary",
+                    visible=False,
+                    elem_id="try-adapter",
+                )
+            with gr.Row():
+                loss = gr.LinePlot(
+                    _curve_frame([]),
+                    x="step",
+                    y="value",
+                    color="series",
+                    label="Loss",
+                    height=240,
+                    elem_id="loss-plot",
+                )
+                metrics = gr.LinePlot(
+                    _curve_frame([]),
+                    x="step",
+                    y="value",
+                    color="series",
+                    label="Eval metrics",
+                    height=240,
+                    elem_id="metric-plot",
+                )
+            log = gr.Textbox(
+                label="Log (last lines)",
+                lines=8,
+                max_lines=8,
+                interactive=False,
+                autoscroll=True,
+                elem_id="job-log",
+            )
+    adapter_id = gr.Number(visible=False, precision=0)
+    drawn = gr.State({})
+    outputs = [
+        table,
+        selected,
+        note,
+        progress,
+        loss,
+        metrics,
+        log,
+        cancel,
+        retry,
+        try_button,
+        adapter_id,
+        drawn,
+    ]
+
+    def refresh(choice, state):
+        return _refresh(choice, state, config)
+
+    timer = gr.Timer(config.refresh_s)
+    for trigger in (timer.tick, demo.load):
+        trigger(
+            refresh, [selected, drawn], outputs, api_visibility="private", show_progress="hidden"
+        )
+    selected.input(
+        refresh, [selected, drawn], outputs, api_visibility="private", show_progress="hidden"
+    )
+    table.select(_pick_row, table, selected, api_visibility="private").then(
+        refresh, [selected, drawn], outputs, api_visibility="private", show_progress="hidden"
+    )
+    cancel.click(
+        _act(job_actions.cancel_job, "Cancel requested for job #{}."),
+        selected,
+        note,
+        api_visibility="private",
+    )
+    retry.click(
+        _act(job_actions.retry_job, "Job #{} queued again."),
+        selected,
+        note,
+        api_visibility="private",
+    )
+    return JobsTab(selected, try_button, adapter_id)
+
+
+def _pick_row(table: pd.DataFrame, event: gr.SelectData):
+    row = event.index[0] if isinstance(event.index, list | tuple) else event.index
+    return int(table.iloc[row]["job"])
+
+
+def _act(action, done: str):
+    def handler(job_id):
+        if job_id is None:
+            return field_note("Select a job first.", "info")
+        try:
+            result = action(int(job_id))
+        except Exception as error:
+            return field_note(explain(error))
+        return field_note(done.format(result if isinstance(result, int) else job_id), "ok")
+
+    return handler

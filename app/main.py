@@ -1,0 +1,96 @@
+"""The studio: gr.Blocks built from one module per tab, mounted on FastAPI with the adapter pages.
+
+`create_app(config)` returns the ASGI app; `serve(config, host, port)` runs it with uvicorn.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import gradio as gr
+from fastapi import FastAPI
+
+from app import adapters_tab, api, job_actions, jobs_tab, playground_tab, share_page, train_tab
+from app.studio_config import StudioConfig
+
+logger = logging.getLogger(__name__)
+
+CSS = (Path(__file__).parent / "style.css").read_text()
+INTRO = (
+    "# IA3 Studio\n"
+    "Tune a model with (IA)³: pick a model and a dataset, press **Queue training**, follow it in "
+    "**Jobs**, compare it with the untuned model in **Playground**, and download it from "
+    "**Adapters** (it loads in PEFT)."
+)
+
+
+def _after_queue(job_id):
+    """Open the Jobs tab on the job that was just queued."""
+    if job_id is None:
+        return gr.skip(), gr.skip()
+    choices = jobs_tab.job_choices(job_actions.list_jobs(limit=100))
+    return gr.Tabs(selected="jobs"), gr.Dropdown(choices=choices, value=int(job_id))
+
+
+def _try_adapter(adapter_id):
+    """Open the Playground with a finished job's adapter chosen."""
+    if adapter_id is None:
+        return gr.skip(), gr.skip()
+    choices = playground_tab.adapter_choices()
+    return gr.Tabs(selected="playground"), gr.Dropdown(choices=choices, value=[int(adapter_id)])
+
+
+def build_studio(config: StudioConfig | None = None) -> gr.Blocks:
+    """The whole page: four tabs, their cross-tab links and the API endpoints."""
+    config = config or StudioConfig()
+    private = {"api_visibility": "private"}
+    with gr.Blocks(title="IA3 Studio") as demo:
+        gr.Markdown(INTRO, elem_id="intro")
+        with gr.Tabs() as tabs:
+            with gr.Tab("Train", id="train"):
+                train = train_tab.build(demo, config)
+            with gr.Tab("Jobs", id="jobs"):
+                jobs = jobs_tab.build(demo, config)
+            with gr.Tab("Playground", id="playground") as play_item:
+                play = playground_tab.build(demo)
+            with gr.Tab("Adapters", id="adapters") as adapters_item:
+                adapters = adapters_tab.build(demo)
+        train.queue_event.then(_after_queue, train.queued_job, [tabs, jobs.selected], **private)
+        jobs.try_button.click(_try_adapter, jobs.adapter_id, [tabs, play.adapters], **private)
+        play_item.select(
+            lambda: gr.Dropdown(choices=playground_tab.adapter_choices()), None, play.adapters,
+            **private,
+        )  # fmt: skip
+        adapters_item.select(adapters_tab.list_view, adapters.filters, adapters.listing, **private)
+        api.register(config.data_dir)
+    return demo
+
+
+def create_app(config: StudioConfig | None = None) -> FastAPI:
+    """FastAPI app: /adapters/{id} pages and downloads, and the studio at /."""
+    config = config or StudioConfig()
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    app = FastAPI(title="IA3 Studio")
+    share_page.add_routes(app)  # before the mount, so these paths are not Gradio's
+    demo = build_studio(config)
+    demo.queue(default_concurrency_limit=1)
+    return gr.mount_gradio_app(
+        app,
+        demo,
+        path="/",
+        allowed_paths=[str(config.data_dir)],
+        ssr_mode=False,
+        theme=gr.themes.Soft(primary_hue="indigo"),
+        css=CSS,
+        footer_links=["api", "settings"],
+    )
+
+
+def serve(config: StudioConfig, host: str = "127.0.0.1", port: int = 7860) -> None:
+    """Run the studio until interrupted."""
+    import uvicorn
+
+    app = create_app(config)
+    print(f"IA3 Studio on http://{host}:{port}  (data in {config.data_dir})", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -1,0 +1,131 @@
+"""What the Train tab shows before anything trains: a model's IA3 targets and a dataset's shape.
+
+Plain functions returning plain values, shared by the page and the API endpoints.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+from pathlib import Path
+
+from ia3engine.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "data"
+DATA_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet", ".txt")
+_model_cache: dict[str, dict] = {}
+# The heads training saves for encoder classifiers (as IA3Model does for task_type SEQ_CLS).
+HEAD_MODULES = ["classifier", "score"]
+
+
+def bundled_models() -> list[str]:
+    """Model names that work offline on a fresh install."""
+    try:
+        from ia3engine import loading
+
+        return [loading.BUNDLED]
+    except ImportError:
+        logger.debug("ia3engine.loading is not available yet")
+    return ["minilm"]
+
+
+def sample_datasets() -> dict[str, str]:
+    """Sample name ('sentiment') -> training file shipped in examples/data."""
+    samples = {}
+    for path in sorted(EXAMPLES.glob("*_train.*")):
+        if path.suffix in DATA_SUFFIXES:
+            samples[path.name.split("_train")[0]] = str(path)
+    return samples
+
+
+def sample_eval_file(train_path: str) -> str | None:
+    """The held-out file that goes with a sample training file, if any."""
+    path = Path(train_path)
+    if path.parent != EXAMPLES or "_train" not in path.name:
+        return None
+    candidate = path.with_name(path.name.replace("_train", "_eval"))
+    return str(candidate) if candidate.exists() else None
+
+
+def describe_model(model: str, task: str = "classify") -> dict:
+    """Architecture, parameter count and the modules IA3 will scale for `model`."""
+    from ia3engine import IA3Config, preview_targets
+    from ia3engine.loading import load_base
+
+    name = (model or "").strip()
+    if not name:
+        from ia3engine.errors import ModelLoadError
+
+        raise ModelLoadError("No model given. Pick a bundled model, a Hub id or a local folder.")
+    key = f"{task}:{name}"
+    if key not in _model_cache:
+        loaded = load_base(name, task=task, device="cpu")
+        module = loaded.model
+        # What training will save besides the vectors: an encoder classifier's new head.
+        heads = HEAD_MODULES if task == "classify" and loaded.kind == "encoder" else None
+        preview = preview_targets(module, IA3Config(modules_to_save=heads))
+        vectors = sum(row["params"] for row in preview.rows)
+        _model_cache[key] = {
+            "model": name,
+            "model_type": preview.model_type,
+            "kind": loaded.kind,
+            "architecture": type(module).__name__,
+            "total_params": int(preview.total_params),
+            "trainable_params": int(preview.trainable_params),
+            "head_params": int(preview.trainable_params - vectors),
+            "source": preview.source,
+            "targets": [dict(row) for row in preview.rows],
+        }
+    return _model_cache[key]
+
+
+def keep_upload(path: str, data_dir: Path) -> str:
+    """Copy an uploaded file out of Gradio's temporary cache into the data directory.
+
+    Gradio clears its cache on restart; a queued job must still find its file.
+    """
+    source = Path(path)
+    if not source.is_file():
+        raise DataError(f"The uploaded file {source.name!r} is gone; upload it again.")
+    if source.suffix.lower() not in DATA_SUFFIXES:
+        raise DataError(
+            f"{source.name!r} is not a dataset file this studio reads. "
+            f"Upload one of: {', '.join(DATA_SUFFIXES)}."
+        )
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
+    target = data_dir / "uploads" / digest / source.name
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+    return str(target)
+
+
+def describe_dataset(
+    path: str,
+    text_column: str | None = None,
+    label_column: str | None = None,
+    task: str = "classify",
+) -> dict:
+    """Format, rows, columns, guessed mapping, labels and class balance of a dataset file."""
+    from ia3engine.data import inspect_dataset
+
+    if not path:
+        raise DataError("No dataset chosen. Pick a sample or upload a CSV, TSV, JSONL or Parquet.")
+    summary = inspect_dataset(
+        path, text_column=text_column or None, label_column=label_column or None, task=task
+    )
+    return {
+        "file": str(summary.path),
+        "format": summary.format,
+        "n_rows": int(summary.n_rows),
+        "columns": list(summary.columns),
+        "text_column": summary.text_column,
+        "label_column": summary.label_column,
+        "labels": [str(label) for label in (summary.labels or [])],
+        "class_counts": {str(k): int(v) for k, v in (summary.class_counts or {}).items()},
+        "preview": [dict(row) for row in summary.preview],
+        "warnings": list(summary.warnings or []),
+    }

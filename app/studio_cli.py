@@ -1,0 +1,80 @@
+"""`ia3 studio`: start the web studio with embedded worker processes.
+
+The workers are separate processes on the same database, so training never runs in the
+page's process; `--no-worker` gives a studio that only enqueues (workers run elsewhere).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+def add_commands(subparsers) -> None:
+    """Register `studio` on the `ia3` command's subparsers."""
+    parser = subparsers.add_parser(
+        "studio",
+        help="start the web studio (train, follow jobs, try and download adapters)",
+        description="Start IA3 Studio in the browser, with one embedded worker by default.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=7860, help="port to listen on")
+    parser.add_argument(
+        "--data-dir",
+        help="where the database, uploads and logs live (default: $IA3_DATA_DIR or ./ia3-data)",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, metavar="N", help="worker processes to start (default 1)"
+    )
+    parser.add_argument(
+        "--no-worker", action="store_true", help="start no worker: the studio only enqueues jobs"
+    )
+    parser.add_argument("--device", help="device for the workers, e.g. cuda:0 (default: best)")
+    parser.add_argument("--model", default="minilm", help="model preselected in the Train tab")
+    parser.add_argument("--sample", default="sentiment", help="sample dataset preselected")
+    parser.set_defaults(func=run_studio)
+
+
+def start_workers(count: int, device: str | None = None) -> list:
+    """Start `count` worker processes on the studio's database."""
+    from jobs.worker import start_worker_process
+
+    return [start_worker_process(device=device) for _ in range(count)]
+
+
+def stop_workers(processes: list) -> None:
+    """Stop the embedded workers; a job they were running goes back to the queue."""
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join(timeout=10)
+        if process.is_alive():
+            logger.warning("worker %s did not stop in 10 s; killing it", process.pid)
+            process.kill()
+
+
+def run_studio(args: argparse.Namespace) -> int:
+    from app.main import serve
+    from app.studio_config import StudioConfig
+
+    if args.data_dir:
+        # Set before any database use and before the workers start, so all of them share it.
+        os.environ["IA3_DATA_DIR"] = str(Path(args.data_dir).resolve())
+    workers = 0 if args.no_worker else max(int(args.workers), 0)
+    config = StudioConfig(model=args.model, sample=args.sample, workers=workers)
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    processes = start_workers(workers, args.device) if workers else []
+    if workers:
+        print(f"Started {workers} worker process(es).", flush=True)
+    else:
+        print("No worker started: jobs wait until `ia3 worker` runs on this database.", flush=True)
+    try:
+        serve(config, host=args.host, port=args.port)
+    finally:
+        stop_workers(processes)
+    return 0
