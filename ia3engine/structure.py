@@ -142,7 +142,7 @@ def detect_structure(
     scalable = [(n, m) for n, m in walked if layer_type(m) is not None and n not in heads]
     kv = [n for n, _ in scalable if _leaf(n) in _KEY_LEAVES | _VALUE_LEAVES]
     fused = [n for n, _ in scalable if _leaf(n) in _FUSED_LEAVES]
-    blocks = _blocks(walked, kv or fused)
+    blocks = _blocks(walked, kv + fused)
     if not blocks:
         if kv or fused:  # attention layers outside any ModuleList: one block, the model
             return _structure_in_block(scalable, "", kv, fused)

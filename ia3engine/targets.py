@@ -90,6 +90,8 @@ FEEDFORWARD_MODULES: dict[str, list[str]] = {
 
 # Path components inside our wrappers: IA3 layers (`base_layer`) and modules_to_save copies.
 _INTERNAL = re.compile(r"(^|\.)(base_layer|original_module|modules_to_save|ia3_[^.]*)(\.|$)")
+# Parameters an adapter adds to a model: IA3 vectors and per-adapter copies of saved modules.
+_ADDED = re.compile(r"(^|\.)(modules_to_save|ia3_[^.]*)(\.|$)")
 # Leaf names of output heads; only looked for outside the repeated blocks (see _head_names).
 _HEAD_LEAVES = {"lm_head", "classifier", "score", "qa_outputs", "classification_head", "cls"}
 
@@ -337,16 +339,13 @@ def preview_targets(model: nn.Module, config: IA3Config | None = None) -> Target
         }
         for t in targets
     ]
+    # Counted on the unwrapped model: a saved module's original, no IA3 vectors or copies.
     saved_params = {
-        id(p): p.numel()
+        id(p): _count(p)
         for name in choice.protected
-        for p in model.get_submodule(name).parameters()
+        for p in _original(model.get_submodule(name)).parameters()
     }
-    total = {
-        id(p): p.numel()
-        for name, p in model.named_parameters()
-        if not any(part.startswith("ia3_") for part in name.split("."))
-    }
+    total = {id(p): _count(p) for name, p in model.named_parameters() if not _ADDED.search(name)}
     return TargetPreview(
         rows=rows,
         trainable_params=sum(r["params"] for r in rows) + sum(saved_params.values()),
@@ -356,6 +355,17 @@ def preview_targets(model: nn.Module, config: IA3Config | None = None) -> Target
         saved_modules=choice.protected,
         config=resolved,
     )
+
+
+def _original(module: nn.Module) -> nn.Module:
+    return getattr(module, "original_module", module)
+
+
+def _count(param) -> int:
+    """Parameter count; bitsandbytes packs two 4-bit values per byte of storage."""
+    if type(param).__name__ == "Params4bit":
+        return param.numel() * 2 * param.element_size()
+    return param.numel()
 
 
 __all__ = [

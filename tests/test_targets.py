@@ -362,3 +362,15 @@ def test_sequential_head_after_blocks_is_not_a_block():
     mine = ours(model)
     assert "2" not in mine and len(mine) == 6
     assert {n for n, ff in mine.items() if ff} == {"0.ffn.lin2", "1.ffn.lin2"}
+
+
+def test_preview_of_an_injected_model_counts_like_the_bare_model():
+    from ia3engine.model import get_ia3_model
+
+    model = tiny_models.bert()
+    config = IA3Config(modules_to_save=["classifier"])
+    before = preview_targets(model, config)
+    get_ia3_model(model, config)
+    after = preview_targets(model, config)
+    assert after.rows == before.rows
+    assert (after.trainable_params, after.total_params) == (386, before.total_params)
