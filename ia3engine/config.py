@@ -64,7 +64,7 @@ def select(spec: Spec, names: list[str]) -> list[str]:
 
 
 def dot_suffixes(name: str) -> list[str]:
-    """ "a.b.c" -> ["a.b.c", "b.c", "c"]: the whole-component suffixes a list entry may equal."""
+    """Whole-component suffixes a list entry may equal: a.b.c gives a.b.c, b.c and c."""
     parts = name.split(".")
     return [".".join(parts[i:]) for i in range(len(parts))]
 

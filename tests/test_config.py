@@ -6,7 +6,7 @@ import logging
 import peft
 import pytest
 
-from ia3engine.config import IA3Config, covers, matches
+from ia3engine.config import IA3Config, covers, matches, select
 from ia3engine.errors import ConfigError
 
 
@@ -188,3 +188,12 @@ def test_lora_config_is_refused_as_not_ia3():
 def test_non_dict_config_is_refused():
     with pytest.raises(ConfigError, match="JSON object"):
         IA3Config.from_dict(["IA3"])
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [None, [], ["k"], ["output.dense", "lin0"], ["in0"], r".*\.(k|wo)", "lin.", ["a.b.k"]],
+)
+def test_select_agrees_with_matches(spec):
+    names = ["k", "a.b.k", "b.kk", "lin0", "x.lin0", "attention.output.dense", "wo", "z.wo"]
+    assert select(spec, names) == [n for n in names if matches(spec, n)]
