@@ -72,11 +72,32 @@ class IA3Linear8bit(IA3Linear):
 class IA3Linear4bit(IA3Linear):
     """bitsandbytes Linear4bit: packed 4-bit blocks with a quant_state."""
 
+    def _packed_for_cpu(self) -> bool:
+        # bitsandbytes repacks 4-bit weights in place for its CPU kernel on the first eval
+        # forward; that layout has no reliable public inverse, so it is read by matmul
+        return bool(getattr(self.base_layer.weight.quant_state, "packing_format_for_cpu", False))
+
+    def _dense_dtype(self) -> torch.dtype:
+        state = self.base_layer.weight.quant_state
+        return state.original_dtype if self._packed_for_cpu() else state.dtype
+
+    @torch.no_grad()
     def _read_weight(self):
+        import bitsandbytes as bnb
         import bitsandbytes.functional as bnbf
 
         weight = self.base_layer.weight
-        dense = bnbf.dequantize_4bit(weight.data, weight.quant_state).float()  # (out, in)
+        if not self._packed_for_cpu():
+            dense = bnbf.dequantize_4bit(weight.data, weight.quant_state).float()  # (out, in)
+        else:
+            rows = []
+            for start in range(0, self.in_features, 1024):  # eye chunks bound the memory
+                stop = min(start + 1024, self.in_features)
+                dtype = self.base_layer.compute_dtype or torch.float32
+                eye = torch.zeros(stop - start, self.in_features, dtype=dtype, device=weight.device)
+                eye[:, start:stop].fill_diagonal_(1.0)  # rows start..stop of the identity
+                rows.append(bnb.matmul_4bit(eye, weight, quant_state=weight.quant_state))
+            dense = torch.cat(rows).float().T  # (in, out) -> (out, in)
         bias = self.base_layer.bias
         return dense, None if bias is None else bias.detach()
 
@@ -86,7 +107,7 @@ class IA3Linear4bit(IA3Linear):
 
         old = self.base_layer.weight
         new = bnb.nn.Params4bit(
-            weight.to(old.quant_state.dtype),
+            weight.to(self._dense_dtype()),
             requires_grad=False,
             quant_type=old.quant_type,
             blocksize=old.blocksize,
