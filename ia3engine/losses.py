@@ -118,16 +118,16 @@ def causal_choice_batch(
             head = prompt[-keep:]
             rows.append(head + choice)
             labels.append([IGNORE] * len(head) + choice)
-    return _pad_rows(rows, labels, pad_id)
+    return pad_rows(rows, labels, pad_id)
 
 
 def seq2seq_choice_targets(num_examples: int, choices: list[list[int]]) -> torch.Tensor:
     """Decoder targets (B*C, T) for a seq2seq model: each choice (with its EOS), IGNORE-padded."""
     rows = [choice for _ in range(num_examples) for choice in choices]
-    return _pad_rows(rows, rows, 0)["labels"]
+    return pad_rows(rows, rows, 0)["labels"]
 
 
-def _pad_rows(rows: list[list[int]], labels: list[list[int]], pad_id: int) -> dict:
+def pad_rows(rows: list[list[int]], labels: list[list[int]], pad_id: int) -> dict:
     width = max(len(r) for r in rows)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     attention = torch.zeros((len(rows), width), dtype=torch.long)

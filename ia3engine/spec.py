@@ -63,7 +63,7 @@ class TrainSpec:
     label_column: str | None = (
         None  # label (classify) or response (generate) column; None = guessed
     )
-    template: str | None = None  # prompt with a {text} slot for generative models; None = default
+    template: str | None = None  # prompt with {column} slots, e.g. "Review: {text}"; None = default
     preset: str = "quick"  # "quick" (CPU, about a minute) or "tfew" (the paper's settings)
     steps: int | None = None  # optimizer steps
     lr: float | None = None  # learning rate of the IA3 vectors
@@ -157,9 +157,9 @@ def _check_choices(spec: TrainSpec) -> list[str]:
             not isinstance(value, list) or not all(isinstance(v, str) and v for v in value)
         ):
             problems.append(f"{key} must be a list of module names such as ['key', 'value'].")
-    if spec.template is not None and "{text}" not in str(spec.template):
+    if spec.template is not None and not re.search(r"\{[^{}]+\}", str(spec.template)):
         problems.append(
-            "template must contain the {text} slot, e.g. 'Review: {text}\\nSentiment:'."
+            "template uses no column; put column names in braces, e.g. 'Review: {text}\\nAnswer:'."
         )
     return problems
 

@@ -1,0 +1,101 @@
+"""Training checkpoints: only what training changes (vectors, head, optimizer, schedule, RNG, step).
+
+A checkpoint is a few kilobytes; resuming from it continues bit for bit on the CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ia3engine.errors import SpecError
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FILE = "checkpoint.pt"
+FORMAT = 1
+# Fields that may change between a run and its resumption without changing the result.
+_FREE_FIELDS = {"out_dir", "name", "device"}
+
+
+def rng_state() -> dict:
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _rng_file(folder: Path, rank: int) -> Path:
+    return folder / f"rng-{rank}.pt"
+
+
+def save_checkpoint(folder: str | Path, payload: dict, rank: int = 0, main: bool = True) -> Path:
+    """Write atomically (temp file + rename), so a crash mid-write leaves the last one intact.
+
+    Every process keeps its own RNG state; the main process writes the shared part.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    _atomic_save(rng_state(), _rng_file(folder, rank))
+    path = folder / CHECKPOINT_FILE
+    if main:
+        _atomic_save({"format": FORMAT, **payload}, path)
+    return path
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(folder: str | Path | None, rank: int = 0) -> dict | None:
+    """The checkpoint in `folder` (with this process's RNG state), or None when there is none."""
+    if folder is None:
+        return None
+    path = Path(folder) / CHECKPOINT_FILE
+    if not path.is_file():
+        return None
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    if payload.get("format") != FORMAT:
+        raise SpecError(
+            [f"Checkpoint {path} has an unknown format; delete it to start training afresh."]
+        )
+    rng = _rng_file(Path(folder), rank)
+    if not rng.is_file():
+        rng = _rng_file(Path(folder), 0)
+    payload["rng"] = torch.load(rng, weights_only=False) if rng.is_file() else None
+    return payload
+
+
+def check_same_spec(saved: dict, current: dict, folder) -> None:
+    """Refuse to resume a checkpoint made for different settings: the result would be neither."""
+    changed = sorted(
+        key
+        for key in set(saved) | set(current)
+        if key not in _FREE_FIELDS and saved.get(key) != current.get(key)
+    )
+    if changed:
+        raise SpecError(
+            [
+                f"The checkpoint in {folder} was made with different settings ({', '.join(changed)}); "
+                "resume with the same settings, or delete the checkpoint folder to start afresh."
+            ]
+        )

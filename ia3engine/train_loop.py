@@ -1,0 +1,258 @@
+"""The step loop: data order, micro-batches, clipping, schedule, evaluation, early stop, events.
+
+Everything it changes lives in `LoopState` plus the trainable tensors and the optimizer, which
+is exactly what a checkpoint holds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ia3engine.checkpoint import check_same_spec, load_checkpoint, save_checkpoint, set_rng_state
+from ia3engine.train_tasks import evaluate
+
+logger = logging.getLogger(__name__)
+
+CLIP_NORM = 1.0
+
+
+@dataclass
+class LoopState:
+    """Where training stands: enough, with the tensors, to continue exactly."""
+
+    step: int = 0
+    epoch: int = 0  # data order: pass over the training rows ...
+    position: int = 0  # ... and the next row of that pass's permutation
+    best_metric: float | None = None
+    best_step: int | None = None
+    best_metrics: dict = field(default_factory=dict)
+    best_state: dict | None = None  # trainable tensors at the best evaluation
+    bad_evals: int = 0  # evaluations since the last improvement
+    train_seconds: float = 0.0
+    last_metrics: dict = field(default_factory=dict)
+    early_stopped: bool = False
+
+
+def make_optimizer(spec, groups: list[dict]):
+    """AdamW, or Adafactor with T-Few's settings (fixed lr, parameter scaling, no warm-up init)."""
+    if spec.optimizer == "adafactor":
+        from transformers.optimization import Adafactor
+
+        return Adafactor(
+            groups,
+            lr=spec.lr,
+            relative_step=False,
+            scale_parameter=True,
+            warmup_init=False,
+            weight_decay=0.0,
+        )
+    return torch.optim.AdamW(groups, lr=spec.lr, weight_decay=0.0)
+
+
+def make_schedule(optimizer, total_steps: int, warmup_ratio: float):
+    """Linear warm-up over warmup_ratio of the steps, then linear decay to zero."""
+    warmup = int(round(total_steps * warmup_ratio))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class Loop:
+    """Runs the optimizer steps of one training run on an accelerate Accelerator."""
+
+    def __init__(self, spec, task, model, params, train_data, eval_data, accelerator, emit):
+        self.spec, self.task, self.accelerator, self.emit = spec, task, accelerator, emit
+        self.params = params  # name -> trainable Parameter (vectors and head)
+        self.train_rows = {k: list(train_data[k]) for k in train_data.column_names}
+        self.n_rows = len(train_data)
+        self.eval_data = eval_data
+        self.state = LoopState()
+        world = accelerator.num_processes
+        self.per_process = spec.batch_size // world
+        groups = _param_groups(params, spec)
+        optimizer = make_optimizer(spec, groups)
+        self.model, self.optimizer = accelerator.prepare(model, optimizer)
+        self.schedule = make_schedule(self.optimizer.optimizer, spec.steps, spec.warmup_ratio)
+        self.step_times: list[float] = []
+
+    # ---- data order ------------------------------------------------------------------------
+    def _order(self, epoch: int) -> list[int]:
+        gen = torch.Generator().manual_seed(self.spec.seed * 100_003 + epoch)
+        return torch.randperm(self.n_rows, generator=gen).tolist()
+
+    def _next_rows(self) -> dict:
+        """This process's share of the next global batch, walking seeded permutations."""
+        picked = []
+        order = self._order(self.state.epoch)
+        while len(picked) < self.spec.batch_size:
+            if self.state.position >= self.n_rows:
+                self.state.epoch, self.state.position = self.state.epoch + 1, 0
+                order = self._order(self.state.epoch)
+            picked.append(order[self.state.position])
+            self.state.position += 1
+        rank = self.accelerator.process_index
+        mine = picked[rank * self.per_process : (rank + 1) * self.per_process]
+        return {k: [v[i] for i in mine] for k, v in self.train_rows.items()}
+
+    # ---- one step --------------------------------------------------------------------------
+    def _step(self) -> float:
+        self.model.train()
+        total = 0.0
+        accum = self.spec.grad_accum
+        for micro in range(accum):
+            rows = self._next_rows()
+            last = micro == accum - 1
+            sync = contextlib.nullcontext() if last else self.accelerator.no_sync(self.model)
+            with sync:
+                loss = self.task.loss(self.model, self.task.batch(rows)) / accum
+                self.accelerator.backward(loss)
+            total += loss.detach().float().item()
+        self.accelerator.clip_grad_norm_(list(self.params.values()), CLIP_NORM)
+        self.optimizer.step()
+        self.schedule.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.state.step += 1
+        mean = torch.tensor(total, device=self.accelerator.device)
+        return self.accelerator.reduce(mean, reduction="mean").item()
+
+    def _stop_requested(self, should_stop) -> bool:
+        flag = bool(should_stop()) if should_stop is not None else False
+        if self.accelerator.num_processes == 1:
+            return flag
+        value = torch.tensor(float(flag), device=self.accelerator.device)
+        return bool(self.accelerator.reduce(value, reduction="sum").item() > 0)
+
+    # ---- evaluation ------------------------------------------------------------------------
+    def evaluate(self, final: bool = False) -> dict:
+        model = self.accelerator.unwrap_model(self.model)
+        model.eval()
+        try:
+            return evaluate(self.task, model, self.eval_data, self._eval_batch(), final=final)
+        finally:
+            model.train()
+
+    def _eval_batch(self) -> int:
+        return max(8, self.spec.batch_size)
+
+    def _after_eval(self, metrics: dict) -> None:
+        state = self.state
+        state.last_metrics = metrics
+        value = metrics.get(self.task.metric)
+        if value is None:
+            return
+        better = state.best_metric is None or (
+            value > state.best_metric if self.task.higher_is_better else value < state.best_metric
+        )
+        # equal accuracy: the lower validation loss wins (small eval sets tie often)
+        tied = value == state.best_metric and self.task.higher_is_better
+        if tied and metrics.get("loss", 0.0) < state.best_metrics.get("loss", float("inf")):
+            better = True
+        if better:
+            state.best_metric, state.best_step, state.best_metrics = value, state.step, metrics
+            state.best_state = {n: p.detach().cpu().clone() for n, p in self.params.items()}
+            state.bad_evals = 0
+        else:
+            state.bad_evals += 1
+        patience = self.spec.early_stopping_patience or 0
+        if patience and state.bad_evals >= patience:
+            state.early_stopped = True
+            self.emit(
+                "log", message=f"Early stop at step {state.step}: no gain in {patience} evals."
+            )
+
+    # ---- checkpoints -----------------------------------------------------------------------
+    def checkpoint(self, folder, spec_dict: dict) -> Path:
+        payload = {
+            "spec": spec_dict,
+            "trainable": {n: p.detach().cpu().clone() for n, p in self.params.items()},
+            "optimizer": self.optimizer.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "loop": dataclasses.asdict(self.state),
+        }
+        path = save_checkpoint(
+            folder, payload, self.accelerator.process_index, self.accelerator.is_main_process
+        )
+        self.accelerator.wait_for_everyone()
+        self.emit("checkpoint", step=self.state.step, path=str(Path(folder)))
+        return path
+
+    def resume(self, folder, spec_dict: dict) -> bool:
+        payload = load_checkpoint(folder, self.accelerator.process_index)
+        if payload is None:
+            return False
+        check_same_spec(payload["spec"], spec_dict, folder)
+        with torch.no_grad():
+            for name, param in self.params.items():
+                param.copy_(payload["trainable"][name].to(param.device, param.dtype))
+        self.optimizer.optimizer.load_state_dict(payload["optimizer"])
+        self.schedule.load_state_dict(payload["schedule"])
+        self.state = LoopState(**payload["loop"])
+        if payload.get("rng") is not None:
+            set_rng_state(payload["rng"])
+        self.emit("log", message=f"Resumed from the checkpoint at step {self.state.step}.")
+        return True
+
+    def restore_best(self) -> None:
+        """Put back the trainable tensors of the best evaluation (when it was not the last)."""
+        best = self.state.best_state
+        if best is None or self.state.best_step == self.state.step:
+            return
+        with torch.no_grad():
+            for name, param in self.params.items():
+                param.copy_(best[name].to(param.device, param.dtype))
+        logger.info("Keeping the best evaluation's weights (step %s).", self.state.best_step)
+
+    # ---- the loop --------------------------------------------------------------------------
+    def run(self, should_stop=None, checkpoint_dir=None, stop_dir=None, spec_dict=None) -> bool:
+        """Train until spec.steps, early stop or a stop request; True when stopped on request."""
+        spec, state = self.spec, self.state
+        while state.step < spec.steps and not state.early_stopped:
+            if self._stop_requested(should_stop):
+                self.checkpoint(checkpoint_dir or stop_dir, spec_dict)
+                return True
+            started = time.perf_counter()
+            loss = self._step()
+            elapsed = time.perf_counter() - started
+            state.train_seconds += elapsed
+            self._emit_step(loss, elapsed)
+            if spec.eval_every and state.step % spec.eval_every == 0 and state.step < spec.steps:
+                metrics = self.evaluate()
+                self.emit("eval", step=state.step, metrics=metrics)
+                self._after_eval(metrics)
+                if checkpoint_dir is not None:
+                    self.checkpoint(checkpoint_dir, spec_dict)
+        return False
+
+    def _emit_step(self, loss: float, elapsed: float) -> None:
+        self.step_times = (self.step_times + [elapsed])[-20:]
+        per_step = sum(self.step_times) / len(self.step_times)
+        examples = self.spec.batch_size * self.spec.grad_accum
+        self.emit(
+            "step",
+            step=self.state.step,
+            total_steps=self.spec.steps,
+            loss=loss,
+            lr=self.schedule.get_last_lr()[0],
+            examples_per_s=examples / max(per_step, 1e-9),
+            eta_s=per_step * (self.spec.steps - self.state.step),
+        )
+
+
+def _param_groups(params: dict, spec) -> list[dict]:
+    vectors = [p for n, p in params.items() if "ia3_l" in n]
+    head = [p for n, p in params.items() if "ia3_l" not in n]
+    groups = [{"params": vectors, "lr": spec.lr}]
+    if head:
+        groups.append({"params": head, "lr": spec.head_lr or spec.lr})
+    return groups
