@@ -14,10 +14,10 @@ import shutil
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, delete, insert, select
 
 from ia3engine.errors import DataError, JobError
-from jobs.db import data_dir, reading, writing
+from jobs.db import data_dir, reading
 from jobs.models import Checkpoint, DatasetBlob, utcnow
 
 log = logging.getLogger(__name__)
@@ -68,18 +68,21 @@ def unzip_to(data: bytes, target: Path) -> None:
 # Checkpoints ---------------------------------------------------------------------------
 
 
-def store_checkpoint(job_id: int, step: int, folder: Path, checkpoint_dir: Path, *, db=None):
-    """Keep the checkpoint in `folder` (inside checkpoint_dir) as the job's newest one."""
+def pack_checkpoint(folder: Path, checkpoint_dir: Path) -> tuple[str, bytes]:
+    """(path relative to checkpoint_dir, zipped folder) for a checkpoint event's folder."""
     folder, checkpoint_dir = Path(folder).resolve(), Path(checkpoint_dir).resolve()
     relative = folder.relative_to(checkpoint_dir).as_posix() if folder != checkpoint_dir else "."
-    data = zip_folder(folder)
-    with writing(db) as conn:
-        conn.execute(delete(Checkpoint).where(Checkpoint.job_id == job_id))
-        conn.execute(
-            insert(Checkpoint).values(
-                job_id=job_id, step=int(step), path=relative, data=data, created_at=utcnow()
-            )
+    return relative, zip_folder(folder)
+
+
+def store_checkpoint(conn: Connection, job_id: int, step: int, relative: str, data: bytes):
+    """Keep a packed checkpoint as the job's newest one, inside the caller's transaction."""
+    conn.execute(delete(Checkpoint).where(Checkpoint.job_id == job_id))
+    conn.execute(
+        insert(Checkpoint).values(
+            job_id=job_id, step=int(step), path=relative, data=data, created_at=utcnow()
         )
+    )
     log.info("job %s: checkpoint at step %s stored (%d bytes)", job_id, step, len(data))
 
 
@@ -163,11 +166,3 @@ def materialise_dataset(blob_id: int, *, db=None) -> Path:
     partial.write_bytes(data)
     partial.replace(target)
     return target
-
-
-def set_job_datasets(conn: Connection, job_id: int, data_id: int | None, eval_id: int | None):
-    from jobs.models import Job
-
-    conn.execute(
-        update(Job).where(Job.id == job_id).values(data_blob_id=data_id, eval_blob_id=eval_id)
-    )

@@ -7,9 +7,8 @@ job is claimed once, finished once, and never deleted when it leaves the queue.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, func, insert, select, update
@@ -17,7 +16,8 @@ from sqlalchemy import Connection, func, insert, select, update
 from ia3engine.errors import JobError
 from jobs import blobs
 from jobs.db import reading, writing
-from jobs.models import FINISHED, Job, JobEvent, Status, as_utc, utcnow
+from jobs.events import EventInfo, add_event, finite, job_events  # noqa: F401 (API)
+from jobs.models import FINISHED, Job, Status, as_utc, utcnow
 from jobs.specs import data_paths, validated_spec
 
 log = logging.getLogger(__name__)
@@ -49,15 +49,6 @@ class JobInfo:
     base_model: str | None = None
     data_blob_id: int | None = None
     eval_blob_id: int | None = None
-
-
-@dataclass(frozen=True)
-class EventInfo:
-    id: int
-    type: str
-    time: datetime
-    data: dict
-    attempt: int = 0
 
 
 _TIMES = ("created_at", "started_at", "finished_at", "heartbeat_at")
@@ -99,19 +90,6 @@ def list_jobs(*, owner=None, status=None, limit: int = 200, db=None) -> list[Job
         query = query.where(Job.status.in_(statuses))
     with reading(db) as conn:
         return [_job_info(row) for row in conn.execute(query)]
-
-
-def job_events(job_id: int, *, after_id: int = 0, db=None) -> list[EventInfo]:
-    query = (
-        select(JobEvent.id, JobEvent.type, JobEvent.time, JobEvent.data, JobEvent.attempt)
-        .where(JobEvent.job_id == job_id, JobEvent.id > after_id)
-        .order_by(JobEvent.id)
-    )
-    with reading(db) as conn:
-        return [
-            EventInfo(r.id, r.type, as_utc(r.time), r.data or {}, r.attempt)
-            for r in conn.execute(query)
-        ]
 
 
 # Submitting ----------------------------------------------------------------------------
@@ -201,8 +179,9 @@ def cancel_job(job_id: int, *, db=None) -> JobInfo:
 def retry_job(job_id: int, *, db=None) -> int:
     """Put a failed or cancelled job back in the queue; returns its id (the same job).
 
-    The same row is requeued, not copied: its events stay, its attempts start again,
-    and it resumes from its last stored checkpoint.
+    The same row is requeued, not copied: its events stay, it gets max_attempts more
+    attempts (numbering goes on, so events of each attempt stay apart), and it resumes
+    from its last stored checkpoint.
     """
     with writing(db) as conn:
         done = conn.execute(
@@ -210,7 +189,7 @@ def retry_job(job_id: int, *, db=None) -> int:
             .where(Job.id == job_id, Job.status.in_([Status.FAILED.value, Status.CANCELLED.value]))
             .values(
                 status=Status.QUEUED.value,
-                attempts=0,
+                max_attempts=Job.attempts + DEFAULT_MAX_ATTEMPTS,
                 cancel_requested=False,
                 finished_at=None,
                 message=None,
@@ -218,7 +197,7 @@ def retry_job(job_id: int, *, db=None) -> int:
         ).rowcount
         job = _fetch(conn, job_id)
         if done:
-            _event(conn, job_id, 0, "log", {"message": "Retried: back in the queue."})
+            add_event(conn, job_id, 0, "log", {"message": "Retried: back in the queue."})
     if not done:
         raise JobError(
             f"Job {job_id} is {job.status}; only failed or cancelled jobs can be retried. "
@@ -298,7 +277,7 @@ def _recover_stale(conn: Connection, stale_after_s: float) -> None:
         ).rowcount
         if done:
             log.warning("job %s: %s", row.id, message)
-            _event(conn, row.id, row.attempts, "log", {"message": message, "level": "warning"})
+            add_event(conn, row.id, row.attempts, "log", {"message": message, "level": "warning"})
 
 
 def heartbeat(job_id: int, worker: str, *, db=None) -> bool | None:
@@ -329,8 +308,8 @@ def record_event(job_id: int, worker: str, attempt: int, event: dict, *, db=None
         progress = {
             "step": event.get("step"),
             "total_steps": event.get("total_steps"),
-            "loss": _finite(event.get("loss")),
-            "eta_s": _finite(event.get("eta_s")),
+            "loss": finite(event.get("loss")),
+            "eta_s": finite(event.get("eta_s")),
         }
     with writing(db) as conn:
         owned = conn.execute(
@@ -339,7 +318,28 @@ def record_event(job_id: int, worker: str, attempt: int, event: dict, *, db=None
             .values(**{k: v for k, v in progress.items() if v is not None}, heartbeat_at=utcnow())
         ).rowcount
         if owned:
-            _event(conn, job_id, attempt, kind, event)
+            add_event(conn, job_id, attempt, kind, event)
+    return bool(owned)
+
+
+def record_checkpoint(
+    job_id: int, worker: str, attempt: int, event: dict, checkpoint_dir, *, db=None
+) -> bool:
+    """Store the checkpoint an event announces as the job's newest, if `worker` holds it.
+
+    Guarded like every other write: a worker that lost its job cannot overwrite the
+    checkpoint the job's new worker resumes from.
+    """
+    relative, data = blobs.pack_checkpoint(event["path"], checkpoint_dir)
+    with writing(db) as conn:
+        owned = conn.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.worker == worker, Job.status == Status.RUNNING.value)
+            .values(heartbeat_at=utcnow())
+        ).rowcount
+        if owned:
+            blobs.store_checkpoint(conn, job_id, event.get("step", 0), relative, data)
+            add_event(conn, job_id, attempt, "checkpoint", event)
     return bool(owned)
 
 
@@ -370,7 +370,7 @@ def finish_job(
     ).rowcount
     if done:
         data = {"message": message or status.value, "status": status.value}
-        _event(conn, job_id, attempt, "log", data)
+        add_event(conn, job_id, attempt, "log", data)
     return bool(done)
 
 
@@ -389,43 +389,5 @@ def release_job(job_id: int, worker: str, message: str, *, db=None) -> bool:
             .values(status=Status.QUEUED.value, attempts=Job.attempts - 1, message=None)
         ).rowcount
         if done:
-            _event(conn, job_id, 0, "log", {"message": message})
+            add_event(conn, job_id, 0, "log", {"message": message})
     return bool(done)
-
-
-# Events --------------------------------------------------------------------------------
-
-
-def _event(conn: Connection, job_id: int, attempt: int, kind: str, event: dict) -> None:
-    data = {k: _jsonable(v) for k, v in event.items() if k not in ("type", "time")}
-    when = event.get("time")
-    when = datetime.fromtimestamp(when, timezone.utc) if isinstance(when, int | float) else utcnow()
-    conn.execute(
-        insert(JobEvent).values(job_id=job_id, attempt=attempt, type=kind, time=when, data=data)
-    )
-
-
-def _finite(value):
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
-
-
-def _jsonable(value):
-    """JSON-safe copy: NaN/inf become None (PostgreSQL's json refuses them), paths become str."""
-    if isinstance(value, bool) or value is None or isinstance(value, str | int):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "item") and callable(value.item):  # numpy and torch scalars
-        try:
-            return _jsonable(value.item())
-        except (TypeError, ValueError, RuntimeError):
-            pass
-    return str(value)

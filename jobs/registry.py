@@ -107,7 +107,7 @@ def register_files(
         metrics=metrics,
         size_bytes=sum(len(data) for data in files.values()),
         sha256=hashlib.sha256(files[files_.WEIGHTS]).hexdigest(),
-        dataset_fingerprint=info.get("dataset_fingerprint") or info.get("fingerprint"),
+        dataset_fingerprint=info.get("data_fingerprint") or info.get("dataset_fingerprint"),
         created_at=utcnow(),
         owner=owner,
         job_id=job_id,

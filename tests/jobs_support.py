@@ -82,3 +82,37 @@ def db_url(request, tmp_path, monkeypatch):
 
     dispose_engines()
     cleanup()
+
+
+WORDS = "good great fine love best bad awful poor hate worst the movie film plot was is very not".split()
+POSITIVE, NEGATIVE = WORDS[:5], WORDS[5:10]
+
+
+def save_tiny_bert(folder, *, hidden=32, layers=2, intermediate=64, heads=4) -> str:
+    """A random BERT classifier with a tiny word-level tokenizer, saved like a Hub model."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
+    tokenizer = BertTokenizer(vocab={word: i for i, word in enumerate(vocab)})
+    config = BertConfig(
+        vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers,
+        num_attention_heads=heads, intermediate_size=intermediate, max_position_embeddings=64,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def write_reviews(path, rows: int = 40) -> str:
+    """A CSV of short 'reviews' whose label follows from the words used."""
+    lines = ["text,label"]
+    for i in range(rows):
+        positive = i % 2 == 0
+        words = POSITIVE if positive else NEGATIVE
+        lines.append(
+            f"the movie was {words[i % 5]} {words[(i + 2) % 5]},{'pos' if positive else 'neg'}"
+        )
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)

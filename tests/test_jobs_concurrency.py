@@ -6,14 +6,14 @@ from __future__ import annotations
 import json
 import multiprocessing
 
-import jobs_db
+import jobs_support
 import pytest
 
 from ia3engine.spec import TrainSpec
 from jobs import queue
 from jobs.models import Status
 
-db_url = jobs_db.db_url  # the fixture: a fresh SQLite, then PostgreSQL, database
+db_url = jobs_support.db_url  # the fixture: a fresh SQLite, then PostgreSQL, database
 PROCESSES = 4
 JOBS = 200
 
@@ -81,9 +81,9 @@ def test_four_workers_run_every_job_exactly_once(db_url, tmp_path):
         assert all(jobs[job_id].worker == f"worker-{i}" for job_id in ids_)
 
 
-@pytest.mark.parametrize("kind", jobs_db.DB_KINDS)
+@pytest.mark.parametrize("kind", jobs_support.DB_KINDS)
 def test_workers_starting_together_migrate_once(kind, tmp_path):
-    url, cleanup = jobs_db.make_database(kind, tmp_path)
+    url, cleanup = jobs_support.make_database(kind, tmp_path)
     try:
         _run_all(_migrate, lambda i: (url,))
         from sqlalchemy import create_engine, text

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import jobs_db
+import jobs_support
 import pytest
 from sqlalchemy import func, select, update
 
@@ -15,7 +15,7 @@ from jobs import blobs, queue
 from jobs.db import reading, writing
 from jobs.models import Job, Status, utcnow
 
-db_url = jobs_db.db_url  # the fixture: a fresh SQLite, then PostgreSQL, database
+db_url = jobs_support.db_url  # the fixture: a fresh SQLite, then PostgreSQL, database
 
 
 @pytest.fixture
@@ -100,10 +100,12 @@ def test_retry_requeues_the_same_job_keeping_its_events(db_url, spec):
     assert queue.get_job(job_id, db=db_url).message == "Out of memory."
     assert queue.retry_job(job_id, db=db_url) == job_id
     job = queue.get_job(job_id, db=db_url)
-    assert (job.status, job.attempts, job.message, job.finished_at) == ("queued", 0, None, None)
+    assert (job.status, job.message, job.finished_at) == ("queued", None, None)
+    assert (job.attempts, job.max_attempts) == (1, 1 + queue.DEFAULT_MAX_ATTEMPTS)
     kinds = [(e.type, e.data.get("message")) for e in queue.job_events(job_id, db=db_url)]
     assert kinds[0] == ("log", "hi") and kinds[-1] == ("log", "Retried: back in the queue.")
-    assert queue.claim_job("w2", db=db_url).id == job_id
+    again = queue.claim_job("w2", db=db_url)
+    assert (again.id, again.attempts) == (job_id, 2)
     with writing(db_url) as conn:
         queue.finish_job(conn, job_id, "w2", Status.DONE)
     with pytest.raises(JobError, match="only failed or cancelled jobs can be retried"):

@@ -7,7 +7,7 @@ import json
 import shutil
 import zipfile
 
-import jobs_db
+import jobs_support
 import pytest
 import tiny_models
 import torch
@@ -19,7 +19,7 @@ from jobs import registry
 from jobs.db import get_engine, reading, writing
 from jobs.models import Adapter, AdapterFile, Job
 
-db_url = jobs_db.db_url  # the fixture: a fresh SQLite, then PostgreSQL, database
+db_url = jobs_support.db_url  # the fixture: a fresh SQLite, then PostgreSQL, database
 
 
 @pytest.fixture(scope="module")
