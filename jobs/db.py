@@ -129,13 +129,26 @@ def reading(db: Engine | str | None = None) -> Iterator[Connection]:
             yield conn
 
 
-def migrate(engine: Engine, revision: str = "head") -> None:
-    """Apply Alembic migrations up to `revision`; rows survive every step."""
-    from alembic import command
+def _alembic_config():
     from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    return cfg
+
+
+def head_revision() -> str:
+    """The newest migration's revision id."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Apply Alembic migrations up to `revision`; rows survive every step."""
+    from alembic import command
+
+    cfg = _alembic_config()
     # Alembic's config is an ini parser: a literal % in a password must be doubled.
     cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(False).replace("%", "%%"))
     with engine.begin() as conn:

@@ -11,6 +11,7 @@ import pytest
 
 from ia3engine.spec import TrainSpec
 from jobs import queue
+from jobs.db import head_revision
 from jobs.models import Status
 
 db_url = jobs_support.db_url  # the fixture: a fresh SQLite, then PostgreSQL, database
@@ -90,7 +91,7 @@ def test_workers_starting_together_migrate_once(kind, tmp_path):
 
         engine = create_engine(url)
         with engine.connect() as conn:
-            assert conn.scalar(text("SELECT version_num FROM alembic_version")) == "0002"
+            assert conn.scalar(text("SELECT version_num FROM alembic_version")) == head_revision()
         engine.dispose()
     finally:
         cleanup()
