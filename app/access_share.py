@@ -1,0 +1,97 @@
+"""Share links in the studio: turn an adapter's public page on or off, and show its link.
+
+The link is /adapters/{id}?token=...; without the token (or after sharing stops) that page
+answers 404, so people other than the owner learn nothing about the adapter.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import gradio as gr
+
+from app import auth
+from app.messages import field_note, shown_as_error
+
+logger = logging.getLogger(__name__)
+
+
+def link(adapter_id: int, token: str | None) -> str:
+    """The page's path for a token ('' when not shared)."""
+    return f"/adapters/{int(adapter_id)}?token={token}" if token else ""
+
+
+def share_adapter(adapter_id: int) -> str:
+    """Make a share link for one of your adapters; returns its path (/adapters/{id}?token=...).
+    Anyone with the link can see the adapter's page and download it."""
+    from jobs import access_shares
+
+    token = access_shares.share_adapter(int(adapter_id), actor=auth.current_actor())
+    return link(adapter_id, token)
+
+
+def unshare_adapter(adapter_id: int) -> int:
+    """Stop sharing one of your adapters: its old link answers 404 from now on."""
+    from jobs import access_shares
+
+    access_shares.unshare_adapter(int(adapter_id), actor=auth.current_actor())
+    return int(adapter_id)
+
+
+def share_link(adapter_id: int) -> str:
+    """The current share link of one of your adapters ('' when it is not shared)."""
+    from jobs import access_shares
+
+    token = access_shares.share_token(int(adapter_id), actor=auth.current_actor())
+    return link(adapter_id, token)
+
+
+def register() -> None:
+    """Add the share endpoints to the Blocks being built."""
+    for fn in (share_adapter, unshare_adapter, share_link):
+        gr.api(shown_as_error(fn), api_name=fn.__name__)
+
+
+def _shown(path: str) -> str:
+    if not path:
+        return field_note("Not shared: only you (and admins) can open this adapter.", "info")
+    return field_note(f"Anyone with this link can open and download it: {path}", "ok")
+
+
+def _view(adapter_id):
+    if adapter_id is None:
+        return ""
+    try:
+        return _shown(share_link(int(adapter_id)))
+    except Exception as error:  # the boundary: show the reason next to the buttons
+        from app.messages import explain
+
+        return field_note(explain(error))
+
+
+def _act(action):
+    def handler(adapter_id):
+        if adapter_id is None:
+            return field_note("Pick an adapter first.")
+        try:
+            action(int(adapter_id))
+            return _shown(share_link(int(adapter_id)))
+        except Exception as error:  # the boundary
+            from app.messages import explain
+
+            return field_note(explain(error))
+
+    return handler
+
+
+def build(selected: gr.Dropdown) -> None:
+    """The sharing row under the Adapters tab's details, for the adapter in `selected`."""
+    private = {"api_visibility": "private"}
+    with gr.Accordion("Share link", open=False, elem_id="share"):
+        with gr.Row():
+            share = gr.Button("Make a share link", size="sm", elem_id="share-on")
+            stop = gr.Button("Stop sharing", size="sm", variant="stop", elem_id="share-off")
+        note = gr.HTML(elem_id="share-note")
+    selected.change(_view, selected, note, **private)
+    share.click(_act(share_adapter), selected, note, **private)
+    stop.click(_act(unshare_adapter), selected, note, **private)
