@@ -65,6 +65,10 @@ def run_studio(args: argparse.Namespace) -> int:
     if args.data_dir:
         # Set before any database use and before the workers start, so all of them share it.
         os.environ["IA3_DATA_DIR"] = str(Path(args.data_dir).resolve())
+    from app import auth
+
+    if not auth.configure_for_host(args.host):
+        return 2  # listening beyond 127.0.0.1 needs an access mode; the log said which
     workers = 0 if args.no_worker else max(int(args.workers), 0)
     config = StudioConfig(model=args.model, sample=args.sample, workers=workers)
     config.data_dir.mkdir(parents=True, exist_ok=True)
