@@ -12,7 +12,7 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from app import studio_cli
+    from app import access_users, studio_cli
     from ia3engine import cli as engine_cli
     from jobs import cli as jobs_cli
 
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     engine_cli.add_commands(commands)
     jobs_cli.add_commands(commands)
     studio_cli.add_commands(commands)
+    access_users.add_commands(commands)
     return parser
 
 
