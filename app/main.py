@@ -12,6 +12,7 @@ import gradio as gr
 from fastapi import FastAPI
 
 from app import adapters_tab, api, job_actions, jobs_tab, playground_tab, share_page, train_tab
+from app import access_share, auth
 from app.studio_config import StudioConfig
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ def build_studio(config: StudioConfig | None = None) -> gr.Blocks:
     private = {"api_visibility": "private"}
     with gr.Blocks(title="IA3 Studio") as demo:
         gr.Markdown(INTRO, elem_id="intro")
+        auth.login_controls(demo)  # sign-in line when several people share the studio
         with gr.Tabs() as tabs:
             with gr.Tab("Train", id="train"):
                 train = train_tab.build(demo, config)
@@ -56,6 +58,7 @@ def build_studio(config: StudioConfig | None = None) -> gr.Blocks:
                 play = playground_tab.build(demo)
             with gr.Tab("Adapters", id="adapters") as adapters_item:
                 adapters = adapters_tab.build(demo)
+                access_share.build(adapters.selected)
         train.queue_event.then(_after_queue, train.queued_job, [tabs, jobs.selected], **private)
         jobs.try_button.click(_try_adapter, jobs.adapter_id, [tabs, play.adapters], **private)
         play_item.select(
@@ -64,6 +67,7 @@ def build_studio(config: StudioConfig | None = None) -> gr.Blocks:
         )  # fmt: skip
         adapters_item.select(adapters_tab.list_view, adapters.filters, adapters.listing, **private)
         api.register(config.data_dir)
+        access_share.register()
     return demo
 
 
@@ -79,7 +83,7 @@ def create_app(config: StudioConfig | None = None) -> FastAPI:
         app,
         demo,
         path="/",
-        allowed_paths=[str(config.data_dir)],
+        **auth.mount_options(config.data_dir),  # sign-in, upload cap, what may be served
         ssr_mode=False,
         theme=gr.themes.Soft(primary_hue="indigo"),
         css=CSS,
