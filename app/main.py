@@ -11,8 +11,17 @@ from pathlib import Path
 import gradio as gr
 from fastapi import FastAPI
 
-from app import adapters_tab, api, job_actions, jobs_tab, playground_tab, share_page, train_tab
-from app import access_share, auth
+from app import (
+    access_share,
+    adapters_tab,
+    api,
+    auth,
+    job_actions,
+    jobs_tab,
+    playground_tab,
+    share_page,
+    train_tab,
+)
 from app.studio_config import StudioConfig
 
 logger = logging.getLogger(__name__)
