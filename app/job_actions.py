@@ -58,51 +58,62 @@ def check_data(spec) -> None:
     )
 
 
-def enqueue_training(fields: dict, owner: str | None = None) -> int:
-    """Validate the form's fields as a TrainSpec and its data, queue it; returns the job id."""
-    from jobs import queue
+def enqueue_training(fields: dict) -> int:
+    """Validate the form's fields as a TrainSpec and its data, queue it as the signed-in
+    user's job; returns the job id."""
+    from app.auth import current_actor
+    from jobs import access
 
-    spec = build_spec(fields)
+    actor = current_actor()
+    # The host's limits, and (for signed-in users) only uploaded files, samples, Hub models.
+    spec = build_spec(access.admit(build_spec(fields), actor=actor))
     check_data(spec)
     # The files go into the database, so a worker on another machine can read them.
-    job_id = queue.enqueue(spec, owner=owner, upload_data=True)
+    job_id = access.enqueue(spec, actor=actor, upload_data=True)
     logger.info("queued job %s (%s on %s)", job_id, spec.model, spec.data)
     return int(job_id)
 
 
 def job_status(job_id: int) -> dict:
     """One job's row, as plain values (status, step, total_steps, eta_s, loss, message, ...)."""
-    from jobs import queue
+    from app.auth import current_actor
+    from jobs import access
 
-    return _plain(queue.get_job(int(job_id)))
+    return _plain(access.get_job(int(job_id), actor=current_actor()))
 
 
 def list_jobs(status: str | None = None, limit: int = 100) -> list[dict]:
-    """Jobs, newest first, optionally only those with `status`."""
-    from jobs import queue
+    """The signed-in user's jobs (everyone's for an admin), newest first, optionally by status."""
+    from app.auth import current_actor
+    from jobs import access
 
-    return [_plain(job) for job in queue.list_jobs(status=status or None, limit=int(limit))]
+    found = access.list_jobs(current_actor(), status=status or None, limit=int(limit))
+    return [_plain(job) for job in found]
 
 
 def job_events(job_id: int, after_id: int = 0) -> list[dict]:
     """The job's events (step, eval, checkpoint, log, ...) after event id `after_id`."""
-    from jobs import queue
+    from app.auth import current_actor
+    from jobs import access
 
-    return [_plain(event) for event in queue.job_events(int(job_id), after_id=int(after_id))]
+    events = access.job_events(int(job_id), actor=current_actor(), after_id=int(after_id))
+    return [_plain(event) for event in events]
 
 
 def cancel_job(job_id: int) -> dict:
     """Ask a job to stop; a running job stops within a step and keeps its checkpoint."""
-    from jobs import queue
+    from app.auth import current_actor
+    from jobs import access
 
-    return _plain(queue.cancel_job(int(job_id)))
+    return _plain(access.cancel_job(int(job_id), actor=current_actor()))
 
 
 def retry_job(job_id: int) -> int:
     """Queue a failed or cancelled job again; returns the id of the job that will run."""
-    from jobs import queue
+    from app.auth import current_actor
+    from jobs import access
 
-    return int(queue.retry_job(int(job_id)))
+    return int(access.retry_job(int(job_id), actor=current_actor()))
 
 
 def curves(events: list[dict]) -> dict[str, list[dict]]:
