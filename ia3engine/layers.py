@@ -99,7 +99,11 @@ class IA3Layer(nn.Module):
             x = (x.to(scale_in.dtype) * self._broadcast(scale_in, x, per_row)).to(x.dtype)
         y = self.base_layer(x, *args, **kwargs)
         if scale_out is not None:  # the others scale the output, bias included
-            y = (y * self._broadcast(scale_out, y, per_row)).to(y.dtype)
+            scale_out = self._broadcast(scale_out, y, per_row)
+            if torch.is_grad_enabled():
+                y = (y * scale_out).to(y.dtype)
+            else:  # inference: scale in place, one less full-size tensor per layer
+                y = y.mul_(scale_out)
         return y
 
     def _active_scales(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:

@@ -250,3 +250,15 @@ def test_layer_types_dispatch_and_unsupported_layer_raises():
     assert isinstance(wrap_layer(nn.Conv3d(1, 1, 1)), IA3Conv)
     with pytest.raises(UnsupportedLayerError, match="Embedding"):
         wrap_layer(nn.Embedding(3, 2), "emb")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("kind", ["linear", "conv1d", "conv2d"])
+def test_no_grad_inference_path_equals_autograd_path(kind, dtype):
+    layer, _, x = _wrapped(kind, feedforward=False)
+    layer.base_layer.to(dtype)
+    with_grad = layer(x.to(dtype))
+    with torch.no_grad():
+        without = layer(x.to(dtype))
+    assert without.dtype == dtype
+    assert torch.equal(with_grad.detach(), without)

@@ -315,3 +315,21 @@ def test_print_trainable_parameters_uses_peft_format(capsys):
     assert trainable == 20 + 20 and total == 10 * 20 + 20 + 20 * 2 + 2 + 40
     expected = f"trainable params: 40 || all params: {total:,d} || trainable%: {4000 / total:.4f}\n"
     assert capsys.readouterr().out == expected
+
+
+def test_loading_with_is_trainable_makes_the_vectors_trainable(tmp_path):
+    _model("mlp").save_pretrained(tmp_path)
+    frozen = load_ia3_model(_base("mlp"), tmp_path)
+    trainable = load_ia3_model(_base("mlp"), tmp_path, is_trainable=True)
+    assert frozen.get_nb_trainable_parameters()[0] == 0
+    assert trainable.get_nb_trainable_parameters()[0] == 40
+
+
+def test_set_adapter_on_a_merged_model_unmerges_first():
+    model = _model("mlp")
+    model.add_adapter("b", _config("mlp", init_ia3_weights=False))
+    before = _base_weights(model)
+    model.merge()
+    model.set_adapter("b")
+    assert not model.merged_adapters
+    assert all(torch.equal(before[k], v) for k, v in _base_weights(model).items())
