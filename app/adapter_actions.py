@@ -8,6 +8,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from app.access_files import servable
+from app.auth import current_actor
 from app.job_actions import _plain
 from ia3engine.errors import AdapterError
 
@@ -21,10 +23,14 @@ def list_adapters(
     search: str = "", base_model: str = "", task: str = "", sort: str = "-created"
 ) -> list[dict]:
     """Registered adapters, filtered by a search text, base model and task."""
-    from jobs import registry
+    from jobs import access
 
-    found = registry.list_adapters(
-        base_model=base_model or None, task=task or None, search=search or None, sort=sort
+    found = access.list_adapters(
+        current_actor(),
+        base_model=base_model or None,
+        task=task or None,
+        search=search or None,
+        sort=sort,
     )
     return [_summary(a) for a in found]
 
@@ -37,27 +43,28 @@ def _summary(adapter) -> dict:
 
 def adapter_info(adapter_id: int) -> dict:
     """One adapter: name, base model, task, labels, metrics, card, files."""
-    from jobs import registry
+    from jobs import access
 
-    info = _plain(registry.get_adapter(int(adapter_id)))
+    info = _plain(access.get_adapter(int(adapter_id), actor=current_actor()))
     info["files"] = [p.name for p in adapter_files(adapter_id)]
     return info
 
 
 def adapter_zip(adapter_id: int) -> str:
     """Path of a zip of the adapter (PEFT files + model card) that loads in peft as is."""
-    from jobs import registry
+    from jobs import access
 
-    return str(registry.package_zip(int(adapter_id)))
+    return servable(access.package_zip(int(adapter_id), actor=current_actor()))
 
 
 def adapter_files(adapter_id: int) -> list[Path]:
     """The adapter's downloadable files, materialised from the database."""
-    from jobs import registry
+    from jobs import access
 
-    folder = Path(registry.adapter_folder(int(adapter_id)))
+    folder = Path(access.adapter_folder(int(adapter_id), actor=current_actor()))
     extra = sorted(p for p in folder.glob("*.json") if p.name not in DOWNLOADABLE)
-    return [folder / name for name in DOWNLOADABLE if (folder / name).is_file()] + extra
+    found = [folder / name for name in DOWNLOADABLE if (folder / name).is_file()] + extra
+    return [Path(servable(path)) for path in found]  # private copies when several people share
 
 
 def adapter_file(adapter_id: int, filename: str) -> str:
@@ -71,30 +78,31 @@ def adapter_file(adapter_id: int, filename: str) -> str:
 
 def import_adapter(path: str, base_model: str = "", name: str = "") -> int:
     """Register an adapter zip or folder (safetensors only); returns its id."""
-    from jobs import registry
+    from jobs import access
 
     if not path:
         raise AdapterError("No file given. Upload an adapter .zip (PEFT format).")
     return int(
-        registry.import_adapter(Path(path), base_model=base_model or None, name=name or None)
+        access.import_adapter(
+            Path(path), actor=current_actor(), base_model=base_model or None, name=name or None
+        )
     )
 
 
 def rename_adapter(adapter_id: int, name: str) -> dict:
     """Give an adapter a new display name; returns the updated adapter."""
-    from jobs import registry
+    from jobs import access
 
     clean = (name or "").strip()
     if not clean:
         raise AdapterError("The new name is empty. Type a name for the adapter.")
-    registry.rename_adapter(int(adapter_id), clean)
-    return _summary(registry.get_adapter(int(adapter_id)))
+    return _summary(access.rename_adapter(int(adapter_id), clean, actor=current_actor()))
 
 
 def delete_adapter(adapter_id: int) -> int:
     """Delete an adapter's row and files; returns the id that was deleted."""
-    from jobs import registry
+    from jobs import access
 
-    registry.delete_adapter(int(adapter_id))
+    access.delete_adapter(int(adapter_id), actor=current_actor())
     logger.info("deleted adapter %s", adapter_id)
     return int(adapter_id)
