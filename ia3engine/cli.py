@@ -1,0 +1,220 @@
+"""`ia3 train` and `ia3 eval`: thin shells over train() and Predictor, with a progress bar.
+
+Errors meant for people (IA3Error) print their message and exit with code 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from ia3engine.errors import IA3Error
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "data"
+
+
+def add_commands(subparsers) -> None:
+    """Register `train` and `eval` on an argparse subparsers object."""
+    train = subparsers.add_parser(
+        "train", help="train an IA3 adapter on a dataset file", description=__doc__
+    )
+    train.add_argument("--model", default="minilm", help="Hub id, local folder or 'minilm'")
+    train.add_argument("--data", help="training file (CSV, TSV, JSON, JSONL, Parquet, text)")
+    train.add_argument("--eval-data", help="held-out file; default: split off the training rows")
+    train.add_argument("--task", choices=["classify", "generate"], default="classify")
+    train.add_argument("--text-column")
+    train.add_argument("--label-column")
+    train.add_argument("--template", help="prompt with {column} slots, e.g. 'Review: {text}'")
+    train.add_argument("--preset", choices=["quick", "tfew"], default="quick")
+    train.add_argument("--steps", type=int)
+    train.add_argument("--lr", type=float)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--quantize", choices=["8bit", "4bit"])
+    train.add_argument("--device", help="cpu, cuda, cuda:1, mps; default: the best available")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--out", help="adapter folder (default ./ia3-adapters/<name>)")
+    train.add_argument("--json", action="store_true", help="print one JSON object last")
+    train.add_argument(
+        "--demo", action="store_true", help="train the bundled MiniLM on the sample sentiment set"
+    )
+    train.set_defaults(func=run_train)
+
+    ev = subparsers.add_parser("eval", help="score an adapter (or the base alone) on a file")
+    ev.add_argument("--model", default="minilm", help="Hub id, local folder or 'minilm'")
+    ev.add_argument("--adapter", help="adapter folder; leave out to score the base alone")
+    ev.add_argument("--data", required=True, help="file with the texts and the right answers")
+    ev.add_argument("--task", choices=["classify", "generate"], default=None)
+    ev.add_argument("--text-column")
+    ev.add_argument("--label-column")
+    ev.add_argument("--device")
+    ev.add_argument("--json", action="store_true", help="print one JSON object last")
+    ev.set_defaults(func=run_eval)
+
+
+def _guarded(command):
+    def run(args) -> int:
+        try:
+            return command(args)
+        except IA3Error as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+
+    return run
+
+
+# ---- train ---------------------------------------------------------------------------------
+def _spec_from(args):
+    from ia3engine.spec import TrainSpec
+
+    if args.demo:
+        data, eval_data = EXAMPLES / "sentiment_train.csv", EXAMPLES / "sentiment_eval.csv"
+        if not data.is_file():
+            raise IA3Error(f"The sample data is missing ({data}); run examples/make_samples.py.")
+        args.model, args.data, args.eval_data = "minilm", str(data), str(eval_data)
+        args.device = args.device or "cpu"
+    if not args.data:
+        raise IA3Error("--data is required (or use --demo); give a dataset file.")
+    return TrainSpec(
+        model=args.model,
+        data=args.data,
+        eval_data=args.eval_data,
+        task=args.task,
+        text_column=args.text_column,
+        label_column=args.label_column,
+        template=args.template,
+        preset=args.preset,
+        steps=args.steps,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        quantize=args.quantize,
+        device=args.device,
+        seed=args.seed,
+        out_dir=args.out,
+    )
+
+
+@_guarded
+def run_train(args) -> int:
+    from ia3engine.train import train
+
+    spec = _spec_from(args)
+    bar = ProgressBar(enabled=sys.stderr.isatty() and not args.json)
+    result = train(spec, on_event=bar.on_event)
+    bar.close()
+    summary = {
+        "adapter_dir": result.adapter_dir,
+        "eval": result.metrics,
+        "eval_before": result.metrics_before,
+        "train_seconds": round(result.train_seconds, 2),
+        "steps": result.steps,
+        "labels": result.labels,
+        "trainable_params": result.trainable_params,
+    }
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    if "accuracy" in result.metrics:
+        before = result.metrics_before.get("accuracy")
+        if before is not None:
+            print(f"accuracy before training: {before:.3f}")
+        print(f"accuracy after training:  {result.metrics['accuracy']:.3f}")
+    else:
+        print(f"validation metrics: {json.dumps(result.metrics)}")
+    print(f"trained {result.steps} steps in {result.train_seconds:.1f} s")
+    print(f"adapter saved to {result.adapter_dir}")
+    return 0
+
+
+class ProgressBar:
+    """One line on a terminal: a bar, step/total, loss and time left; silent elsewhere."""
+
+    def __init__(self, enabled: bool, width: int = 30, stream=None):
+        self.enabled, self.width = enabled, width
+        self.stream = stream or sys.stderr
+        self.last = 0.0
+
+    def on_event(self, event: dict) -> None:
+        if not self.enabled:
+            return
+        if event["type"] == "step":
+            now = time.monotonic()
+            if now - self.last < 0.1 and event["step"] < event["total_steps"]:
+                return
+            self.last = now
+            self.stream.write("\r" + self.render(event))
+            self.stream.flush()
+        elif event["type"] == "eval" and event.get("metrics"):
+            shown = ", ".join(f"{k} {v:.3f}" for k, v in event["metrics"].items())
+            self.stream.write(f"\r\033[K  eval @ step {event['step']}: {shown}\n")
+        elif event["type"] == "log":
+            self.stream.write(f"\r\033[K  {event['message']}\n")
+
+    def render(self, event: dict) -> str:
+        done = event["step"] / max(event["total_steps"], 1)
+        filled = int(self.width * done)
+        eta = int(event.get("eta_s") or 0)
+        return (
+            f"[{'#' * filled}{'.' * (self.width - filled)}] {event['step']}/{event['total_steps']}"
+            f"  loss {event['loss']:.4f}  ETA {eta // 60}:{eta % 60:02d}"
+        )
+
+    def close(self) -> None:
+        if self.enabled:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+# ---- eval ----------------------------------------------------------------------------------
+@_guarded
+def run_eval(args) -> int:
+    from ia3engine.train_eval import evaluate_file
+
+    started = time.perf_counter()
+    metrics = evaluate_file(
+        args.model,
+        args.data,
+        adapter=args.adapter,
+        task=args.task,
+        text_column=args.text_column,
+        label_column=args.label_column,
+        device=args.device,
+    )
+    summary = {
+        "model": args.model,
+        "adapter": args.adapter,
+        "eval": metrics,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        who = f"adapter {args.adapter}" if args.adapter else f"base {args.model} (no adapter)"
+        print(f"{who} on {args.data}:")
+        for key, value in metrics.items():
+            print(f"  {key}: {value:.4f}" if isinstance(value, float) else f"  {key}: {value}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m ia3engine.cli train|eval ...` without the rest of the studio."""
+    parser = argparse.ArgumentParser(prog="ia3engine", description="Train and score IA3 adapters.")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_commands(commands)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,207 @@
+"""Serving: one base model, many adapters, one call per batch with a different adapter per row.
+
+Reads each adapter's training_info.json for its labels, prompt and kind; `None` in
+adapter_names is the untuned base (for encoders: the adapter's head with the vectors at one).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+from ia3engine.errors import AdapterError, AdapterFileError
+
+logger = logging.getLogger(__name__)
+
+UNTUNED_SUFFIX = "__untuned"
+
+
+def read_training_info(folder) -> dict:
+    path = Path(folder) / "training_info.json"
+    if not path.is_file():
+        raise AdapterFileError(
+            f"No training_info.json in {folder}; it holds the labels and prompt. Point to a "
+            "folder written by ia3engine's train()."
+        )
+    return json.loads(path.read_text())
+
+
+def render_input(info: dict, text: str) -> str:
+    """The text as training saw it: the data's template with the text in its text column."""
+    template = info.get("template")
+    if not template:
+        return text
+    slots = defaultdict(str, {info.get("text_column") or "text": text, "text": text})
+    return template.format_map(slots)
+
+
+class Predictor:
+    """One base model with any number of adapters; `predict` routes each row to its adapter."""
+
+    def __init__(self, model: str, task: str = "classify", device=None, quantize=None):
+        from ia3engine.loading import resolve_device
+
+        self.model_name, self.task_name, self.quantize = model, task, quantize
+        self.device = resolve_device(device)
+        self.adapters: dict[str, dict] = {}  # name -> training info (+ its group)
+        self._groups: dict = {}  # base key -> IA3Model (encoders: one per label count)
+        self._plain = None  # a bare generative base, for untuned rows before any adapter
+
+    # ---- adapters --------------------------------------------------------------------------
+    def add_adapter(self, name: str, folder) -> None:
+        """Load the adapter in `folder` under `name`."""
+        from ia3engine.io import load_ia3_model
+
+        if name in self.adapters:
+            raise AdapterError(f"An adapter named '{name}' is loaded already; pick another name.")
+        info = read_training_info(folder)
+        if info.get("task") != self.task_name:
+            raise AdapterError(
+                f"Adapter '{name}' was trained for {info.get('task')}, but this Predictor "
+                f"serves {self.task_name}; open a Predictor with task='{info.get('task')}'."
+            )
+        key = len(info.get("labels") or []) if info.get("kind") == "encoder" else "lm"
+        model = self._groups.get(key)
+        if model is None:
+            base = self._load_base(info)
+            model = load_ia3_model(base.model, folder, name)
+            self._groups[key] = model
+            self._tokenizer = base.tokenizer
+            self._kind = base.kind
+        else:
+            model.load_adapter(folder, name)
+        if self._kind == "encoder":
+            # The untuned row keeps this adapter's head (an encoder has no head of its own).
+            model.load_adapter(folder, name + UNTUNED_SUFFIX)
+            with torch.no_grad():
+                for _, layer in model.ia3_layers():
+                    if name + UNTUNED_SUFFIX in layer.ia3_l:
+                        layer.ia3_l[name + UNTUNED_SUFFIX].fill_(1.0)
+        model.eval()
+        self.adapters[name] = {**info, "group": key, "task_obj": self._task_for(info)}
+
+    def add_untuned(self, labels: list[str] | None = None, name: str = "untuned") -> None:
+        """An adapter that changes nothing (vectors at one), for scoring the base alone.
+
+        Generative bases answer by rank classification over `labels`; an encoder gets a new,
+        untrained head, so expect chance-level accuracy from it.
+        """
+        from ia3engine.config import IA3Config
+        from ia3engine.model import get_ia3_model
+        from ia3engine.train import _PEFT_TASK
+        from ia3engine.train_tasks import DEFAULT_CHOICE_PROMPT
+
+        info = {"task": self.task_name, "labels": list(labels or []), "template": None}
+        base = self._load_base(info)
+        self._tokenizer, self._kind = base.tokenizer, base.kind
+        info.update(
+            kind=base.kind, prompt=DEFAULT_CHOICE_PROMPT if base.kind != "encoder" else None
+        )
+        key = len(info["labels"]) if base.kind == "encoder" else "lm"
+        if key in self._groups:
+            raise AdapterError("add_untuned must come before any adapter on the same base.")
+        config = IA3Config(task_type=_PEFT_TASK[base.kind])
+        self._groups[key] = get_ia3_model(base.model, config, name).eval()
+        self.adapters[name] = {**info, "group": key, "task_obj": self._task_for(info)}
+
+    def labels_of(self, name: str | None = None) -> list[str]:
+        """The labels an adapter answers with (None: the adapter untuned rows use)."""
+        return list(self.adapters[name or self._owner_for([])]["labels"])
+
+    def _load_base(self, info: dict):
+        from ia3engine.loading import load_base
+
+        labels = info.get("labels") or None
+        return load_base(
+            self.model_name,
+            task=self.task_name,
+            num_labels=len(labels) if labels else None,
+            quantize=self.quantize,
+            device=self.device,
+            labels=labels,
+        )
+
+    def _task_for(self, info: dict):
+        from ia3engine.train_tasks import ChoiceClassify, EncoderClassify, Generate
+
+        length = (info.get("spec") or {}).get("max_length") or 256
+        if info["task"] == "generate":
+            return Generate(self._tokenizer, length, self.device, kind=self._kind)
+        if self._kind == "encoder":
+            return EncoderClassify(self._tokenizer, info["labels"], length, self.device)
+        return ChoiceClassify(
+            self._tokenizer,
+            info["labels"],
+            length,
+            self.device,
+            kind=self._kind,
+            prompt=info.get("prompt"),
+        )
+
+    # ---- prediction ------------------------------------------------------------------------
+    def predict(self, texts: list[str], adapter_names: list[str | None] | None = None) -> list:
+        """One result per text: {"label", "probs"} (classify) or {"text"} (generate)."""
+        names = list(adapter_names) if adapter_names is not None else [None] * len(texts)
+        if len(names) != len(texts):
+            raise AdapterError(
+                f"Got {len(texts)} texts but {len(names)} adapter names; give one name per text."
+            )
+        unknown = sorted({n for n in names if n is not None and n not in self.adapters})
+        if unknown:
+            raise AdapterError(f"Unknown adapter(s) {unknown}; loaded: {sorted(self.adapters)}.")
+        owners = [n if n is not None else self._owner_for(names) for n in names]
+        results: list = [None] * len(texts)
+        batches: dict = defaultdict(list)
+        for i, owner in enumerate(owners):
+            batches[self._batch_key(owner)].append(i)
+        for rows in batches.values():
+            self._predict_rows(rows, texts, names, owners, results)
+        return results
+
+    def _owner_for(self, names: list) -> str:
+        """Whose labels (and head) an untuned row uses: the batch's first adapter, else the last added."""
+        named = [n for n in names if n is not None]
+        if named:
+            return named[0]
+        if not self.adapters:
+            raise AdapterError(
+                "No adapter is loaded: add one first (add_adapter); the untuned base needs an "
+                "adapter's labels and prompt to answer."
+            )
+        return list(self.adapters)[-1]
+
+    def _batch_key(self, owner: str):
+        info = self.adapters[owner]
+        # encoders share one forward per label count; choice sets differ per adapter
+        return ("group", info["group"]) if self._kind == "encoder" else ("owner", owner)
+
+    @torch.no_grad()
+    def _predict_rows(self, rows, texts, names, owners, results) -> None:
+        from ia3engine.routing import BASE
+
+        first = self.adapters[owners[rows[0]]]
+        model = self._groups[first["group"]]
+        task = first["task_obj"]
+        inputs = [render_input(self.adapters[owners[i]], texts[i]) for i in rows]
+        routed = []
+        for i in rows:
+            if names[i] is not None:
+                routed.append(names[i])
+            else:
+                routed.append(owners[i] + UNTUNED_SUFFIX if self._kind == "encoder" else BASE)
+        if self.task_name == "generate":
+            outputs = task.generate(model, inputs, adapter_names=routed)
+            for i, text in zip(rows, outputs, strict=True):
+                results[i] = {"text": text}
+            return
+        probs = task.probs(model, inputs, adapter_names=routed)
+        for i, row in zip(rows, probs, strict=True):
+            labels = self.adapters[owners[i]]["labels"]
+            results[i] = {
+                "label": labels[int(row.argmax())],
+                "probs": {label: float(p) for label, p in zip(labels, row, strict=True)},
+            }

@@ -1,0 +1,155 @@
+"""Tiny saved models with a word-level tokenizer, and tiny datasets, for the training tests.
+
+Training needs a folder with a config, weights and a tokenizer; these are built offline in
+milliseconds. The sentiment rows are learnable: the label follows the adjective.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    AutoModelForSequenceClassification,
+    BertConfig,
+    GPT2Config,
+    LlamaConfig,
+    PreTrainedTokenizerFast,
+    T5Config,
+)
+
+SPECIAL = ["<pad>", "</s>", "<unk>", "<s>", "[CLS]", "[SEP]"]
+GOOD = ["good", "great", "fine", "nice", "lovely"]
+BAD = ["bad", "awful", "poor", "sad", "dull"]
+NOUNS = ["movie", "food", "phone", "book", "hotel"]
+OTHER = ["the", "was", "is", "very", "quite", "really", "positive", "negative", "Options"]
+OTHER += ["Answer", "Say", "it", "again", ":", ".", ","]
+WORDS = SPECIAL + GOOD + BAD + NOUNS + OTHER
+# Wider than transformers' 0.02, so that a random tiny model tells words apart and IA3 can
+# learn something in a few steps.
+INIT_RANGE = 0.3
+
+
+def tokenizer(kind: str) -> PreTrainedTokenizerFast:
+    vocab = {w: i for i, w in enumerate(WORDS)}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    if kind == "bert":
+        core.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 4), ("[SEP]", 5)]
+        )
+    elif kind == "t5":
+        core.post_processor = processors.TemplateProcessing(
+            single="$A </s>", special_tokens=[("</s>", 1)]
+        )
+    extra = {"cls_token": "[CLS]", "sep_token": "[SEP]"} if kind == "bert" else {}
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        pad_token="<pad>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        bos_token="<s>",
+        **extra,
+    )
+
+
+def _model(kind: str, dropout: float):
+    size = {"vocab_size": len(WORDS)}
+    if kind == "bert":
+        config = BertConfig(
+            **size,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=128,
+            hidden_dropout_prob=dropout,
+            attention_probs_dropout_prob=dropout,
+            pad_token_id=0,
+            initializer_range=INIT_RANGE,
+        )
+        return AutoModelForSequenceClassification.from_config(config)
+    if kind == "gpt2":
+        config = GPT2Config(
+            **size,
+            n_embd=32,
+            n_layer=2,
+            n_head=4,
+            n_positions=128,
+            bos_token_id=3,
+            eos_token_id=1,
+            initializer_range=INIT_RANGE,
+        )
+        config.resid_pdrop = config.embd_pdrop = config.attn_pdrop = dropout
+        return AutoModelForCausalLM.from_config(config)
+    if kind == "llama":
+        config = LlamaConfig(
+            **size,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=128,
+            pad_token_id=0,
+            bos_token_id=3,
+            eos_token_id=1,
+            initializer_range=INIT_RANGE,
+        )
+        return AutoModelForCausalLM.from_config(config)
+    config = T5Config(
+        **size,
+        d_model=32,
+        d_kv=8,
+        d_ff=64,
+        num_layers=2,
+        num_decoder_layers=2,
+        num_heads=4,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=1,
+        dropout_rate=dropout,
+        initializer_factor=INIT_RANGE * 20,
+    )
+    return AutoModelForSeq2SeqLM.from_config(config)
+
+
+def save_tiny(kind: str, folder: Path, dropout: float = 0.1) -> str:
+    """A saved tiny model (bert, gpt2, llama or t5) with its tokenizer; returns the folder."""
+    torch.manual_seed(0)
+    folder = Path(folder)
+    _model(kind, dropout).save_pretrained(folder)
+    tokenizer(kind).save_pretrained(folder)
+    return str(folder)
+
+
+def sentiment_rows(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        positive = i % 2 == 0
+        adjective = rng.choice(GOOD if positive else BAD)
+        text = f"the {rng.choice(NOUNS)} was {rng.choice(['very', 'quite', 'really'])} {adjective}"
+        rows.append((text, "positive" if positive else "negative"))
+    return rows
+
+
+def write_sentiment(path: Path, n: int = 48, seed: int = 0) -> str:
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label"])
+        writer.writerows(sentiment_rows(n, seed))
+    return str(path)
+
+
+def write_instructions(path: Path, n: int = 24) -> str:
+    with open(path, "w") as handle:
+        for text, _ in sentiment_rows(n):
+            handle.write(json.dumps({"prompt": f"Say it again : {text}", "response": text}) + "\n")
+    return str(path)
