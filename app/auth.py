@@ -249,3 +249,22 @@ def configure_for_host(host: str) -> bool:
         logger.error("%s", error)
         return False
     return True
+
+
+@contextlib.contextmanager
+def share_visit(adapter_id: int, token: str | None) -> Iterator[Actor]:
+    """Serve one request to an adapter's page: as the link's guest when a token is given,
+    else as whoever is using the studio (the local user; nobody, when several share it).
+
+    Any refusal inside reads the same, so a page answers 404 alike for missing adapters,
+    other people's adapters and wrong tokens.
+    """
+    from ia3engine.errors import AccessDeniedError
+    from jobs import access_shares
+
+    try:
+        actor = access_shares.open_share(adapter_id, token) if token else current_actor()
+        with acting_as(actor):
+            yield actor
+    except AccessDeniedError:
+        raise AccessDeniedError(access_shares.NOT_SHARED) from None
