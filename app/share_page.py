@@ -9,11 +9,12 @@ from __future__ import annotations
 import html
 import logging
 import re
+from urllib.parse import quote
 
 from fastapi import FastAPI
 from fastapi.responses import FileResponse, HTMLResponse
 
-from app import adapter_actions
+from app import adapter_actions, auth
 from ia3engine.errors import IA3Error
 
 logger = logging.getLogger(__name__)
@@ -57,9 +58,10 @@ def _rows(pairs) -> str:
     )
 
 
-def adapter_page(adapter_id: int) -> str:
-    """The HTML of one adapter's page."""
+def adapter_page(adapter_id: int, token: str = "") -> str:
+    """The HTML of one adapter's page (its links carry the share token it was opened with)."""
     info = adapter_actions.adapter_info(adapter_id)
+    query = html.escape(f"?token={quote(token, safe='')}") if token else ""
     name = info.get("name") or f"adapter {adapter_id}"
     metrics = info.get("metrics") or {}
     facts = [
@@ -73,7 +75,7 @@ def adapter_page(adapter_id: int) -> str:
     ]
     metric_rows = [(k, f"{v:.4f}" if isinstance(v, float) else v) for k, v in metrics.items()]
     files = "".join(
-        f'<li><a href="/adapters/{adapter_id}/files/{html.escape(f)}">{html.escape(f)}</a></li>'
+        f'<li><a href="/adapters/{adapter_id}/files/{html.escape(f)}{query}">{html.escape(f)}</a></li>'
         for f in info.get("files", [])
     )
     usage = (
@@ -83,7 +85,7 @@ def adapter_page(adapter_id: int) -> str:
     body = f"""
 <h1>{html.escape(name)}</h1>
 <p class="sub">(IA)³ adapter #{adapter_id} for {html.escape(str(info.get("base_model")))}</p>
-<p><a class="button" id="download-zip" href="/adapters/{adapter_id}/download.zip">
+<p><a class="button" id="download-zip" href="/adapters/{adapter_id}/download.zip{query}">
 Download adapter (.zip)</a></p>
 <h2>Facts</h2><table>{_rows(facts)}</table>
 <h2>Metrics</h2>{f"<table>{_rows(metric_rows)}</table>" if metric_rows else "<p>None recorded.</p>"}
@@ -102,26 +104,29 @@ def add_routes(app: FastAPI) -> None:
     """Register the adapter page and download routes on `app` (before Gradio is mounted)."""
 
     @app.get("/adapters/{adapter_id}", response_class=HTMLResponse)
-    def page(adapter_id: int):
+    def page(adapter_id: int, token: str = ""):
         try:
-            return HTMLResponse(adapter_page(adapter_id))
+            with auth.share_visit(adapter_id, token):  # 404 unless shared with this token
+                return HTMLResponse(adapter_page(adapter_id, token))
         except IA3Error as error:
             return _not_found(error)
 
     @app.get("/adapters/{adapter_id}/download.zip")
-    def download_zip(adapter_id: int):
+    def download_zip(adapter_id: int, token: str = ""):
         try:
-            info = adapter_actions.adapter_info(adapter_id)
-            path = adapter_actions.adapter_zip(adapter_id)
+            with auth.share_visit(adapter_id, token):
+                info = adapter_actions.adapter_info(adapter_id)
+                path = adapter_actions.adapter_zip(adapter_id)
         except IA3Error as error:
             return _not_found(error)
         filename = f"{_slug(info.get('name') or str(adapter_id))}.zip"
         return FileResponse(path, media_type="application/zip", filename=filename)
 
     @app.get("/adapters/{adapter_id}/files/{filename}")
-    def download_file(adapter_id: int, filename: str):
+    def download_file(adapter_id: int, filename: str, token: str = ""):
         try:
-            path = adapter_actions.adapter_file(adapter_id, filename)
+            with auth.share_visit(adapter_id, token):
+                path = adapter_actions.adapter_file(adapter_id, filename)
         except IA3Error as error:
             return _not_found(error)
         return FileResponse(path, filename=filename)
