@@ -268,3 +268,11 @@ def share_visit(adapter_id: int, token: str | None) -> Iterator[Actor]:
             yield actor
     except AccessDeniedError:
         raise AccessDeniedError(access_shares.NOT_SHARED) from None
+
+
+def check_model_choice(model: str) -> None:
+    """Signed-in users may load Hub ids and bundled models only, never a folder on the server."""
+    from jobs.access_limits import check_model
+
+    if current_actor() != LOCAL:
+        check_model(model)
