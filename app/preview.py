@@ -60,6 +60,9 @@ def describe_model(model: str, task: str = "classify") -> dict:
         from ia3engine.errors import ModelLoadError
 
         raise ModelLoadError("No model given. Pick a bundled model, a Hub id or a local folder.")
+    from app.auth import check_model_choice
+
+    check_model_choice(name)  # signed-in users: no folders on the server
     key = f"{task}:{name}"
     if key not in _model_cache:
         loaded = load_base(name, task=task, device="cpu")
