@@ -1,0 +1,115 @@
+"""`ia3 adapters list|show|download|import|delete|rename`: the registry from the command line."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from jobs.cli_output import command as _command
+from jobs.cli_output import emit as _emit
+from jobs.cli_output import table as _table
+
+
+def add_adapters(subparsers) -> None:
+    parser = subparsers.add_parser("adapters", help="the adapter registry")
+    commands = parser.add_subparsers(dest="adapters_command", required=True, metavar="ACTION")
+    listing = _command(commands, "list", "registered adapters", _adapters_list)
+    listing.add_argument("--base-model")
+    listing.add_argument("--task", choices=("classify", "generate"))
+    listing.add_argument("--owner")
+    listing.add_argument("--search", help="text in the name, base model or task")
+    listing.add_argument(
+        "--sort", default="-created", help="created, name, size, base_model; -x reverses"
+    )
+    show = _command(commands, "show", "one adapter and its model card", _adapters_show)
+    show.add_argument("id", type=int)
+    download = _command(commands, "download", "save the adapter as a PEFT zip", _adapters_download)
+    download.add_argument("id", type=int)
+    download.add_argument("--out", required=True, help="zip file to write")
+    imported = _command(
+        commands, "import", "import a PEFT IA3 adapter folder or zip", _adapters_import
+    )
+    imported.add_argument("path", help="adapter folder or .zip")
+    imported.add_argument("--base-model", help="base model to check the shapes against")
+    imported.add_argument("--name")
+    imported.add_argument("--owner")
+    delete = _command(commands, "delete", "delete an adapter and its files", _adapters_delete)
+    delete.add_argument("id", type=int)
+    rename = _command(commands, "rename", "give an adapter a new name", _adapters_rename)
+    rename.add_argument("id", type=int)
+    rename.add_argument("name")
+
+
+def _adapters_list(args) -> int:
+    from jobs import registry
+
+    adapters = registry.list_adapters(base_model=args.base_model, task=args.task,
+                                      owner=args.owner, search=args.search, sort=args.sort)  # fmt: skip
+    rows = [
+        (a.id, a.name, a.base_model or "", a.task or "", _metrics(a.metrics),
+         f"{a.size_bytes / 1024:.0f} KB", a.owner or "", a.created_at.strftime("%Y-%m-%d %H:%M"))
+        for a in adapters
+    ]  # fmt: skip
+    header = ("ID", "NAME", "BASE MODEL", "TASK", "METRICS", "SIZE", "OWNER", "CREATED")
+    summaries = [registry.adapter_summary(a) for a in adapters]
+    _emit(args, summaries, _table(header, rows) if rows else "No adapters.")
+    return 0
+
+
+def _metrics(metrics) -> str:
+    shown = [f"{k} {v:.3f}" for k, v in (metrics or {}).items() if isinstance(v, int | float)]
+    return ", ".join(shown[:2])
+
+
+def _adapters_show(args) -> int:
+    from jobs import registry
+
+    info = registry.get_adapter(args.id)
+    lines = [f"Adapter {info.id}: {info.name}"]
+    for label, value in (
+        ("base model", info.base_model), ("task", info.task), ("labels", info.labels),
+        ("targets", info.target_modules), ("trainable", info.trainable_params),
+        ("metrics", _metrics(info.metrics)), ("size", f"{info.size_bytes} bytes"),
+        ("sha256", info.sha256), ("job", info.job_id), ("owner", info.owner),
+    ):  # fmt: skip
+        lines.append(f"  {label:11} {value if value not in (None, '') else '-'}")
+    lines += ["", info.card or ""]
+    _emit(args, registry.adapter_summary(info), "\n".join(lines))
+    return 0
+
+
+def _adapters_download(args) -> int:
+    from jobs import registry
+
+    out = Path(args.out)
+    if out.is_dir():
+        out = out / registry.package_zip(args.id).name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(registry.package_zip(args.id), out)
+    _emit(args, {"id": args.id, "path": str(out)}, f"Saved adapter {args.id} to {out}")
+    return 0
+
+
+def _adapters_import(args) -> int:
+    from jobs import registry
+
+    adapter_id = registry.import_adapter(args.path, base_model=args.base_model, name=args.name,
+                                         owner=args.owner)  # fmt: skip
+    _emit(args, {"id": adapter_id}, f"Imported as adapter {adapter_id}.")
+    return 0
+
+
+def _adapters_delete(args) -> int:
+    from jobs import registry
+
+    registry.delete_adapter(args.id)
+    _emit(args, {"id": args.id, "deleted": True}, f"Deleted adapter {args.id}.")
+    return 0
+
+
+def _adapters_rename(args) -> int:
+    from jobs import registry
+
+    info = registry.rename_adapter(args.id, args.name)
+    _emit(args, registry.adapter_summary(info), f"Adapter {info.id} is now '{info.name}'.")
+    return 0
