@@ -11,7 +11,7 @@ import logging
 import gradio as gr
 
 from app import auth
-from app.messages import field_note, shown_as_error
+from app.messages import field_note
 
 logger = logging.getLogger(__name__)
 
@@ -46,10 +46,8 @@ def share_link(adapter_id: int) -> str:
     return link(adapter_id, token)
 
 
-def register() -> None:
-    """Add the share endpoints to the Blocks being built."""
-    for fn in (share_adapter, unshare_adapter, share_link):
-        gr.api(shown_as_error(fn), api_name=fn.__name__)
+# Registered with the studio's other endpoints (app.api.ENDPOINTS).
+ENDPOINTS = [share_adapter, unshare_adapter, share_link]
 
 
 def _shown(path: str) -> str:
