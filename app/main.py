@@ -76,7 +76,6 @@ def build_studio(config: StudioConfig | None = None) -> gr.Blocks:
         )  # fmt: skip
         adapters_item.select(adapters_tab.list_view, adapters.filters, adapters.listing, **private)
         api.register(config.data_dir)
-        access_share.register()
     return demo
 
 
