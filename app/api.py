@@ -9,7 +9,7 @@ from pathlib import Path
 import gradio as gr
 from gradio.data_classes import FileData
 
-from app import adapter_actions, job_actions, preview, serving
+from app import access_share, adapter_actions, job_actions, preview, serving
 from app.messages import shown_as_error
 from ia3engine.errors import DataError
 
@@ -147,6 +147,7 @@ ENDPOINTS = [
     download_adapter, download_adapter_file, import_adapter, rename_adapter, delete_adapter,
     export_merged,
 ]  # fmt: skip
+ENDPOINTS += access_share.ENDPOINTS  # share links: share_adapter, unshare_adapter, share_link
 # Reads may run side by side; predictions share one model pool, so they queue one at a time.
 _READS = {"job_status", "list_jobs", "job_log", "job_curves", "list_adapters", "adapter_info"}
 
