@@ -115,15 +115,17 @@ def _act(action, message):
 
 
 def _export(adapter_id):
+    hidden = gr.File(value=None, visible=False)
     if adapter_id is None:
-        return field_note("Pick an adapter first.", "info"), None
+        return field_note("Pick an adapter first.", "info"), hidden
     try:
         path = adapter_actions.export_merged(int(adapter_id))
     except Exception as error:
-        return field_note(explain(error)), None
-    return field_note(
+        return field_note(explain(error)), hidden
+    done = field_note(
         "Merged model ready: the base model's weights with the adapter built in.", "ok"
-    ), path
+    )
+    return done, gr.File(value=path, visible=True)
 
 
 def _import(path, base_model, name):
@@ -187,9 +189,9 @@ def build(demo: gr.Blocks) -> AdaptersTab:
                 interactive=False,
                 elem_id="adapter-files",
             )
-            with gr.Row(equal_height=True):
-                new_name = gr.Textbox(label="Name", scale=3, elem_id="adapter-rename-box")
-                rename = gr.Button("Rename", scale=1, elem_id="adapter-rename")
+            with gr.Group():
+                new_name = gr.Textbox(label="Name", elem_id="adapter-rename-box")
+                rename = gr.Button("Rename", size="sm", elem_id="adapter-rename")
             export = gr.Button("Export merged model", elem_id="adapter-export")
             merged = gr.File(
                 label="Merged model (.zip)", interactive=False, elem_id="adapter-merged"

@@ -151,8 +151,16 @@ def log_lines(events: list[dict], tail: int = LOG_TAIL_LINES) -> list[str]:
             text = f"checkpoint saved at step {data.get('step')}"
         elif kind == "failed":
             text = f"failed: {data.get('message', '')}"
+        elif kind == "started":
+            text = (
+                f"started: {data.get('total_steps', '?')} steps on {data.get('device', '?')}, "
+                f"{data.get('train_rows', '?')} training and {data.get('eval_rows', '?')} eval "
+                f"rows, {data.get('trainable_params', 0):,} trainable parameters"
+                + (f", resumed at step {data.get('step')}" if data.get("resumed") else "")
+            )
         elif kind == "finished":
-            text = "finished"
+            metrics = data.get("metrics") or {}
+            text = "finished: " + (", ".join(f"{k}={_fmt(v)}" for k, v in metrics.items()) or "ok")
         else:
             text = f"{kind} {_fmt_fields(data)}".strip()
         lines.append(f"{time} {text}".strip())

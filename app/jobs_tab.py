@@ -106,7 +106,10 @@ def progress_html(job: dict) -> str:
     )
 
 
-def _curve_frame(points: list[dict]) -> pd.DataFrame:
+def _curve_frame(points: list[dict]) -> pd.DataFrame | None:
+    """Plot data, or None while there are no points (an empty frame breaks the plot's colours)."""
+    if not points:
+        return None
     frame = pd.DataFrame(points, columns=CURVE_COLUMNS)
     # Numeric even when empty, or the plot's scales complain.
     return frame.astype({"step": "float64", "value": "float64", "series": "object"})
@@ -115,9 +118,8 @@ def _curve_frame(points: list[dict]) -> pd.DataFrame:
 def _detail(job_id, config: StudioConfig):
     """Progress html, loss frame, metric frame, log text, button states for one job."""
     if job_id is None:
-        empty = _curve_frame([])
-        idle = '<div class="job-progress">No job selected. Queue one in the Train tab.</div>'
-        return idle, empty, empty, "", False, False, None
+        idle = '<div class="job-progress">No jobs yet. Queue one in the Train tab.</div>'
+        return idle, None, None, "", False, False, None
     job = job_actions.job_status(int(job_id))
     events = job_actions.job_events(int(job_id))
     curves = job_actions.curves(events)
@@ -178,54 +180,37 @@ def _refresh(selected, drawn, config: StudioConfig):
 
 def build(demo: gr.Blocks, config: StudioConfig) -> JobsTab:
     """Lay out the tab and wire its refresh, selection, cancel and retry."""
+    table = gr.Dataframe(
+        headers=TABLE_HEADERS, label="Queue and history (newest first; click a row to follow it)",
+        interactive=False, max_height=260, elem_id="jobs-table",
+    )  # fmt: skip
+    note = note_box("jobs-note")
     with gr.Row(equal_height=False):
-        with gr.Column(scale=2, min_width=320):
-            table = gr.Dataframe(
-                headers=TABLE_HEADERS, label="Queue and history (newest first)",
-                interactive=False, max_height=420, elem_id="jobs-table",
-            )  # fmt: skip
-            note = note_box("jobs-note")
         with gr.Column(scale=3, min_width=420):
             selected = gr.Dropdown(label="Job", choices=[], elem_id="job-select")
             progress = gr.HTML(elem_id="job-progress")
-            with gr.Row():
-                cancel = gr.Button(
-                    "Cancel job", variant="stop", interactive=False, elem_id="cancel-job"
-                )
-                retry = gr.Button("Retry job", interactive=False, elem_id="retry-job")
-                try_button = gr.Button(
-                    "Try it in the Playground",
-                    variant="primary",
-                    visible=False,
-                    elem_id="try-adapter",
-                )
-            with gr.Row():
-                loss = gr.LinePlot(
-                    _curve_frame([]),
-                    x="step",
-                    y="value",
-                    color="series",
-                    label="Loss",
-                    height=240,
-                    elem_id="loss-plot",
-                )
-                metrics = gr.LinePlot(
-                    _curve_frame([]),
-                    x="step",
-                    y="value",
-                    color="series",
-                    label="Eval metrics",
-                    height=240,
-                    elem_id="metric-plot",
-                )
-            log = gr.Textbox(
-                label="Log (last lines)",
-                lines=8,
-                max_lines=8,
-                interactive=False,
-                autoscroll=True,
-                elem_id="job-log",
+        with gr.Column(scale=1, min_width=220):
+            cancel = gr.Button(
+                "Cancel job", variant="stop", interactive=False, elem_id="cancel-job"
             )
+            retry = gr.Button("Retry job", interactive=False, elem_id="retry-job")
+            try_button = gr.Button(
+                "Try it in the Playground", variant="primary", visible=False, elem_id="try-adapter"
+            )
+    with gr.Row():
+        # No initial frame: a plot that starts from an empty frame never draws its coloured lines.
+        loss = gr.LinePlot(
+            None, x="step", y="value", color="series", label="Loss", height=300,
+            x_title="step", y_title="loss", elem_id="loss-plot",
+        )  # fmt: skip
+        metrics = gr.LinePlot(
+            None, x="step", y="value", color="series", label="Eval metrics", height=300,
+            x_title="step", y_title="metric", elem_id="metric-plot",
+        )  # fmt: skip
+    log = gr.Textbox(
+        label="Log (last lines)", lines=8, max_lines=8, interactive=False, autoscroll=True,
+        elem_id="job-log",
+    )  # fmt: skip
     adapter_id = gr.Number(visible=False, precision=0)
     drawn = gr.State({})
     outputs = [

@@ -122,12 +122,18 @@ def _weight_sliders(adapter_ids):
 
 def build(demo: gr.Blocks) -> PlaygroundTab:
     """Lay out the tab and wire compare and mix."""
-    with gr.Row(equal_height=True):
+    gr.Markdown(
+        "Pick adapters trained on one base model, type an input and press **Compare**. The "
+        "untuned base model runs beside them, so you see what tuning changed."
+    )
+    with gr.Row(equal_height=False):
         adapters = gr.Dropdown(
             label="Adapters to compare (of one base model)", multiselect=True, choices=[],
             scale=5, elem_id="play-adapters",
         )  # fmt: skip
-        refresh = gr.Button("Refresh list", size="sm", scale=1, elem_id="play-refresh")
+        refresh = gr.Button(
+            "Refresh list", size="sm", scale=0, min_width=120, elem_id="play-refresh"
+        )
     text = gr.Textbox(
         label="Input",
         lines=3,

@@ -65,7 +65,10 @@ class PredictorPool:
                 "Pick adapters of one base model to compare them side by side."
             )
         if not bases:
-            raise AdapterError("Pick at least one adapter to know which base model to run.")
+            raise AdapterError(
+                "Pick at least one adapter above; the untuned model beside it is its base model. "
+                "No adapters yet? Train one in the Train tab."
+            )
         base_model, task = bases.pop()
         with self._lock:
             key = (base_model, task)

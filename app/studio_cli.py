@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -82,3 +83,16 @@ def run_studio(args: argparse.Namespace) -> int:
     finally:
         stop_workers(processes)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m app.studio_cli` = `ia3 studio`, without the other commands' imports."""
+    parser = argparse.ArgumentParser(prog="ia3")
+    add_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["studio", *(sys.argv[1:] if argv is None else argv)])
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

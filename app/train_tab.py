@@ -39,7 +39,7 @@ def _model_name(source, bundled, hub_id, folder) -> str:
 def _show_model(source, bundled, hub_id, folder, task):
     """Summary markdown, target table and note for the chosen model."""
     name = _model_name(source, bundled, hub_id, folder).strip()
-    empty = pd.DataFrame(columns=TARGET_HEADERS)
+    empty = gr.Dataframe(value=pd.DataFrame(columns=TARGET_HEADERS), visible=False)
     if not name:
         return "", empty, field_note("Type a model id or folder, then press Enter.", "info")
     try:
@@ -64,7 +64,8 @@ def _show_model(source, bundled, hub_id, folder, task):
         f"{how}, and trains **{info['trainable_params']:,} parameters** ({share:.3f} % of the "
         "model)" + (f", of which {head:,} in the new classification head." if head else ".")
     )
-    return summary, pd.DataFrame(rows, columns=TARGET_HEADERS), field_note("Model found.", "ok")
+    table = gr.Dataframe(value=pd.DataFrame(rows, columns=TARGET_HEADERS), visible=True)
+    return summary, table, field_note("Model found.", "ok")
 
 
 def _column_labels(task) -> tuple[str, str]:
@@ -73,14 +74,12 @@ def _column_labels(task) -> tuple[str, str]:
     return "Text column", "Label column"
 
 
-def _column_dropdowns(task, columns=None, text=None, label=None):
-    """Updates for the two mapping dropdowns, named for the task."""
+def _column_dropdowns(task, columns=(), text=None, label=None):
+    """Updates for the two mapping dropdowns, named for the task (empty without columns)."""
     text_label, label_label = _column_labels(task)
-    if columns is None:
-        return gr.Dropdown(label=text_label), gr.Dropdown(label=label_label)
     return (
-        gr.Dropdown(choices=columns, value=text, label=text_label),
-        gr.Dropdown(choices=columns, value=label, label=label_label),
+        gr.Dropdown(choices=list(columns), value=text, label=text_label),
+        gr.Dropdown(choices=list(columns), value=label, label=label_label),
     )
 
 
@@ -88,17 +87,28 @@ def _dataset_views(info: dict):
     """Summary markdown, class balance and preview table for a described dataset."""
     counts = info["class_counts"]
     total = sum(counts.values()) or 1
-    balance = {label: count / total for label, count in counts.items()} if counts else None
+    balance = {label: count / total for label, count in counts.items()}
     summary = (
         f"**{info['file'].rsplit('/', 1)[-1]}** · {info['format']} · {info['n_rows']:,} rows · "
         f"columns: {', '.join(info['columns'])}"
     )
     if counts:
-        summary += f"\n\n{len(counts)} labels: " + ", ".join(
-            f"{k} ({v})" for k, v in counts.items()
+        shown = ", ".join(f"{k} ({v})" for k, v in list(counts.items())[:12])
+        summary += f"\n\n{len(counts)} label{'s' if len(counts) > 1 else ''}: {shown}" + (
+            " …" if len(counts) > 12 else ""
         )
-    rows = pd.DataFrame(info["preview"][:8])
-    return summary, balance, rows
+    return (
+        summary,
+        gr.Label(value=balance or None, visible=bool(counts)),
+        gr.Dataframe(value=pd.DataFrame(info["preview"][:8]), visible=True),
+    )
+
+
+def _no_data(task, data_message: str, kind: str = "error"):
+    """Outputs for a dataset that cannot be shown: cleared mapping and views, one message."""
+    text_dd, label_dd = _column_dropdowns(task)
+    hidden = (gr.Label(value=None, visible=False), gr.Dataframe(value=None, visible=False))
+    return ("", text_dd, label_dd, "", *hidden, field_note(data_message, kind), "")
 
 
 def _describe(path, text_column, label_column, task, remap):
@@ -106,18 +116,17 @@ def _describe(path, text_column, label_column, task, remap):
 
     Outputs: path, text dropdown, label dropdown, summary, balance, rows, data note, mapping note.
     """
-    text_dd, label_dd = _column_dropdowns(task)
-    empty = (text_dd, label_dd, "", None, pd.DataFrame())
     if not path:
-        return (path, *empty, field_note("Choose a sample or upload a file.", "info"), "")
+        return _no_data(task, "Choose a sample or upload a file.", "info")
     try:
         info = preview.describe_dataset(
             path, None if remap else text_column, None if remap else label_column, task
         )
     except Exception as error:  # a file problem goes under the file, a mapping one under it
         if remap:
-            return ("", *empty, field_note(explain(error)), "")
-        return (path, gr.skip(), gr.skip(), "", None, gr.skip(), "", field_note(explain(error)))
+            return _no_data(task, explain(error))
+        keep = (gr.skip(),) * 5
+        return (path, *keep, gr.skip(), field_note(explain(error)))
     if remap:
         text_dd, label_dd = _column_dropdowns(
             task, info["columns"], info["text_column"], info["label_column"]
@@ -140,9 +149,7 @@ def _choose_data(source, sample, upload, text_column, label_column, task, config
         try:
             path = preview.keep_upload(upload, config.data_dir)
         except Exception as error:
-            text_dd, label_dd = _column_dropdowns(task)
-            empty = ("", text_dd, label_dd, "", None, pd.DataFrame())
-            return (*empty, field_note(explain(error)), "")
+            return _no_data(task, explain(error))
     else:
         path = ""
     return _describe(path, text_column, label_column, task, remap=True)
@@ -255,6 +262,7 @@ def build(demo: gr.Blocks, config: StudioConfig) -> TrainTab:
     model_outputs = [model_summary, targets, model_note]
     for trigger in (bundled.change, hub_id.submit, folder.submit, source.change, task.change):
         trigger(_show_model, model_inputs, model_outputs, api_visibility="private")
+        trigger(lambda: "", None, queue_note, api_visibility="private")  # the old verdict is stale
 
     data_views = [
         data_path, text_col, label_col, data_summary, balance, rows, data_note, mapping_note
@@ -262,14 +270,22 @@ def build(demo: gr.Blocks, config: StudioConfig) -> TrainTab:
     choose = [data_source, sample, upload, text_col, label_col, task]
     for trigger in (data_source.change, sample.change, upload.change):
         trigger(lambda *a: _choose_data(*a, config), choose, data_views, api_visibility="private")
+        trigger(lambda: "", None, queue_note, api_visibility="private")
     mapping = [data_path, text_col, label_col, task]
-    for trigger in (text_col.input, label_col.input, task.change):
+    for trigger in (text_col.input, label_col.input):
         trigger(
             lambda p, t, lab, k: _describe(p, t, lab, k, remap=False),
             mapping,
             data_views,
             api_visibility="private",
         )
+    # Another task reads other columns (prompt/response), so the guesses start over.
+    task.change(
+        lambda p, t, lab, k: _describe(p, t, lab, k, remap=True),
+        mapping,
+        data_views,
+        api_visibility="private",
+    )
 
     def queue(model_src, bundled_name, hub, local, path, task_name, text, label, *values):
         model = _model_name(model_src, bundled_name, hub, local).strip()
