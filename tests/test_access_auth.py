@@ -1,0 +1,182 @@
+"""Access modes and sign-in: the studio refuses to listen beyond 127.0.0.1 without one, the
+password file keeps only scrypt hashes, and each request is served as the user it carries."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from app import access_users, auth
+from ia3engine.errors import ConfigError
+from jobs.access import ANONYMOUS, LOCAL
+
+ROOT = Path(__file__).resolve().parents[1]
+SPACE = {
+    "SPACE_ID": "team/ia3-studio", "OAUTH_CLIENT_ID": "id", "OAUTH_CLIENT_SECRET": "secret",
+    "OAUTH_SCOPES": "openid profile", "OPENID_PROVIDER_URL": "https://huggingface.co",
+}  # fmt: skip
+
+
+@pytest.fixture
+def users_file(tmp_path):
+    path = tmp_path / "users.txt"
+    access_users.add_user(path, "ann", "ann-password")
+    access_users.add_user(path, "root", "root-password")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def restore_settings():
+    saved = auth.active()
+    yield
+    auth.configure(saved)
+    access_users._failures.clear()
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.20", "studio.example.org"])
+def test_listening_beyond_loopback_without_an_access_mode_is_refused_naming_the_options(host):
+    with pytest.raises(ConfigError) as refused:
+        auth.settings_from_env(host, {})
+    message = str(refused.value)
+    assert f"will not listen on {host}" in message
+    for option in ("hf_oauth: true", "ia3 users add", "IA3_USERS", "127.0.0.1"):
+        assert option in message
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1", "127.0.0.2"])
+def test_loopback_needs_no_sign_in(host):
+    assert auth.settings_from_env(host, {}).mode == "local"
+
+
+def test_the_mode_follows_the_environment(users_file):
+    password = auth.settings_from_env("0.0.0.0", {"IA3_USERS": str(users_file),
+                                                   "IA3_ADMINS": "root, eve"})  # fmt: skip
+    assert password.mode == "password" and password.admins == {"root", "eve"}
+    assert auth.settings_from_env("0.0.0.0", SPACE).mode == "oauth"
+    both = auth.settings_from_env("0.0.0.0", {**SPACE, "IA3_USERS": str(users_file)})
+    assert both.mode == "password"  # a password file wins, also on a Space
+    with pytest.raises(ConfigError, match="not a mode"):
+        auth.settings_from_env("127.0.0.1", {"IA3_ACCESS": "open"})
+
+
+def test_a_missing_or_empty_password_file_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="holds no users"):
+        auth.settings_from_env("0.0.0.0", {"IA3_USERS": str(tmp_path / "none.txt")})
+    with pytest.raises(ConfigError, match="needs IA3_USERS"):
+        auth.settings_from_env("0.0.0.0", {"IA3_ACCESS": "password"})
+
+
+def test_oauth_off_a_space_is_refused_naming_what_is_missing():
+    with pytest.raises(ConfigError, match="hf_oauth: true.*missing: SPACE_ID"):
+        auth.settings_from_env("0.0.0.0", {"IA3_ACCESS": "oauth"})
+
+
+def test_studio_command_exits_with_the_refusal_before_starting_anything(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("IA3_", "SPACE_", "OAUTH_"))}
+    result = subprocess.run(
+        [sys.executable, "-m", "app.studio_cli", "--host", "0.0.0.0", "--port", "1",
+         "--data-dir", str(tmp_path / "data")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "will not listen on 0.0.0.0" in result.stderr
+    assert "Started" not in result.stdout  # no worker was started
+
+
+def test_password_file_keeps_salted_scrypt_hashes_readable_by_its_owner_only(users_file):
+    text = users_file.read_text()
+    assert "ann-password" not in text
+    users = access_users.read_users(users_file)
+    assert users["ann"].startswith("scrypt$") and users["ann"] != users["root"]
+    assert access_users.verify_password("ann-password", users["ann"])
+    assert not access_users.verify_password("ann-passwore", users["ann"])
+    assert not access_users.verify_password("ann-password", users["ann"][:-2] + "AA")
+    assert users_file.stat().st_mode & 0o077 == 0
+
+
+def test_users_command_adds_lists_and_removes(tmp_path, monkeypatch, capsys):
+    path = str(tmp_path / "u.txt")
+    monkeypatch.setattr(sys, "stdin", io.StringIO("a-long-password\n"))
+    add = argparse.Namespace(users_action="add", name="bob", file=path, password_stdin=True)
+    assert access_users.run_users(add) == 0
+    assert access_users.run_users(argparse.Namespace(users_action="list", file=path)) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "bob"
+    monkeypatch.setattr(sys, "stdin", io.StringIO("short\n"))
+    assert access_users.run_users(add) == 2
+    assert "too short" in capsys.readouterr().err
+    bad = argparse.Namespace(users_action="add", name="../x", file=path, password_stdin=True)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("a-long-password\n"))
+    assert access_users.run_users(bad) == 2
+    remove = argparse.Namespace(users_action="remove", name="bob", file=path)
+    assert access_users.run_users(remove) == 0
+    assert access_users.read_users(path) == {}
+
+
+def test_sign_in_checks_the_file_and_pauses_a_name_after_repeated_failures(users_file):
+    auth.configure(auth.settings_from_env("0.0.0.0", {"IA3_USERS": str(users_file)}))
+    assert access_users.check_login("ann", "ann-password")
+    assert not access_users.check_login("ann", "wrong")
+    assert not access_users.check_login("nobody", "ann-password")
+    for _ in range(access_users.MAX_FAILURES):
+        access_users.check_login("root", "guess")
+    assert not access_users.check_login("root", "root-password")  # paused, even when right
+    assert access_users.check_login("ann", "ann-password")  # other names are not
+
+
+def test_a_user_added_while_the_studio_runs_can_sign_in(users_file):
+    auth.configure(auth.settings_from_env("0.0.0.0", {"IA3_USERS": str(users_file)}))
+    access_users.add_user(users_file, "cat", "cat-password")
+    assert access_users.check_login("cat", "cat-password")
+
+
+class FakeRequest:
+    """What gradio hands a handler: .username (password sign-in) or .request.scope (OAuth)."""
+
+    def __init__(self, username=None, session=None):
+        self.username = username
+        self.request = argparse.Namespace(scope={"session": session or {}})
+
+
+def test_each_request_is_served_as_the_user_it_carries(users_file, monkeypatch):
+    auth.configure(auth.settings_from_env("0.0.0.0", {"IA3_USERS": str(users_file),
+                                                       "IA3_ADMINS": "root"}))  # fmt: skip
+    request = FakeRequest("ann")
+    monkeypatch.setattr(auth, "_gradio_request", lambda: request)
+    assert auth.current_actor().name == "ann" and not auth.current_actor().admin
+    request = FakeRequest("root")
+    assert auth.current_actor().admin
+    request = None
+    assert auth.current_actor() == ANONYMOUS
+    with auth.acting_as(LOCAL):
+        assert auth.current_actor() == LOCAL
+
+
+def test_oauth_user_comes_from_the_space_session_and_expires(monkeypatch):
+    auth.configure(auth.settings_from_env("0.0.0.0", {**SPACE, "IA3_ALLOWED_USERS": "ann"}))
+    info = {"userinfo": {"preferred_username": "ann"}, "expires_at": time.time() + 60}
+    request = FakeRequest(session={"oauth_info": info})
+    monkeypatch.setattr(auth, "_gradio_request", lambda: request)
+    assert auth.current_actor().name == "ann"
+    info["expires_at"] = time.time() - 1
+    assert auth.current_actor() == ANONYMOUS
+    other = {"userinfo": {"preferred_username": "mallory"}, "expires_at": time.time() + 60}
+    request = FakeRequest(session={"oauth_info": other})
+    assert auth.current_actor() == ANONYMOUS  # signed in to the Hub, but not on the list
+
+
+def test_local_mode_serves_the_data_directory_and_shared_modes_never_do(users_file, tmp_path):
+    auth.configure(auth.AccessSettings())
+    assert auth.mount_options(tmp_path)["allowed_paths"] == [str(tmp_path)]
+    auth.configure(auth.settings_from_env("0.0.0.0", {"IA3_USERS": str(users_file),
+                                                       "IA3_MAX_UPLOAD_MB": "2"}))  # fmt: skip
+    options = auth.mount_options(tmp_path)
+    assert options["allowed_paths"] == [] and options["blocked_paths"] == [str(tmp_path)]
+    assert options["auth"] is access_users.check_login
+    assert options["max_file_size"] == 2 * 2**20
