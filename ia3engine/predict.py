@@ -108,6 +108,37 @@ class Predictor:
         self._groups[key] = get_ia3_model(base.model, config, name).eval()
         self.adapters[name] = {**info, "group": key, "task_obj": self._task_for(info)}
 
+    def add_mix(self, name: str, adapters: list[str], weights: list[float]) -> None:
+        """A weighted mix of loaded adapters under `name` (vectors: sum of w_i * l_i).
+
+        The adapters must answer with the same labels; see ia3engine.mixing for what mixes.
+        """
+        if name in self.adapters:
+            raise AdapterError(f"An adapter named '{name}' is loaded already; pick another name.")
+        unknown = [a for a in adapters if a not in self.adapters]
+        if unknown:
+            raise AdapterError(f"Unknown adapter(s) {unknown}; loaded: {sorted(self.adapters)}.")
+        infos = [self.adapters[a] for a in adapters]
+        if len({tuple(i.get("labels") or []) for i in infos}) > 1:
+            raise AdapterError(
+                f"Adapters {adapters} answer with different labels; only adapters with the same "
+                "label set can be mixed."
+            )
+        model = self._groups[infos[0]["group"]]
+        model.add_weighted_adapter(list(adapters), [float(w) for w in weights], name)
+        model.eval()
+        self.adapters[name] = dict(infos[0])
+
+    def remove_adapter(self, name: str) -> None:
+        """Unload an adapter (and, for encoders, its untuned twin)."""
+        info = self.adapters.pop(name, None)
+        if info is None:
+            raise AdapterError(f"Unknown adapter '{name}'; loaded: {sorted(self.adapters)}.")
+        model = self._groups[info["group"]]
+        for key in (name, name + UNTUNED_SUFFIX):
+            if key in model.peft_config:
+                model.delete_adapter(key)
+
     def labels_of(self, name: str | None = None) -> list[str]:
         """The labels an adapter answers with (None: the adapter untuned rows use)."""
         return list(self.adapters[name or self._owner_for([])]["labels"])

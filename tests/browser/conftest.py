@@ -7,14 +7,10 @@ saves screenshots of its steps under test-output/<test name>/.
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from studio_support import running_studio
 
 ROOT = Path(__file__).resolve().parents[2]
 OUTPUT = ROOT / "test-output"
@@ -23,7 +19,6 @@ CHROMIUM_FLAGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]  # fmt: skip
 LOCAL = ("http://127.0.0.1", "http://localhost", "data:", "blob:")
-START_TIMEOUT_S = 180
 
 
 def pytest_collection_modifyitems(items):
@@ -32,59 +27,11 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.browser)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_until_up(url: str, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the studio exited early:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url + "config", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise RuntimeError(
-        f"the studio did not start in {START_TIMEOUT_S} s:\n{log.read_text()[-3000:]}"
-    )
-
-
-class Studio:
-    """A running studio: its URL, data directory and log file."""
-
-    def __init__(self, url: str, data_dir: Path, log: Path):
-        self.url, self.data_dir, self.log = url, data_dir, log
-
-
 @pytest.fixture(scope="session")
 def studio(tmp_path_factory):
     """`ia3 studio` with one embedded worker, on a free port and a fresh data directory."""
-    data_dir = tmp_path_factory.mktemp("studio-data")
-    port = _free_port()
-    log = data_dir / "studio.log"
-    env = dict(os.environ, IA3_DATA_DIR=str(data_dir), HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
-    command = [sys.executable, "-m", "app.studio_cli", "--port", str(port)]
-    command += ["--data-dir", str(data_dir), "--workers", "1"]
-    with open(log, "w") as sink:
-        process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT
-        )
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        _wait_until_up(url, process, log)
-        yield Studio(url, data_dir, log)
-    finally:
-        process.terminate()  # the studio stops its worker on the way out
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with running_studio(tmp_path_factory.mktemp("studio-data")) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")
@@ -132,9 +79,17 @@ class Shots:
         folder.mkdir(parents=True)
 
     def __call__(self, page, step: str) -> Path:
+        """Save the whole page. The window grows to the page's height first, and the plots get
+        a moment to redraw, because a resize during a full-page capture leaves them blank."""
         self.count += 1
         path = self.folder / f"{self.count:02d}-{step}.png"
-        page.screenshot(path=str(path), full_page=True)
+        size = page.viewport_size
+        height = page.evaluate("document.documentElement.scrollHeight")
+        if height > size["height"]:
+            page.set_viewport_size({"width": size["width"], "height": height})
+            page.wait_for_timeout(1000)
+        page.screenshot(path=str(path))
+        page.set_viewport_size(size)
         return path
 
 

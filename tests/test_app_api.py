@@ -1,0 +1,106 @@
+"""The studio's API through gradio_client: enqueue -> status -> predict -> mix -> download.
+
+A real `ia3 studio` with one worker process trains two tiny GPT-2 adapters (rank
+classification, so they have no heads and can be mixed) in a few seconds each.
+"""
+
+import time
+import zipfile
+
+import pytest
+from gradio_client import Client, handle_file
+from studio_support import running_studio
+from train_models import save_tiny, write_sentiment
+
+JOB_TIMEOUT_S = 240
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory):
+    with running_studio(tmp_path_factory.mktemp("api-studio")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(studio):
+    return Client(studio.url, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny")
+    return save_tiny("gpt2", folder / "gpt2"), write_sentiment(folder / "reviews.csv", n=48)
+
+
+def wait_done(client, job_id, studio) -> dict:
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while time.monotonic() < deadline:
+        job = client.predict(job_id, api_name="/job_status")
+        if job["status"] in ("done", "failed", "cancelled"):
+            assert job["status"] == "done", f"{job['message']}\n{studio.log_tail()}"
+            return job
+        time.sleep(0.5)
+    raise AssertionError(f"job {job_id} did not finish in {JOB_TIMEOUT_S} s:\n{studio.log_tail()}")
+
+
+@pytest.fixture(scope="module")
+def trained(client, studio, tiny):
+    model, data = tiny
+    ids = []
+    for seed in (0, 1):
+        spec = {"model": model, "steps": 6, "eval_every": 3, "batch_size": 8, "seed": seed,
+                "name": f"tiny-{seed}"}  # fmt: skip
+        ids.append(client.predict(spec, handle_file(data), None, api_name="/enqueue"))
+    return [wait_done(client, job_id, studio) for job_id in ids]
+
+
+def test_enqueue_returns_a_job_that_finishes_with_an_adapter_and_a_log(client, trained):
+    first = trained[0]
+    assert first["total_steps"] == 6 and first["step"] == 6
+    assert first["adapter_id"] is not None
+    log = client.predict(first["id"], 50, api_name="/job_log")
+    assert any(line.split(" ", 1)[1].startswith("finished") for line in log)
+    curves = client.predict(first["id"], api_name="/job_curves")
+    assert {p["series"] for p in curves["loss"]} >= {"train loss"}
+    listed = client.predict("", 50, api_name="/list_jobs")
+    assert {j["id"] for j in listed} >= {t["id"] for t in trained}
+
+
+def test_predict_shows_the_base_and_each_adapter_side_by_side(client, trained):
+    ids = [t["adapter_id"] for t in trained]
+    result = client.predict("the movie was very good", ids, True, api_name="/predict")
+    assert result["task"] == "classify"
+    assert [a["id"] for a in result["adapters"]] == ids
+    for output in [result["base"], *result["adapters"]]:
+        assert set(output["probs"]) == {"negative", "positive"}
+        assert output["label"] in output["probs"]
+        assert sum(output["probs"].values()) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_mix_answers_with_the_same_labels(client, trained):
+    ids = [t["adapter_id"] for t in trained]
+    result = client.predict("the food was awful", ids, [0.5, 0.5], api_name="/mix")
+    assert set(result["probs"]) == {"negative", "positive"}
+    assert result["weights"] == {f"#{ids[0]}": 0.5, f"#{ids[1]}": 0.5}
+
+
+def test_download_gives_a_peft_zip_and_single_files(client, trained):
+    adapter_id = trained[0]["adapter_id"]
+    info = client.predict(adapter_id, api_name="/adapter_info")
+    assert info["name"] == "tiny-0" and "adapter_model.safetensors" in info["files"]
+    path = client.predict(adapter_id, api_name="/download_adapter")
+    with zipfile.ZipFile(path) as archive:
+        names = set(archive.namelist())
+    assert {"adapter_config.json", "adapter_model.safetensors", "README.md"} <= names
+    single = client.predict(adapter_id, "adapter_config.json", api_name="/download_adapter_file")
+    assert '"peft_type": "IA3"' in open(single).read()
+
+
+def test_bad_requests_come_back_as_messages_naming_the_problem(client, tiny):
+    model, data = tiny
+    with pytest.raises(Exception, match="steps"):
+        client.predict({"model": model, "steps": 0}, handle_file(data), None, api_name="/enqueue")
+    with pytest.raises(Exception, match="#?999999"):
+        client.predict(999999, api_name="/job_status")
+    with pytest.raises(Exception, match="input is empty"):
+        client.predict("  ", [1], True, api_name="/predict")
