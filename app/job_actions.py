@@ -66,7 +66,9 @@ def enqueue_training(fields: dict) -> int:
 
     actor = current_actor()
     # The host's limits, and (for signed-in users) only uploaded files, samples, Hub models.
-    spec = build_spec(access.admit(build_spec(fields), actor=actor))
+    given = {k: v for k, v in fields.items() if v is not None and v != ""}
+    # Checked before validation, whose messages would tell whether a path exists here.
+    spec = build_spec(access.admit(given, actor=actor))
     check_data(spec)
     # The files go into the database, so a worker on another machine can read them.
     job_id = access.enqueue(spec, actor=actor, upload_data=True)
