@@ -106,3 +106,25 @@ def delete_adapter(adapter_id: int) -> int:
     access.delete_adapter(int(adapter_id), actor=current_actor())
     logger.info("deleted adapter %s", adapter_id)
     return int(adapter_id)
+
+
+def export_merged(adapter_id: int) -> str:
+    """Zip of the base model with the adapter merged in (a plain transformers folder)."""
+    import shutil
+
+    from ia3engine.export import export_merged as merge_into_base
+    from jobs import access
+    from jobs.db import data_dir
+
+    actor = current_actor()
+    info = access.get_adapter(int(adapter_id), actor=actor)  # refuses what the caller may not see
+    folder = Path(access.adapter_folder(int(adapter_id), actor=actor))
+    target = data_dir() / "exports" / f"adapter-{int(adapter_id)}-{info.sha256[:12]}"
+    archive = target.with_suffix(".zip")
+    if not archive.is_file():  # an adapter's files never change, so one export serves all
+        merge_into_base(folder, target / "model", base_model=info.base_model)
+        partial = shutil.make_archive(str(target) + ".partial", "zip", root_dir=target / "model")
+        Path(partial).replace(archive)  # a reader never sees half a zip
+        shutil.rmtree(target, ignore_errors=True)
+        logger.info("exported adapter %s merged into %s", adapter_id, info.base_model)
+    return servable(archive)

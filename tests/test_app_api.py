@@ -104,3 +104,23 @@ def test_bad_requests_come_back_as_messages_naming_the_problem(client, tiny):
         client.predict(999999, api_name="/job_status")
     with pytest.raises(Exception, match="input is empty"):
         client.predict("  ", [1], True, api_name="/predict")
+
+
+def test_export_merged_gives_a_plain_model_with_the_adapter_built_in(
+    client, trained, tiny, tmp_path
+):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    path = client.predict(trained[0]["adapter_id"], api_name="/export_merged")
+    with zipfile.ZipFile(path) as archive:
+        assert "config.json" in archive.namelist()
+        archive.extractall(tmp_path / "merged")
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
+    base = AutoModelForCausalLM.from_pretrained(tiny[0])
+    changed = [
+        name
+        for name, weight in merged.state_dict().items()
+        if not torch.equal(weight, base.state_dict()[name])
+    ]
+    assert changed and all(".attn." in name or ".mlp." in name for name in changed)
