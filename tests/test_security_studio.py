@@ -1,0 +1,301 @@
+"""A running studio with password sign-in, attacked over HTTP and gradio_client: each test here
+would let someone in, or lose someone's data, if it failed.
+
+One studio (a real `ia3 studio` process with one worker) serves the module: ann trains an
+adapter on a CSV full of spreadsheet formulas, bob tries everything against it, root (an admin)
+sees both. No network: the bundled MiniLM and the shipped samples only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import httpx
+import pytest
+from gradio_client import Client, handle_file
+
+from app import access_users
+
+ROOT = Path(__file__).resolve().parents[1]
+PASSWORDS = {"ann": "ann-password", "bob": "bob-password", "root": "root-password"}
+FORMULAS = ["=cmd|' /C calc'!A0", "@SUM(1+1)*cmd|' /C calc'!A0", "+1+2", "-2+3"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_studio(tmp: Path, **env):
+    """`ia3 studio` with password sign-in on a free port; yields its base URL and data dir."""
+    users = tmp / "users.txt"
+    for name, password in PASSWORDS.items():
+        access_users.add_user(users, name, password)
+    port, data = _free_port(), tmp / "data"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("IA3_", "SPACE_", "OAUTH"))}
+    clean.update(HF_HUB_OFFLINE="1", IA3_USERS=str(users), IA3_ADMINS="root",
+                 IA3_MAX_UPLOAD_MB="1", IA3_DATA_DIR=str(data), **env)  # fmt: skip
+    log = open(tmp / "studio.log", "w")  # noqa: SIM115 (closed below)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app.studio_cli", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"],
+        cwd=ROOT, env=clean, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(url + "/", timeout=2).status_code < 500:
+                    break
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError((tmp / "studio.log").read_text()[-3000:])
+            time.sleep(0.3)
+        yield url, data
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)  # the studio and the worker it started
+            process.wait(timeout=10)
+        log.close()
+
+
+def _signed_in(url: str, name: str) -> httpx.Client:
+    http = httpx.Client(base_url=url, timeout=30)
+    response = http.post("/login", data={"username": name, "password": PASSWORDS[name]})
+    assert response.status_code == 200, response.text
+    return http
+
+
+def _formula_csv(path: Path) -> str:
+    lines = ["text,label"]
+    for i in range(40):
+        good = i % 2 == 0
+        words = "great fine lovely best" if good else "awful poor bad worst"
+        lines.append(f'"the film was {words.split()[i % 4]}","{FORMULAS[0 if good else 1]}"')
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("secure-studio")
+    with running_studio(tmp) as (url, data):
+        clients = {
+            name: Client(url, auth=(name, pw), verbose=False) for name, pw in PASSWORDS.items()
+        }
+        ann = clients["ann"]
+        spec = {"model": "minilm", "steps": 5, "eval_every": 0, "name": "ann-formulas"}
+        job = ann.predict(spec, handle_file(_formula_csv(tmp / "formulas.csv")), None,
+                          api_name="/enqueue")  # fmt: skip
+        deadline = time.monotonic() + 240
+        while (status := ann.predict(job, api_name="/job_status"))["status"] != "done":
+            assert status["status"] in ("queued", "running"), status
+            assert time.monotonic() < deadline, "training the 5-step job took over 4 minutes"
+            time.sleep(1)
+        yield {"url": url, "data": data, "tmp": tmp, "job": job,
+               "adapter": status["adapter_id"], **clients}  # fmt: skip
+
+
+def _refused(call, *args, api_name):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError) as refused:
+        call.predict(*args, api_name=api_name)
+    return str(refused.value)
+
+
+def test_bob_cannot_reach_anns_job_through_any_endpoint(studio):
+    bob, job = studio["bob"], studio["job"]
+    for api_name in ("/job_status", "/job_log", "/job_curves", "/cancel_job", "/retry_job"):
+        message = _refused(bob, job, api_name=api_name)
+        assert f"No job #{job} among yours" in message
+    assert bob.predict(api_name="/list_jobs") == []
+    assert studio["ann"].predict(job, api_name="/job_status")["status"] == "done"
+    assert job in {j["id"] for j in studio["root"].predict(api_name="/list_jobs")}
+
+
+def test_bob_cannot_see_download_change_or_share_anns_adapter(studio):
+    bob, adapter = studio["bob"], studio["adapter"]
+    calls = {
+        "/adapter_info": (adapter,), "/download_adapter": (adapter,),
+        "/download_adapter_file": (adapter, "adapter_model.safetensors"),
+        "/rename_adapter": (adapter, "bob's now"), "/delete_adapter": (adapter,),
+        "/share_adapter": (adapter,), "/share_link": (adapter,), "/unshare_adapter": (adapter,),
+        "/predict": ("a fine film", [adapter], True), "/mix": ("a film", [adapter, 99999], [0.5, 0.5]),
+    }  # fmt: skip
+    for api_name, args in calls.items():
+        assert f"No adapter #{adapter} among yours" in _refused(bob, *args, api_name=api_name)
+    assert bob.predict("", "", "", api_name="/list_adapters") == []
+    info = studio["ann"].predict(adapter, api_name="/adapter_info")
+    assert info["name"] == "ann-formulas" and info["owner"] == "ann"
+    assert adapter in {
+        a["id"] for a in studio["root"].predict("", "", "", api_name="/list_adapters")
+    }
+
+
+def test_adapter_page_and_downloads_answer_404_without_the_share_token(studio):
+    url, adapter = studio["url"], studio["adapter"]
+    bob = _signed_in(url, "bob")
+    paths = [f"/adapters/{adapter}", f"/adapters/{adapter}/download.zip",
+             f"/adapters/{adapter}/files/adapter_model.safetensors"]  # fmt: skip
+    missing = httpx.get(f"{url}/adapters/99999", timeout=30)
+    assert missing.status_code == 404
+    for path in paths:
+        for response in (httpx.get(url + path, timeout=30), bob.get(path)):
+            assert response.status_code == 404
+            assert "ann-formulas" not in response.text
+    # The same answer as for an adapter that does not exist: nothing tells them apart.
+    assert httpx.get(url + paths[0], timeout=30).text == missing.text
+
+
+def test_a_share_link_opens_the_page_and_download_and_guesses_do_not(studio):
+    url, adapter, ann = studio["url"], studio["adapter"], studio["ann"]
+    link = ann.predict(adapter, api_name="/share_adapter")
+    token = link.split("token=")[1]
+    page = httpx.get(url + link, timeout=30)
+    assert page.status_code == 200 and "ann-formulas" in page.text
+    assert f"download.zip?token={token}" in page.text
+    download = httpx.get(f"{url}/adapters/{adapter}/download.zip?token={token}", timeout=30)
+    assert download.status_code == 200 and download.content[:2] == b"PK"
+    for guess in (token[:-1], token[:-1] + ("A" if token[-1] != "A" else "B"), "x" * len(token)):
+        assert httpx.get(f"{url}/adapters/{adapter}?token={guess}", timeout=30).status_code == 404
+    assert httpx.get(f"{url}/adapters/{adapter + 1}?token={token}", timeout=30).status_code == 404
+    ann.predict(adapter, api_name="/unshare_adapter")
+    assert httpx.get(url + link, timeout=30).status_code == 404
+
+
+def test_the_data_directory_is_never_served_as_files(studio):
+    ann, data = _signed_in(studio["url"], "ann"), studio["data"]
+    secrets_on_disk = [data / "ia3.db", *data.glob("downloads/*"), *data.glob("uploads/*/*")]
+    assert (data / "ia3.db").is_file()
+    for path in secrets_on_disk:
+        response = ann.get(f"/gradio_api/file={path}")
+        assert response.status_code == 403, path
+    assert httpx.get(studio["url"] + "/gradio_api/info", timeout=30).status_code == 401
+
+
+def test_downloads_hold_no_csv_and_keep_formula_labels_as_inert_text(studio, tmp_path):
+    """The studio exports no CSV at all (checked here on every download), so a label like
+    =cmd|... can never reach a spreadsheet through it; JSON and the card keep it as text."""
+    ann, adapter = studio["ann"], studio["adapter"]
+    archive = Path(ann.predict(adapter, api_name="/download_adapter"))
+    with zipfile.ZipFile(archive) as opened:
+        names = opened.namelist()
+        info = json.loads(opened.read("training_info.json"))
+        card = opened.read("README.md").decode()
+    assert not [n for n in names if n.lower().endswith((".csv", ".tsv", ".xls", ".xlsx"))]
+    assert set(info["labels"]) == set(FORMULAS[:2])
+    page = httpx.get(studio["url"] + ann.predict(adapter, api_name="/share_adapter"), timeout=30)
+    assert "<script" not in page.text.lower() and "javascript:" not in page.text.lower()
+    assert card  # the card is Markdown, rendered with raw HTML switched off on the page
+
+
+def test_uploads_over_the_size_limit_are_refused_and_the_studio_keeps_serving(studio, tmp_path):
+    big = tmp_path / "big.csv"
+    big.write_text("text,label\n" + "x" * 1_200_000 + ",a\n")  # over IA3_MAX_UPLOAD_MB=1
+    ann = studio["ann"]
+    with pytest.raises(Exception) as refused:
+        ann.predict(handle_file(str(big)), "", "", "classify", api_name="/describe_dataset")
+    assert "413" in str(refused.value) or "size" in str(refused.value).lower()
+    assert ann.predict(studio["job"], api_name="/job_status")["status"] == "done"
+
+
+def test_malformed_uploads_get_a_message_not_a_crash(studio, tmp_path):
+    ann = studio["ann"]
+    junk = tmp_path / "junk.csv"
+    junk.write_bytes(bytes(range(256)) * 40)
+    message = _refused(ann, handle_file(str(junk)), "", "", "classify",
+                       api_name="/describe_dataset")  # fmt: skip
+    assert "Traceback" not in message and len(message) > 20
+    not_zip = tmp_path / "adapter.zip"
+    not_zip.write_bytes(b"PK\x03\x04 this is not really a zip")
+    message = _refused(ann, handle_file(str(not_zip)), "minilm", "", api_name="/import_adapter")
+    assert "Traceback" not in message
+    assert ann.predict(studio["job"], api_name="/job_status")["status"] == "done"
+
+
+def _adapter_files(studio) -> dict[str, bytes]:
+    archive = Path(studio["ann"].predict(studio["adapter"], api_name="/download_adapter"))
+    with zipfile.ZipFile(archive) as opened:
+        return {n: opened.read(n) for n in opened.namelist()}
+
+
+class Boom:
+    """Unpickling this would create a marker file: proof that code ran."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_zips_with_traversal_or_pickles_are_refused_and_run_nothing(studio, tmp_path):
+    ann, files = studio["ann"], _adapter_files(studio)
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps(Boom(str(marker)))
+    cases = {
+        "traversal.zip": {**files, "../../escaped.txt": b"x"},
+        "absolute.zip": {**files, "/tmp/escaped-abs.txt": b"x"},
+        "pickle-bin.zip": {k: v for k, v in files.items() if not k.endswith(".safetensors")}
+        | {"adapter_model.bin": payload},
+        "pickle-named-safetensors.zip": {**files, "adapter_model.safetensors": payload},
+    }
+    before = len(ann.predict("", "", "", api_name="/list_adapters"))
+    for name, members in cases.items():
+        path = tmp_path / name
+        with zipfile.ZipFile(path, "w") as archive:
+            for member, data in members.items():
+                archive.writestr(member, data)
+        message = _refused(ann, handle_file(str(path)), "minilm", "", api_name="/import_adapter")
+        assert "Refused" in message or "not a readable safetensors" in message, (name, message)
+    assert not marker.exists()
+    assert not list(Path("/tmp").glob("escaped*")) and not (tmp_path / "escaped.txt").exists()
+    assert len(ann.predict("", "", "", api_name="/list_adapters")) == before
+
+
+def test_a_job_spec_naming_files_outside_the_uploads_is_refused(studio):
+    ann, data = studio["ann"], studio["data"]
+    for path in ("/etc/passwd", str(data / "ia3.db"), f"{data}/uploads/../ia3.db"):
+        spec = {"model": "minilm", "data": path, "steps": 5}
+        assert "is not a file you uploaded" in _refused(ann, spec, None, None, api_name="/enqueue")
+    spec = {"model": str(ROOT), "data": "sentiment", "steps": 5}
+    assert "looks like a folder on the server" in _refused(ann, spec, None, None,
+                                                           api_name="/enqueue")  # fmt: skip
+    assert "looks like a folder" in _refused(ann, "/etc", "classify", api_name="/describe_model")
+
+
+def test_names_with_path_traversal_stay_names(studio):
+    ann, adapter = studio["ann"], studio["adapter"]
+    renamed = ann.predict(adapter, "../../../etc/evil", api_name="/rename_adapter")
+    assert renamed["name"] == "../../../etc/evil"
+    archive = Path(ann.predict(adapter, api_name="/download_adapter"))
+    assert ".." not in archive.name and archive.suffix == ".zip"
+    assert list((studio["data"] / "downloads").glob("*"))  # written where downloads go
+    assert not (studio["data"].parent / "etc").exists() and not Path("/etc/evil.zip").exists()
+    ann.predict(adapter, "ann-formulas", api_name="/rename_adapter")
+
+
+def test_bob_deleting_fails_and_root_deleting_works_last(studio):
+    adapter = studio["adapter"]
+    _refused(studio["bob"], adapter, api_name="/delete_adapter")
+    assert studio["ann"].predict(adapter, api_name="/adapter_info")["id"] == adapter
+    assert studio["root"].predict(adapter, api_name="/delete_adapter") == adapter
+    assert "among yours" in _refused(studio["ann"], adapter, api_name="/adapter_info")
