@@ -71,7 +71,7 @@ def settings_from_env(host: str, env: Mapping[str, str] | None = None) -> Access
     """
     env = os.environ if env is None else env
     users = (env.get("IA3_USERS") or "").strip()
-    on_space = bool(env.get("SPACE_ID")) and bool(env.get("OAUTH_CLIENT_ID"))
+    on_space = env.get("SYSTEM") == "spaces" and bool(env.get("OAUTH_CLIENT_ID"))
     mode = (env.get("IA3_ACCESS") or "").strip().lower()
     mode = mode or ("password" if users else "oauth" if on_space else "local")
     if mode not in MODES:
@@ -109,6 +109,8 @@ def _check_password_mode(settings: AccessSettings) -> None:
 
 def _check_oauth_mode(env: Mapping[str, str]) -> None:
     missing = [name for name in ("SPACE_ID", *OAUTH_VARIABLES) if not env.get(name)]
+    if env.get("SYSTEM") != "spaces":  # gradio's real OAuth routes exist only on a Space
+        missing.insert(0, "SYSTEM=spaces")
     if missing:
         raise ConfigError(
             f"Hugging Face sign-in needs a Space with `hf_oauth: true` in its README front "

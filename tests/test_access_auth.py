@@ -19,7 +19,7 @@ from jobs.access import ANONYMOUS, LOCAL
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = {
-    "SPACE_ID": "team/ia3-studio", "OAUTH_CLIENT_ID": "id", "OAUTH_CLIENT_SECRET": "secret",
+    "SYSTEM": "spaces", "SPACE_ID": "team/ia3-studio", "OAUTH_CLIENT_ID": "id", "OAUTH_CLIENT_SECRET": "secret",
     "OAUTH_SCOPES": "openid profile", "OPENID_PROVIDER_URL": "https://huggingface.co",
 }  # fmt: skip
 
@@ -74,7 +74,7 @@ def test_a_missing_or_empty_password_file_is_refused(tmp_path):
 
 
 def test_oauth_off_a_space_is_refused_naming_what_is_missing():
-    with pytest.raises(ConfigError, match="hf_oauth: true.*missing: SPACE_ID"):
+    with pytest.raises(ConfigError, match="hf_oauth: true.*missing: SYSTEM=spaces, SPACE_ID"):
         auth.settings_from_env("0.0.0.0", {"IA3_ACCESS": "oauth"})
 
 

@@ -1,0 +1,126 @@
+"""The studio on a Space with Hugging Face sign-in (hf_oauth: true), without reaching the Hub.
+
+The Space's OAuth variables are set by hand and sessions are signed the way gradio's session
+middleware signs them after a real login, so each request carries a Hub user: ann's work is
+hers, bob sees none of it, nobody signed in can queue nothing, a forged session is nobody.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from base64 import b64encode
+from pathlib import Path
+
+import httpx
+import pytest
+from gradio_client import Client
+
+ROOT = Path(__file__).resolve().parents[1]
+SECRET = "space-oauth-secret"
+SPACE = {
+    "SYSTEM": "spaces", "SPACE_ID": "team/ia3-studio", "OAUTH_CLIENT_ID": "client-id", "OAUTH_CLIENT_SECRET": SECRET,
+    "OAUTH_SCOPES": "openid profile", "OPENID_PROVIDER_URL": "https://huggingface.co",
+}  # fmt: skip
+
+
+def session_cookie(username: str, secret: str = SECRET) -> str:
+    """A session like the one gradio stores after a Hub login (gradio/oauth.py signs it so)."""
+    import itsdangerous
+
+    info = {
+        "access_token": "hf_oauth_token", "scope": "openid profile", "expires_at": time.time() + 3600,
+        "userinfo": {"preferred_username": username, "name": username.title(),
+                     "profile": f"https://huggingface.co/{username}", "picture": ""},
+    }  # fmt: skip
+    key = hashlib.sha256((secret + "-v4").encode()).hexdigest()
+    data = b64encode(json.dumps({"oauth_info": info}).encode())
+    return itsdangerous.TimestampSigner(key).sign(data).decode()
+
+
+@pytest.fixture(scope="module")
+def space(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("space")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("IA3_", "SPACE_", "OAUTH", "SYSTEM"))
+    }
+    env.update(SPACE, HF_HUB_OFFLINE="1", IA3_ADMINS="root", IA3_DATA_DIR=str(tmp / "data"))
+    log = open(tmp / "studio.log", "w")  # noqa: SIM115 (closed below)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app.studio_cli", "--host", "127.0.0.1", "--port", str(port),
+         "--no-worker"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(url + "/", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert process.poll() is None and time.monotonic() < deadline, (
+                tmp / "studio.log"
+            ).read_text()[-3000:]
+            time.sleep(0.3)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+        log.close()
+
+
+def client(url: str, name: str | None, secret: str = SECRET) -> Client:
+    headers = {"Cookie": f"session={session_cookie(name, secret)}"} if name else {}
+    return Client(url, headers=headers, verbose=False)
+
+
+def test_the_page_offers_hugging_face_sign_in(space):
+    config = httpx.get(space + "/config", timeout=30).json()
+    buttons = [c["props"] for c in config["components"] if c["props"].get("elem_id") == "login"]
+    assert buttons and "Hugging Face" in str(buttons[0].get("value"))
+    # The login route is there; following it needs huggingface.co, which tests never reach.
+    login = httpx.get(space + "/login/huggingface", timeout=30, follow_redirects=False)
+    assert login.status_code != 404
+
+
+def test_each_hub_user_sees_only_their_own_jobs(space):
+    ann, bob, root = client(space, "ann"), client(space, "bob"), client(space, "root")
+    job = ann.predict({"model": "minilm", "data": "sentiment", "steps": 5}, None, None,
+                      api_name="/enqueue")  # fmt: skip
+    assert ann.predict(job, api_name="/job_status")["owner"] == "ann"
+    assert job not in {j["id"] for j in bob.predict(api_name="/list_jobs")}
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match=f"No job #{job} among yours"):
+        bob.predict(job, api_name="/cancel_job")
+    assert ann.predict(job, api_name="/job_status")["status"] == "queued"
+    assert job in {j["id"] for j in root.predict(api_name="/list_jobs")}
+
+
+def test_nobody_signed_in_and_forged_sessions_get_nothing(space):
+    from gradio_client.exceptions import AppError
+
+    client(space, "ann").predict({"model": "minilm", "data": "sentiment", "steps": 5}, None, None,
+                                 api_name="/enqueue")  # fmt: skip
+    for stranger in (client(space, None), client(space, "ann", secret="guessed-secret")):
+        assert stranger.predict(api_name="/list_jobs") == []
+        with pytest.raises(AppError, match="not signed in"):
+            stranger.predict({"model": "minilm", "data": "sentiment", "steps": 5}, None, None,
+                             api_name="/enqueue")  # fmt: skip
