@@ -90,6 +90,8 @@ class IA3Layer(nn.Module):
         if routing is None:
             per_row = False
             scale_in, scale_out = self._active_scales()  # (in,) / (out,) or None
+            if not args and not kwargs and self._fold_is_cheaper(x, scale_in, scale_out):
+                return self._folded_forward(x, scale_in, scale_out)
         else:
             per_row = True
             index = routing.index_for(x.shape[0], x.device)  # (B,)
@@ -105,6 +107,13 @@ class IA3Layer(nn.Module):
             else:  # inference: scale in place, one less full-size tensor per layer
                 y = y.mul_(scale_out)
         return y
+
+    def _fold_is_cheaper(self, x, scale_in, scale_out) -> bool:
+        """Subclasses that can scale the weight instead of the activations say when it pays."""
+        return False
+
+    def _folded_forward(self, x, scale_in, scale_out):
+        raise NotImplementedError
 
     def _active_scales(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Product of the active adapters present here, split by mode."""
@@ -220,6 +229,27 @@ class IA3Linear(IA3Layer):
             in_features, out_features = base_layer.in_features, base_layer.out_features
         super().__init__(base_layer, in_features, out_features)
         self.transposed = transposed
+        # a stock nn.Linear, whose forward is F.linear: inference may fold scales into W
+        self.plain_linear = type(base_layer).forward is nn.Linear.forward
+
+    def _fold_is_cheaper(self, x, scale_in, scale_out) -> bool:
+        # Inference only: with autograd, scaling the weight would make the backward compute a
+        # full weight gradient. Worth it when the activations outnumber the weight entries.
+        if torch.is_grad_enabled() or not self.plain_linear:
+            return False
+        tokens = x.numel() // self.in_features
+        activations = tokens * ((scale_in is not None) * self.in_features)
+        activations += tokens * ((scale_out is not None) * self.out_features)
+        return activations > self.in_features * self.out_features
+
+    def _folded_forward(self, x, scale_in, scale_out):
+        weight, bias = self.base_layer.weight, self.base_layer.bias  # (out, in), (out,)
+        if scale_in is not None:
+            weight = weight * scale_in  # column j scaled: same as scaling input j
+        if scale_out is not None:
+            weight = weight * scale_out.unsqueeze(1)
+            bias = None if bias is None else (bias * scale_out).to(bias.dtype)
+        return nn.functional.linear(x, weight.to(x.dtype), bias)
 
     def _scaled(self, weight, bias, name):
         vector = self.ia3_l[name].detach()  # (out, 1) or (1, in): broadcasts on (out, in)
