@@ -136,6 +136,8 @@ def load_base(
         )
     if quantize is None:
         loaded.to(target)
+    elif target.type == "cpu":
+        _keep_4bit_trainable(loaded)
     tokenizer = _load_tokenizer(model, path, kind)
     if getattr(loaded.config, "pad_token_id", None) is None:
         loaded.config.pad_token_id = tokenizer.pad_token_id
@@ -151,6 +153,15 @@ def load_base(
         num_labels=num_labels if kind == "encoder" else None,
         head_state=head,
     )
+
+
+def _keep_4bit_trainable(model: nn.Module) -> None:
+    """bitsandbytes repacks 4-bit CPU weights for fast inference at the first no-grad forward,
+    and its packed path then breaks backward (in-place add on a graph view): keep the
+    trainable layout, since one model both evaluates and trains."""
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
 
 def _load_config(model: str, path: str):

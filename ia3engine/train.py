@@ -130,7 +130,13 @@ def make_accelerator(spec: TrainSpec):
     precision = "no"
     if on_cuda:
         precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    cpu = device is not None and device.type == "cpu"
+    # accelerate only sets up several CPU processes (gloo) when told cpu=True
+    wants_cpu = spec.device is not None and str(spec.device).startswith("cpu")
+    cpu = (
+        wants_cpu or (device is not None and device.type == "cpu") or not torch.cuda.is_available()
+    )
+    if device is not None and device.type == "mps":
+        cpu = False
     return Accelerator(cpu=cpu, mixed_precision=precision)
 
 

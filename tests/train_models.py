@@ -59,15 +59,15 @@ def tokenizer(kind: str) -> PreTrainedTokenizerFast:
     )
 
 
-def _model(kind: str, dropout: float):
+def _model(kind: str, dropout: float, hidden: int = 32):
     size = {"vocab_size": len(WORDS)}
     if kind == "bert":
         config = BertConfig(
             **size,
-            hidden_size=32,
+            hidden_size=hidden,
             num_hidden_layers=2,
             num_attention_heads=4,
-            intermediate_size=64,
+            intermediate_size=2 * hidden,
             max_position_embeddings=128,
             hidden_dropout_prob=dropout,
             attention_probs_dropout_prob=dropout,
@@ -120,11 +120,14 @@ def _model(kind: str, dropout: float):
     return AutoModelForSeq2SeqLM.from_config(config)
 
 
-def save_tiny(kind: str, folder: Path, dropout: float = 0.1) -> str:
-    """A saved tiny model (bert, gpt2, llama or t5) with its tokenizer; returns the folder."""
+def save_tiny(kind: str, folder: Path, dropout: float = 0.1, hidden: int = 32) -> str:
+    """A saved tiny model (bert, gpt2, llama or t5) with its tokenizer; returns the folder.
+
+    `hidden` sizes BERT only (bitsandbytes' 4-bit blocks need 64 input features or more).
+    """
     torch.manual_seed(0)
     folder = Path(folder)
-    _model(kind, dropout).save_pretrained(folder)
+    _model(kind, dropout, hidden).save_pretrained(folder)
     tokenizer(kind).save_pretrained(folder)
     return str(folder)
 
