@@ -196,24 +196,11 @@ def test_weighted_mix_treats_untouched_modules_as_identity(caplog):
 
 
 # 6 ----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("bits", [8, 4])
-def test_merge_into_quantized_minilm_where_peft_refuses(minilm_path, bits):
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, BitsAndBytesConfig
+def _minilm(path, bits=None):
+    from transformers import AutoModelForSequenceClassification, BitsAndBytesConfig
 
-    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
-    batch = tokenizer(
-        ["IA3 scales activations.", "A second, somewhat longer sentence for the batch."],
-        return_tensors="pt",
-        padding=True,
-    )
-
-    def hidden(model):
-        with torch.no_grad():
-            return model(**batch, output_hidden_states=True).hidden_states[-1]
-
-    def rel(a, b):
-        return ((a - b).norm() / b.norm()).item()
-
+    if bits is None:
+        return AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
     quantization = (
         dict(load_in_8bit=True)
         if bits == 8
@@ -221,28 +208,42 @@ def test_merge_into_quantized_minilm_where_peft_refuses(minilm_path, bits):
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32
         )
     )
-    quantized = AutoModelForSequenceClassification.from_pretrained(
-        minilm_path,
-        num_labels=2,
-        device_map="cpu",
-        quantization_config=BitsAndBytesConfig(
-            **quantization, llm_int8_skip_modules=["classifier"]
-        ),
+    config = BitsAndBytesConfig(**quantization, llm_int8_skip_modules=["classifier"])
+    return AutoModelForSequenceClassification.from_pretrained(
+        path, num_labels=2, device_map="cpu", quantization_config=config
     )
-    floating = AutoModelForSequenceClassification.from_pretrained(minilm_path, num_labels=2)
-    ours = get_ia3_model(quantized, IA3Config(task_type="SEQ_CLS"))
-    reference = get_ia3_model(floating, IA3Config(task_type="SEQ_CLS"))
+
+
+def _same_random_vectors(*models):
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        for (_, mine), (_, theirs) in zip(ours.ia3_layers(), reference.ia3_layers(), strict=True):
-            vector = 1 + 0.2 * torch.randn(mine.ia3_l["default"].shape, generator=gen)
-            mine.ia3_l["default"].copy_(vector)
-            theirs.ia3_l["default"].copy_(vector)
-    ours.eval()
-    quant_error = rel(hidden(ours), hidden(reference))  # quantization alone, unmerged
+        for layers in zip(*(m.ia3_layers() for m in models), strict=True):
+            vector = 1 + 0.2 * torch.randn(layers[0][1].ia3_l["default"].shape, generator=gen)
+            for _, layer in layers:
+                layer.ia3_l["default"].copy_(vector)
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_merge_into_quantized_minilm_where_peft_refuses(minilm_path, bits):
+    from transformers import AutoTokenizer
+
+    texts = ["IA3 scales activations.", "A second, somewhat longer sentence for the batch."]
+    batch = AutoTokenizer.from_pretrained(minilm_path)(texts, return_tensors="pt", padding=True)
+
+    def error(model, reference):  # relative error of the last hidden states
+        with torch.no_grad():
+            a, b = (
+                m(**batch, output_hidden_states=True).hidden_states[-1] for m in (model, reference)
+            )
+        return ((a - b).norm() / b.norm()).item()
+
+    ours = get_ia3_model(_minilm(minilm_path, bits), IA3Config(task_type="SEQ_CLS")).eval()
+    reference = get_ia3_model(_minilm(minilm_path), IA3Config(task_type="SEQ_CLS"))
+    _same_random_vectors(ours, reference)
+    quant_error = error(ours, reference)  # quantization alone, unmerged
     ours.merge()
     reference.merge()
-    merge_error = rel(hidden(ours), hidden(reference))
+    merge_error = error(ours, reference)
     print(
         f"{bits}-bit MiniLM: unmerged quantized vs float {quant_error:.4f}, "
         f"merged quantized vs float merge {merge_error:.4f}"
