@@ -189,13 +189,13 @@ def build(demo: gr.Blocks) -> AdaptersTab:
                 interactive=False,
                 elem_id="adapter-files",
             )
-            with gr.Group():
-                new_name = gr.Textbox(label="Name", elem_id="adapter-rename-box")
-                rename = gr.Button("Rename", size="sm", elem_id="adapter-rename")
+            new_name = gr.Textbox(label="Name", elem_id="adapter-rename-box")
+            rename = gr.Button("Rename", elem_id="adapter-rename")
             export = gr.Button("Export merged model", elem_id="adapter-export")
             merged = gr.File(
-                label="Merged model (.zip)", interactive=False, elem_id="adapter-merged"
-            )
+                label="Merged model (.zip)", interactive=False, visible=False,
+                elem_id="adapter-merged",
+            )  # fmt: skip
             with gr.Row():
                 delete = gr.Button("Delete adapter", variant="stop", elem_id="adapter-delete")
                 confirm = gr.Button(

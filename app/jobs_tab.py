@@ -106,6 +106,21 @@ def progress_html(job: dict) -> str:
     )
 
 
+MAIN_METRICS = ("eval accuracy", "eval exact_match", "eval f1")
+LOSS_COLORS = {"train loss": "#2563eb", "eval loss": "#f97316"}
+
+
+def _metric_plot(points: list[dict]):
+    """The validation metric that matters most (accuracy, else exact match, ...), alone."""
+    series = list(dict.fromkeys(p["series"] for p in points))
+    main = next((m for m in MAIN_METRICS if m in series), series[0] if series else None)
+    if main is None:
+        return gr.LinePlot(value=None, label="Validation metric")
+    chosen = [p for p in points if p["series"] == main]
+    label = "Validation " + main.removeprefix("eval ").replace("_", " ")
+    return gr.LinePlot(value=_curve_frame(chosen), label=label, y_title=label.split()[-1])
+
+
 def _curve_frame(points: list[dict]) -> pd.DataFrame | None:
     """Plot data, or None while there are no points (an empty frame breaks the plot's colours)."""
     if not points:
@@ -129,7 +144,7 @@ def _detail(job_id, config: StudioConfig):
     return (
         progress_html(job),
         _curve_frame(curves["loss"]),
-        _curve_frame(curves["metrics"]),
+        _metric_plot(curves["metrics"]),
         log,
         active,
         retry,
@@ -199,16 +214,18 @@ def build(demo: gr.Blocks, config: StudioConfig) -> JobsTab:
             )
     with gr.Row():
         # No initial frame: a plot that starts from an empty frame never draws its coloured lines.
+        # Colours are fixed and named in the label: the plot's own legend is cut off.
         loss = gr.LinePlot(
-            None, x="step", y="value", color="series", label="Loss", height=300,
-            x_title="step", y_title="loss", elem_id="loss-plot",
+            None, x="step", y="value", color="series", color_map=LOSS_COLORS,
+            colors_in_legend=[], label="Loss: training (blue) and validation (orange)",
+            height=300, x_title="step", y_title="loss", elem_id="loss-plot",
         )  # fmt: skip
         metrics = gr.LinePlot(
-            None, x="step", y="value", color="series", label="Eval metrics", height=300,
+            None, x="step", y="value", label="Validation metric", height=300,
             x_title="step", y_title="metric", elem_id="metric-plot",
         )  # fmt: skip
     log = gr.Textbox(
-        label="Log (last lines)", lines=8, max_lines=8, interactive=False, autoscroll=True,
+        label="Log (last lines)", lines=10, max_lines=10, interactive=False, autoscroll=True,
         elem_id="job-log",
     )  # fmt: skip
     adapter_id = gr.Number(visible=False, precision=0)

@@ -124,7 +124,9 @@ def build(demo: gr.Blocks) -> PlaygroundTab:
     """Lay out the tab and wire compare and mix."""
     gr.Markdown(
         "Pick adapters trained on one base model, type an input and press **Compare**. The "
-        "untuned base model runs beside them, so you see what tuning changed."
+        "untuned base model runs beside them, so you see what tuning changed. (An encoder has "
+        "no classification head of its own, so its untuned side keeps the adapter's trained "
+        "head and shows what the IA3 vectors add.)"
     )
     with gr.Row(equal_height=False):
         adapters = gr.Dropdown(

@@ -104,10 +104,10 @@ def build(config: StudioConfig) -> SettingsForm:
     with gr.Accordion("Advanced settings", open=False, elem_id="advanced"):
         with gr.Row():
             steps = gr.Slider(
-                5,
+                1,
                 3000,
                 value=start.get("steps", 100),
-                step=5,
+                step=1,
                 label="Training steps",
                 elem_id="steps",
             )
@@ -141,7 +141,7 @@ def build(config: StudioConfig) -> SettingsForm:
                 0,
                 500,
                 value=start.get("eval_every", 50),
-                step=5,
+                step=1,
                 label="Evaluate every N steps (0 = at the end)",
                 elem_id="eval-every",
             )

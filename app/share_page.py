@@ -45,6 +45,7 @@ def _slug(name: str) -> str:
 def _render_markdown(text: str) -> str:
     """The model card as HTML (front matter dropped); escaped text if no renderer exists."""
     text = re.sub(r"\A---\n.*?\n---\n", "", text or "", flags=re.S)
+    text = re.sub(r"\A\s*# [^\n]*\n", "", text)  # the page has the title already
     try:
         from markdown_it import MarkdownIt
     except ImportError:

@@ -1,5 +1,9 @@
 """Helpers that drive the studio's page the way a person does."""
 
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
 
 def open_studio(context, url: str):
     """A new page on the studio, ready to use."""

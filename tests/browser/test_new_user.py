@@ -1,0 +1,140 @@
+"""A new user's first adapter, start to finish, in a real browser against a real studio.
+
+Open the page, keep the default model, upload a CSV, map its columns, press the button,
+watch the job (reloading the page half way), compare base and tuned in the playground,
+then download the zip and load it with peft: the same probabilities as the studio's.
+"""
+
+import csv
+import re
+import zipfile
+
+import pytest
+import torch
+from gradio_client import Client
+from playwright.sync_api import expect
+from studio_page import ROOT, choose, open_studio
+
+pytestmark = pytest.mark.browser
+STEPS = 16  # a real but short run of the bundled MiniLM: long enough to reload mid-way
+TEXT = "The soup was cold and the waiter ignored us."
+
+
+@pytest.fixture
+def reviews_csv(tmp_path):
+    """The sample sentiment rows under other column names, with an id column to ignore."""
+    with open(ROOT / "examples/data/sentiment_train.csv", newline="") as source:
+        rows = list(csv.DictReader(source))
+    path = tmp_path / "my_reviews.csv"
+    with open(path, "w", newline="") as target:
+        writer = csv.writer(target)
+        writer.writerow(["id", "comment", "verdict"])
+        writer.writerows([i, row["text"], row["label"]] for i, row in enumerate(rows))
+    return path
+
+
+def set_slider(page, elem_id: str, value) -> None:
+    box = page.locator(f"#{elem_id} input[type=number]")
+    box.fill(str(value))
+    box.press("Tab")
+
+
+def step_shown(page) -> int:
+    match = re.search(r"Step (\d+) of", page.locator("#job-progress").inner_text())
+    return int(match.group(1)) if match else 0
+
+
+def test_new_user_trains_follows_compares_and_downloads(
+    studio, browser, shots, reviews_csv, minilm_path, tmp_path
+):
+    page = open_studio(browser, studio.url)
+    expect(page.locator("#model-summary")).to_contain_text("IA3 scales 24 modules", timeout=60_000)
+    expect(page.locator("#model-summary")).to_contain_text("16,898 parameters")
+    shots(page, "opened-with-defaults")
+
+    page.get_by_label("Upload a file").check()
+    page.locator("#data-upload input[type=file]").set_input_files(str(reviews_csv))
+    expect(page.locator("#data-note .note-ok")).to_contain_text("Read 300 rows")
+    choose(page, "text-column", "comment")
+    choose(page, "label-column", "verdict")
+    expect(page.locator("#mapping-note .note-ok")).to_contain_text("Columns mapped")
+    expect(page.locator("#class-balance")).to_contain_text("negative")
+    expect(page.locator("#class-balance")).to_contain_text("positive")
+    shots(page, "uploaded-and-mapped")
+
+    page.get_by_text("Advanced settings").click()
+    set_slider(page, "steps", STEPS)
+    set_slider(page, "eval-every", 8)
+    set_slider(page, "max-length", 64)
+    choose(page, "batch-size", "8")
+    shots(page, "short-run-settings")
+    page.locator("#queue-button").click()
+
+    progress = page.locator("#job-progress")
+    expect(page.get_by_role("tab", name="Jobs")).to_have_attribute("aria-selected", "true")
+    expect(progress).to_contain_text("Job #1")
+    expect(progress.locator(".badge-running")).to_be_visible(timeout=120_000)
+    expect(progress).to_contain_text(re.compile(rf"Step [1-9]\d* of {STEPS}"), timeout=120_000)
+    before_reload = step_shown(page)
+    shots(page, "training")
+
+    page.reload(wait_until="domcontentloaded")
+    page.locator("#intro").wait_for(timeout=60_000)
+    page.get_by_role("tab", name="Jobs").click()
+    expect(progress).to_contain_text("Job #1")
+    expect(progress).to_contain_text(re.compile(rf"Step \d+ of {STEPS}"))
+    assert step_shown(page) >= before_reload
+    shots(page, "after-reload-mid-training")
+
+    expect(progress.locator(".badge-done")).to_be_visible(timeout=240_000)
+    expect(progress).to_contain_text(f"Step {STEPS} of {STEPS} (100 %)")
+    expect(page.locator("#job-log textarea")).to_have_value(re.compile("finished"))
+    shots(page, "done")
+
+    page.locator("#try-adapter").click()
+    expect(page.get_by_role("tab", name="Playground")).to_have_attribute("aria-selected", "true")
+    page.locator("#play-input textarea").fill(TEXT)
+    page.locator("#play-run").click()
+    expect(page.locator("#slot-base-title")).to_contain_text("Untuned base: minilm")
+    expect(page.locator("#slot-1-title")).to_contain_text("#1 my_reviews-minilm")
+    for slot in ("slot-base-label", "slot-1-label"):
+        expect(page.locator(f"#{slot}")).to_contain_text("%")
+    shots(page, "playground-base-and-tuned")
+
+    page.get_by_role("tab", name="Adapters").click()
+    expect(page.locator("#adapter-header")).to_contain_text("my_reviews-minilm")
+    shots(page, "adapters")
+    with page.expect_download() as download:
+        page.locator("#adapter-download").click()
+    archive = tmp_path / "adapter.zip"
+    download.value.save_as(archive)
+
+    share = browser.new_page()
+    share.goto(studio.url + "adapters/1")
+    expect(share.locator("h1")).to_contain_text("my_reviews-minilm")
+    expect(share.locator("#download-zip")).to_be_visible()
+    shots(share, "share-page")
+
+    studio_probs = Client(studio.url, verbose=False).predict(TEXT, [1], False, api_name="/predict")
+    assert peft_probs(archive, minilm_path, tmp_path) == pytest.approx(
+        studio_probs["adapters"][0]["probs"], abs=1e-4
+    )
+
+
+def peft_probs(archive, minilm_path, tmp_path) -> dict:
+    """Class probabilities for TEXT from the downloaded zip loaded with peft."""
+    import json
+
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    folder = tmp_path / "unzipped"
+    with zipfile.ZipFile(archive) as zipped:
+        zipped.extractall(folder)
+    labels = json.loads((folder / "training_info.json").read_text())["labels"]
+    base = AutoModelForSequenceClassification.from_pretrained(minilm_path, num_labels=len(labels))
+    model = PeftModel.from_pretrained(base, folder).eval()
+    tokens = AutoTokenizer.from_pretrained(minilm_path)(TEXT, return_tensors="pt")
+    with torch.no_grad():
+        probs = model(**tokens).logits.softmax(-1)[0]
+    return {label: float(p) for label, p in zip(labels, probs, strict=True)}
