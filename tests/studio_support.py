@@ -57,7 +57,7 @@ def running_studio(data_dir: Path, workers: int = 1):
     log = data_dir / "studio.log"
     env = dict(os.environ, IA3_DATA_DIR=str(data_dir), HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
     env.pop("IA3_DATABASE_URL", None)  # the studio's own SQLite file in data_dir
-    command = [sys.executable, "-m", "app.studio_cli", "--port", str(port)]
+    command = [sys.executable, "-m", "app.cli", "studio", "--port", str(port)]
     command += ["--data-dir", str(data_dir), "--workers", str(workers)]
     with open(log, "w") as sink:
         process = subprocess.Popen(

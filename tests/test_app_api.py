@@ -124,3 +124,34 @@ def test_export_merged_gives_a_plain_model_with_the_adapter_built_in(
         if not torch.equal(weight, base.state_dict()[name])
     ]
     assert changed and all(".attn." in name or ".mlp." in name for name in changed)
+
+
+def test_import_rename_and_delete_an_adapter(client, trained, tiny):
+    zipped = client.predict(trained[1]["adapter_id"], api_name="/download_adapter")
+    imported = client.predict(handle_file(zipped), tiny[0], "copy", api_name="/import_adapter")
+    assert client.predict(imported, api_name="/adapter_info")["name"] == "copy"
+    renamed = client.predict(imported, "copy-renamed", api_name="/rename_adapter")
+    assert renamed["name"] == "copy-renamed"
+    found = client.predict("renamed", "", "", api_name="/list_adapters")
+    assert [a["id"] for a in found] == [imported]
+    assert client.predict(imported, api_name="/delete_adapter") == imported
+    with pytest.raises(Exception, match=str(imported)):
+        client.predict(imported, api_name="/adapter_info")
+
+
+def test_cancel_stops_a_job_and_retry_queues_it_again(client, studio, trained, tiny):
+    model, data = tiny
+    spec = {"model": model, "steps": 5000, "eval_every": 0, "batch_size": 8}
+    job_id = client.predict(spec, handle_file(data), None, api_name="/enqueue")
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while client.predict(job_id, api_name="/job_status")["step"] is None:
+        assert time.monotonic() < deadline, studio.log_tail()
+        time.sleep(0.3)
+    assert client.predict(job_id, api_name="/cancel_job")["cancel_requested"] is True
+    while (job := client.predict(job_id, api_name="/job_status"))["status"] == "running":
+        assert time.monotonic() < deadline, studio.log_tail()
+        time.sleep(0.3)
+    assert job["status"] == "cancelled" and job["step"] < 5000
+    again = client.predict(job_id, api_name="/retry_job")
+    assert client.predict(again, api_name="/job_status")["status"] in ("queued", "running")
+    client.predict(again, api_name="/cancel_job")  # leave the worker free
