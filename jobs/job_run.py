@@ -98,13 +98,18 @@ class JobRun:
                  self.worker.worker_id)  # fmt: skip
         try:
             spec = self._prepare()
-            result = self.worker.train_fn(
-                spec,
-                on_event=self.on_event,
-                should_stop=self.should_stop,
-                checkpoint_dir=str(self.checkpoint_dir),
-                base_cache=self.worker.base_cache,
-            )
+            try:
+                result = self.worker.train_fn(
+                    spec,
+                    on_event=self.on_event,
+                    should_stop=self.should_stop,
+                    checkpoint_dir=str(self.checkpoint_dir),
+                    base_cache=self.worker.base_cache,
+                )
+            finally:
+                # From here on the job is being finished by this worker: no more heartbeats,
+                # and a heartbeat that finds it no longer running is not a takeover.
+                self.done.set()
             self._flush_step()
             return self._finish(result)
         except LostJob:

@@ -107,6 +107,8 @@ class Worker:
                     since_beat = 0.0
                     state = queue.heartbeat(run.job.id, self.worker_id, db=self.engine)
                     if state is None:
+                        if run.done.is_set():  # finished between the wait and the beat
+                            return
                         log.warning("job %s: taken over by another worker", run.job.id)
                         run.lost.set()
                         return
