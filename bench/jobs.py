@@ -211,7 +211,7 @@ def table(result: dict) -> str:
         )
     rows.append(
         f"| second / first (median of {len(result['cold'])} rounds) | {ratio(0):.3f} | "
-        f"{ratio(1):.3f} | <= {GOAL} | {'yes' if ratio(1) <= GOAL else 'no'} (CPU time) |"
+        f"{ratio(1):.3f} | <= {GOAL} | {'yes' if ratio(0) <= GOAL else 'no'} |"
     )
     return "\n".join(rows)
 
@@ -244,14 +244,23 @@ def main(argv: list[str] | None = None) -> int:
     body = table(result)
     print(body)
     if args.write:
-        command = "HF_HUB_OFFLINE=1 .venv/bin/python bench/jobs.py --write docs/benchmarks.md"
+        command = (
+            "HF_HUB_OFFLINE=1 .venv/bin/python bench/jobs.py --rounds 5 --write docs/benchmarks.md"
+        )
+        load = os.getloadavg()[0]
         section = (
             f"{SECTION}\n\nWarm model cache (bench/jobs.py): time from a worker's claim to the "
-            "first training step, for the second job on the same base as a share of the first. "
-            f"CPU, wall clock, {machine}.\n`{command}`\n\n{body}\n\n"
-            "Both jobs pay the same data preparation, head start, step-0 evaluation and first "
-            "step; only the first pays for reading and converting the base. Peers (PEFT "
-            "scripts, LLaMA-Factory) load the base again for every job.\n"
+            "first training step, for the second job on the same base as a share of the first "
+            "(the goal is judged on wall clock; CPU time of the process is the steadier figure "
+            f"on a shared machine). {machine}, load average {load:.1f} during the run.\n\n"
+            f"`{command}`\n\n{body}\n\n"
+            "The base is a tiny-random BERT made wide where loading costs and computing does "
+            "not: a 2M x 256 embedding (only looked-up rows enter a forward pass) on one narrow "
+            "layer, stored in bf16 like most Hub checkpoints and loaded in fp32. Before each "
+            "first job its files are dropped from the page cache, as for a worker's first job on "
+            "a base. Both jobs pay the same data preparation, head start, step-0 evaluation and "
+            "first step; only the first reads and converts the base. Peers (PEFT scripts, "
+            "LLaMA-Factory) load the base again for every job.\n"
         )
         write_section(args.write, section)
     return 0

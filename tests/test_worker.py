@@ -115,6 +115,20 @@ def test_cancel_stops_at_the_next_step_keeps_checkpoint_and_retry_resumes(db_url
     assert [e.data["step"] for e in second if e.type == "step"] == list(range(2, 13))
 
 
+def test_a_stopping_worker_puts_its_job_back_with_a_checkpoint(db_url, base, reviews):
+    job_id = queue.enqueue(spec_for(base, reviews, steps=12, eval_every=0), db=db_url)
+    worker = Worker(db_url, step_event_s=0, train_fn=_pause_after_first_step)
+    runner = threading.Thread(target=worker.run_one)
+    runner.start()
+    _wait_for(lambda: queue.get_job(job_id, db=db_url).step, what="the first step")
+    worker.stopping.set()  # what SIGTERM does in `ia3 worker`
+    runner.join(60)
+    job = queue.get_job(job_id, db=db_url)
+    assert (job.status, job.attempts) == ("queued", 0)
+    assert blobs.checkpoint_step(job_id, db=db_url) == 1
+    assert Worker(db_url).run_one() and queue.get_job(job_id, db=db_url).status == "done"
+
+
 def _raw_job(url, spec: dict) -> int:
     """A job row written around enqueue's validation (e.g. by an older version)."""
     with writing(url) as conn:
