@@ -122,7 +122,10 @@ def export_merged(adapter_id: int) -> str:
     target = data_dir() / "exports" / f"adapter-{int(adapter_id)}-{info.sha256[:12]}"
     archive = target.with_suffix(".zip")
     if not archive.is_file():  # an adapter's files never change, so one export serves all
-        merge_into_base(folder, target / "model", base_model=info.base_model)
+        from app.serving import MODEL_LOCK
+
+        with MODEL_LOCK:  # one model load at a time in the studio process
+            merge_into_base(folder, target / "model", base_model=info.base_model)
         partial = shutil.make_archive(str(target) + ".partial", "zip", root_dir=target / "model")
         Path(partial).replace(archive)  # a reader never sees half a zip
         shutil.rmtree(target, ignore_errors=True)

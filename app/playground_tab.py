@@ -109,7 +109,7 @@ def _mix(text, adapter_ids, *weights):
 
 def _weight_sliders(adapter_ids):
     chosen = list(adapter_ids or [])
-    names = dict((value, label) for label, value in adapter_choices())
+    names = {a["id"]: f"#{a['id']} {a['name']}" for a in adapter_actions.list_adapters()}
     return [
         gr.Slider(
             visible=i < len(chosen),
@@ -171,7 +171,7 @@ def build(demo: gr.Blocks) -> PlaygroundTab:
             ]
         mix = gr.Button("Run the mix", elem_id="mix-run")
         mix_note = note_box()
-        mix_slot = _slot("slot-mix", "Mix", True)
+        mix_slot = _slot("slot-mix", "Mix", False)
     outputs = [note] + [c for s in slots for c in s.outputs()]
     run.click(_compare, [text, adapters, include_base], outputs, api_visibility="private")
     text.submit(_compare, [text, adapters, include_base], outputs, api_visibility="private")

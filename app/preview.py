@@ -33,11 +33,11 @@ def bundled_models() -> list[str]:
 
 
 def sample_datasets() -> dict[str, str]:
-    """Sample name ('sentiment') -> training file shipped in examples/data."""
+    """Sample name ('sentiment') -> training file shipped in examples/data (eval files aside)."""
     samples = {}
-    for path in sorted(EXAMPLES.glob("*_train.*")):
-        if path.suffix in DATA_SUFFIXES:
-            samples[path.name.split("_train")[0]] = str(path)
+    for path in sorted(EXAMPLES.iterdir()) if EXAMPLES.is_dir() else []:
+        if path.suffix in DATA_SUFFIXES and "_eval" not in path.stem:
+            samples[path.stem.removesuffix("_train")] = str(path)
     return samples
 
 
@@ -65,7 +65,10 @@ def describe_model(model: str, task: str = "classify") -> dict:
     check_model_choice(name)  # signed-in users: no folders on the server
     key = f"{task}:{name}"
     if key not in _model_cache:
-        loaded = load_base(name, task=task, device="cpu")
+        from app.serving import MODEL_LOCK
+
+        with MODEL_LOCK:
+            loaded = load_base(name, task=task, device="cpu")
         module = loaded.model
         # What training will save besides the vectors: an encoder classifier's new head.
         heads = HEAD_MODULES if task == "classify" and loaded.kind == "encoder" else None

@@ -17,6 +17,9 @@ logger = logging.getLogger(__name__)
 
 MAX_BASES = 2  # base models kept loaded; the least recently used one is dropped first
 MIX = "mix"  # the one mixed adapter each base keeps; a new mix replaces it
+# transformers loads onto the meta device through process-wide state, so two models loading at
+# once in two threads (a preview and the playground) break each other: load one at a time.
+MODEL_LOCK = threading.RLock()
 
 
 def _one_base(adapters: list[dict]) -> tuple[str, str]:
@@ -46,7 +49,7 @@ class PredictorPool:
         self._predictors: OrderedDict[tuple[str, str], object] = OrderedDict()
         self._loaded: dict[tuple[str, str], set[str]] = {}  # adapter names on each predictor
         self._mixes: dict[tuple[str, str], tuple] = {}  # the recipe of each base's current mix
-        self._lock = threading.Lock()
+        self._lock = MODEL_LOCK
 
     def _predictor(self, key: tuple[str, str]):
         from ia3engine.predict import Predictor
