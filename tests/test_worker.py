@@ -190,3 +190,13 @@ def test_crash_outside_ia3_errors_logs_the_traceback(db_url, base, reviews):
     assert "ZeroDivisionError" in job.message and f"ia3 jobs logs {job_id}" in job.message
     failed = next(e for e in queue.job_events(job_id, db=db_url) if e.type == "failed")
     assert "Traceback" in failed.data["traceback"] and "broken_train" in failed.data["traceback"]
+
+
+def test_the_worker_device_reaches_training(db_url, base, reviews):
+    import torch
+
+    job_id = queue.enqueue(spec_for(base, reviews, device="cpu"), db=db_url)
+    missing = f"cuda:{torch.cuda.device_count() + 7}"  # a GPU this machine does not have
+    assert Worker(db_url, device=missing).run_one()
+    job = queue.get_job(job_id, db=db_url)
+    assert job.status == "failed" and missing in job.message  # the worker's device won
