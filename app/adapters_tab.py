@@ -7,6 +7,7 @@ and import an adapter made elsewhere.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import gradio as gr
@@ -32,8 +33,7 @@ ALL = ""
 
 @dataclass
 class AdaptersTab:
-    filters: list  # inputs of list_view()
-    listing: list  # outputs of list_view()
+    refresh_on: Callable  # refresh_on(event_listener): re-read the list and the chosen adapter
     selected: gr.Dropdown
 
 
@@ -77,15 +77,15 @@ def list_view(search, base_model, task, selected):
 
 
 def _details(adapter_id):
-    """Header, metrics, card, zip, files, rename box for one adapter."""
+    """Whether the detail panel shows, then header, metrics, card, zip, files, rename box."""
     if adapter_id is None:
-        return "Pick an adapter in the list.", None, "", None, None, ""
+        return gr.Row(visible=False), "", None, "", None, None, ""
     try:
         info = adapter_actions.adapter_info(int(adapter_id))
         zip_path = adapter_actions.adapter_zip(int(adapter_id))
         files = [str(p) for p in adapter_actions.adapter_files(int(adapter_id))]
     except Exception as error:
-        return field_note(explain(error)), None, "", None, None, ""
+        return gr.Row(visible=True), field_note(explain(error)), None, "", None, None, ""
     header = (
         f"### {info['name']}\n"
         f"Adapter #{info['id']} · {info['task']} · base model `{info['base_model']}` · "
@@ -98,7 +98,8 @@ def _details(adapter_id):
         [[k, f"{v:.4f}" if isinstance(v, float) else str(v)] for k, v in (info.get("metrics") or {}).items()],
         columns=["metric", "value"],
     )  # fmt: skip
-    return header, metrics, info.get("card") or "", zip_path, files, info["name"]
+    card = info.get("card") or ""
+    return gr.Row(visible=True), header, metrics, card, zip_path, files, info["name"]
 
 
 def _act(action, message):
@@ -167,7 +168,7 @@ def build(demo: gr.Blocks) -> AdaptersTab:
         elem_id="adapters-table",
     )
     list_note = note_box()
-    with gr.Row(equal_height=False):
+    with gr.Row(equal_height=False, visible=False) as detail_row:  # shown once there is one
         with gr.Column(scale=3, min_width=360):
             selected = gr.Dropdown(label="Adapter", choices=[], elem_id="adapter-select")
             header = gr.Markdown(elem_id="adapter-header")
@@ -222,32 +223,41 @@ def build(demo: gr.Blocks) -> AdaptersTab:
 
     filters = [search, base_filter, task_filter, selected]
     listing = [table, base_filter, selected, list_note]
-    details = [header, metrics, card, download, files, new_name]
+    details = [detail_row, header, metrics, card, download, files, new_name]
     private = {"api_visibility": "private"}
+
+    def refresh_on(listener, *args, **kwargs):
+        # The panel is hidden until there is an adapter, and a hidden dropdown fires no change
+        # event, so the details are chained here rather than left to selected.change.
+        return listener(*args, list_view, filters, listing, **kwargs, **private).then(
+            _details, selected, details, **private
+        )
+
     for trigger in (demo.load, search.submit, base_filter.input, task_filter.input):
-        trigger(list_view, filters, listing, **private)
-    selected.change(_details, selected, details, **private)
-    table.select(_pick_row, table, selected, **private)
-    rename.click(
-        _act(adapter_actions.rename_adapter, "Renamed adapter #{id}."),
-        [selected, new_name],
-        action_note,
-        **private,
-    ).then(list_view, filters, listing, **private)
+        refresh_on(trigger)
+    selected.input(_details, selected, details, **private)
+    table.select(_pick_row, table, selected, **private).then(_details, selected, details, **private)
+    refresh_on(
+        rename.click(
+            _act(adapter_actions.rename_adapter, "Renamed adapter #{id}."),
+            [selected, new_name],
+            action_note,
+            **private,
+        ).then
+    )
     delete.click(lambda: gr.Button(visible=True), None, confirm, **private)
-    confirm.click(
+    deleted = confirm.click(
         _act(adapter_actions.delete_adapter, "Deleted adapter #{id}."),
         selected,
         action_note,
         **private,
-    ).then(lambda: gr.Button(visible=False), None, confirm, **private).then(
-        list_view, filters, listing, **private
     )
+    refresh_on(deleted.then(lambda: gr.Button(visible=False), None, confirm, **private).then)
     export.click(_export, selected, [action_note, merged], **private)
-    do_import.click(_import, [upload, import_base, import_name], import_note, **private).then(
-        list_view, filters, listing, **private
+    refresh_on(
+        do_import.click(_import, [upload, import_base, import_name], import_note, **private).then
     )
-    return AdaptersTab(filters, listing, selected)
+    return AdaptersTab(refresh_on, selected)
 
 
 def _pick_row(table: pd.DataFrame, event: gr.SelectData):

@@ -74,7 +74,7 @@ def build_studio(config: StudioConfig | None = None) -> gr.Blocks:
             lambda: gr.Dropdown(choices=playground_tab.adapter_choices()), None, play.adapters,
             **private,
         )  # fmt: skip
-        adapters_item.select(adapters_tab.list_view, adapters.filters, adapters.listing, **private)
+        adapters.refresh_on(adapters_item.select)
         api.register(config.data_dir)
     return demo
 
