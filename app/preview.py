@@ -53,7 +53,6 @@ def sample_eval_file(train_path: str) -> str | None:
 def describe_model(model: str, task: str = "classify") -> dict:
     """Architecture, parameter count and the modules IA3 will scale for `model`."""
     from ia3engine import IA3Config, preview_targets
-    from ia3engine.loading import load_base
 
     name = (model or "").strip()
     if not name:
@@ -68,16 +67,15 @@ def describe_model(model: str, task: str = "classify") -> dict:
         from app.serving import MODEL_LOCK
 
         with MODEL_LOCK:
-            loaded = load_base(name, task=task, device="cpu")
-        module = loaded.model
+            module, kind = model_skeleton(name, task)
         # What training will save besides the vectors: an encoder classifier's new head.
-        heads = HEAD_MODULES if task == "classify" and loaded.kind == "encoder" else None
+        heads = HEAD_MODULES if task == "classify" and kind == "encoder" else None
         preview = preview_targets(module, IA3Config(modules_to_save=heads))
         vectors = sum(row["params"] for row in preview.rows)
         _model_cache[key] = {
             "model": name,
             "model_type": preview.model_type,
-            "kind": loaded.kind,
+            "kind": kind,
             "architecture": type(module).__name__,
             "total_params": int(preview.total_params),
             "trainable_params": int(preview.trainable_params),
@@ -86,6 +84,49 @@ def describe_model(model: str, task: str = "classify") -> dict:
             "targets": [dict(row) for row in preview.rows],
         }
     return _model_cache[key]
+
+
+def model_skeleton(name: str, task: str):
+    """The model as training will build it, on the meta device: its structure and parameter
+    counts without reading (or downloading) a single weight. Returns (module, kind)."""
+    import torch
+    from transformers import (
+        AutoConfig,
+        AutoModelForCausalLM,
+        AutoModelForSeq2SeqLM,
+        AutoModelForSequenceClassification,
+    )
+
+    from ia3engine.errors import ModelLoadError
+    from ia3engine.loading import detect_kind, resolve_model_path
+
+    path = resolve_model_path(name)
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as error:
+        if Path(path).is_dir():
+            raise ModelLoadError(
+                f"Folder '{name}' holds no model config (config.json); point to a folder "
+                "saved by transformers' save_pretrained."
+            ) from error
+        raise ModelLoadError(
+            f"Could not read model '{name}': it is not a folder with a config.json here, and "
+            "the Hugging Face Hub could not be asked (no network, offline mode, or a misspelt "
+            "id). Check the id, give a local folder, or use 'minilm' for the bundled model."
+        ) from error
+    kind = detect_kind(config)
+    if task == "generate" and kind == "encoder":
+        raise ModelLoadError(
+            f"'{name}' is an encoder ({config.model_type}); it cannot generate text. Use the "
+            "classify task, or pick a causal LM (e.g. gpt2) or a seq2seq model (e.g. t5-small)."
+        )
+    build = {
+        "encoder": AutoModelForSequenceClassification,
+        "causal": AutoModelForCausalLM,
+        "seq2seq": AutoModelForSeq2SeqLM,
+    }[kind]
+    with torch.device("meta"):
+        return build.from_config(config), kind
 
 
 def keep_upload(path: str, data_dir: Path) -> str:

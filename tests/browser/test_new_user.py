@@ -86,6 +86,11 @@ def test_new_user_trains_follows_compares_and_downloads(
     assert step_shown(page) >= before_reload
     shots(page, "after-reload-mid-training")
 
+    second = open_studio(browser, studio.url)  # another tab sees the same job from the database
+    second.get_by_role("tab", name="Jobs").click()
+    expect(second.locator("#job-progress")).to_contain_text("Job #1 · minilm on my_reviews.csv")
+    second.close()
+
     expect(progress.locator(".badge-done")).to_be_visible(timeout=240_000)
     expect(progress).to_contain_text(f"Step {STEPS} of {STEPS} (100 %)")
     expect(page.locator("#job-log textarea")).to_have_value(re.compile("finished"))
