@@ -58,12 +58,14 @@ def _add_spec_arguments(parser) -> None:
 
     for field in dataclasses.fields(TrainSpec):
         kind = str(field.type)
-        flag = "--" + field.name.replace("_", "-")
+        flags = ["--" + field.name.replace("_", "-")] + (
+            ["--out"] if field.name == "out_dir" else []
+        )
         if kind.startswith("list"):
-            parser.add_argument(flag, dest=field.name, nargs="+", default=None)
+            parser.add_argument(*flags, dest=field.name, nargs="+", default=None)
         else:
             convert = int if kind.startswith("int") else float if kind.startswith("float") else str
-            parser.add_argument(flag, dest=field.name, type=convert, default=None)
+            parser.add_argument(*flags, dest=field.name, type=convert, default=None)
 
 
 def _spec_from_args(args):

@@ -10,7 +10,8 @@ from ia3engine.errors import IA3Error
 
 
 def command(subparsers, name, help_, func, *, json_flag=True):
-    parser = subparsers.add_parser(name, help=help_, description=help_)
+    # "resolve": flags borrowed from `ia3 train` (which has its own --json) may repeat ours.
+    parser = subparsers.add_parser(name, help=help_, description=help_, conflict_handler="resolve")
     if json_flag:
         parser.add_argument("--json", action="store_true", help="print JSON for scripts")
     parser.set_defaults(func=guarded(func))
