@@ -130,6 +130,8 @@ def reading(db: Engine | str | None = None) -> Iterator[Connection]:
 
 
 def _alembic_config():
+    # Alembic announces its plugins at INFO on first import: noise in every CLI command.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     from alembic.config import Config
 
     cfg = Config()
@@ -144,16 +146,26 @@ def head_revision() -> str:
     return ScriptDirectory.from_config(_alembic_config()).get_current_head()
 
 
+def _current_revision(conn: Connection) -> str | None:
+    from sqlalchemy import inspect
+
+    if not inspect(conn).has_table("alembic_version"):
+        return None
+    return conn.scalar(text("SELECT version_num FROM alembic_version"))
+
+
 def migrate(engine: Engine, revision: str = "head") -> None:
     """Apply Alembic migrations up to `revision`; rows survive every step."""
+    cfg = _alembic_config()
     from alembic import command
 
-    cfg = _alembic_config()
     # Alembic's config is an ini parser: a literal % in a password must be doubled.
     cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(False).replace("%", "%%"))
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK_KEY})
+        if revision == "head" and _current_revision(conn) == head_revision():
+            return  # the usual case: nothing to do, and nothing for Alembic to log
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
     log.debug("database %s at schema %s", engine.url.render_as_string(True), revision)
