@@ -20,7 +20,9 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "data"
 def add_commands(subparsers) -> None:
     """Register `train` and `eval` on an argparse subparsers object."""
     train = subparsers.add_parser(
-        "train", help="train an IA3 adapter on a dataset file", description=__doc__
+        "train",
+        help="train an IA3 adapter on a dataset file",
+        description="Train an IA3 adapter on a dataset file and save it in PEFT's format.",
     )
     train.add_argument("--model", default="minilm", help="Hub id, local folder or 'minilm'")
     train.add_argument("--data", help="training file (CSV, TSV, JSON, JSONL, Parquet, text)")

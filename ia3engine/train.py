@@ -240,14 +240,14 @@ def _train_built(
         labels=data.labels,
         setup_seconds=time.perf_counter() - started,
     )
-    before = {}
-    if not resumed:
-        before = loop.evaluate()
-        emit("eval", step=0, metrics=before)
     out_dir = Path(spec.out_dir)
     stopped = loop.run(should_stop, checkpoint_dir, out_dir / "checkpoint", spec_dict)
+    before = {}
     if not stopped:
-        loop.restore_best()
+        before = loop.evaluate_initial()
+        emit("eval", step=0, metrics=before, before=True)
+        if spec.early_stopping_patience:
+            loop.restore_best()  # with early stopping, the adapter is the best evaluation's
     metrics = loop.evaluate(final=True) if not stopped else dict(loop.state.last_metrics)
     if not stopped:
         emit("eval", step=loop.state.step, metrics=metrics)

@@ -38,6 +38,7 @@ class LoopState:
     train_seconds: float = 0.0
     last_metrics: dict = field(default_factory=dict)
     early_stopped: bool = False
+    initial_state: dict | None = None  # trainable tensors before step 1, for the "before" score
 
 
 def make_optimizer(spec, groups: list[dict]):
@@ -77,7 +78,7 @@ class Loop:
         self.train_rows = {k: list(train_data[k]) for k in train_data.column_names}
         self.n_rows = len(train_data)
         self.eval_data = eval_data
-        self.state = LoopState()
+        self.state = LoopState(initial_state=_snapshot(params))
         world = accelerator.num_processes
         self.per_process = spec.batch_size // world
         groups = _param_groups(params, spec)
@@ -160,7 +161,7 @@ class Loop:
             better = True
         if better:
             state.best_metric, state.best_step, state.best_metrics = value, state.step, metrics
-            state.best_state = {n: p.detach().cpu().clone() for n, p in self.params.items()}
+            state.best_state = _snapshot(self.params)
             state.bad_evals = 0
         else:
             state.bad_evals += 1
@@ -175,7 +176,7 @@ class Loop:
     def checkpoint(self, folder, spec_dict: dict) -> Path:
         payload = {
             "spec": spec_dict,
-            "trainable": {n: p.detach().cpu().clone() for n, p in self.params.items()},
+            "trainable": _snapshot(self.params),
             "optimizer": self.optimizer.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
             "loop": dataclasses.asdict(self.state),
@@ -192,9 +193,7 @@ class Loop:
         if payload is None:
             return False
         check_same_spec(payload["spec"], spec_dict, folder)
-        with torch.no_grad():
-            for name, param in self.params.items():
-                param.copy_(payload["trainable"][name].to(param.device, param.dtype))
+        self._load(payload["trainable"])
         self.optimizer.optimizer.load_state_dict(payload["optimizer"])
         self.schedule.load_state_dict(payload["schedule"])
         self.state = LoopState(**payload["loop"])
@@ -208,10 +207,25 @@ class Loop:
         best = self.state.best_state
         if best is None or self.state.best_step == self.state.step:
             return
+        self._load(best)
+        logger.info("Keeping the best evaluation's weights (step %s).", self.state.best_step)
+
+    def evaluate_initial(self) -> dict:
+        """Scores of the weights before step 1, measured now: evaluation uses no randomness,
+        so this equals a step-0 evaluation without delaying the first step."""
+        if self.state.initial_state is None:
+            return {}
+        current = _snapshot(self.params)
+        self._load(self.state.initial_state)
+        try:
+            return self.evaluate()
+        finally:
+            self._load(current)
+
+    def _load(self, tensors: dict) -> None:
         with torch.no_grad():
             for name, param in self.params.items():
-                param.copy_(best[name].to(param.device, param.dtype))
-        logger.info("Keeping the best evaluation's weights (step %s).", self.state.best_step)
+                param.copy_(tensors[name].to(param.device, param.dtype))
 
     # ---- the loop --------------------------------------------------------------------------
     def run(self, should_stop=None, checkpoint_dir=None, stop_dir=None, spec_dict=None) -> bool:
@@ -247,6 +261,10 @@ class Loop:
             examples_per_s=examples / max(per_step, 1e-9),
             eta_s=per_step * (self.spec.steps - self.state.step),
         )
+
+
+def _snapshot(params: dict) -> dict:
+    return {n: p.detach().cpu().clone() for n, p in params.items()}
 
 
 def _param_groups(params: dict, spec) -> list[dict]:

@@ -62,7 +62,8 @@ def test_encoder_classify_learns_and_emits_events_in_order(tiny, tmp_path):
     for key in ("total_steps", "loss", "lr", "examples_per_s", "eta_s"):
         assert key in steps[0]
     evals = [e for e in events if e["type"] == "eval"]
-    assert evals[0]["step"] == 0 and evals[-1]["step"] == 12
+    assert [e["step"] for e in evals if not e.get("before")] == [4, 8, 12]
+    assert [e["metrics"] for e in evals if e.get("before")] == [result.metrics_before]
     assert result.metrics["loss"] < result.metrics_before["loss"]
     assert result.labels == ["negative", "positive"] and result.steps == 12
     assert not result.stopped and result.trainable_params > 0
@@ -102,6 +103,16 @@ def test_generate_reports_loss_and_exact_match(tiny, tmp_path, model):
     assert set(result.metrics) >= {"loss", "exact_match"}
     assert result.metrics["loss"] < result.metrics_before["loss"]
     assert result.labels == []
+
+
+def test_early_stopping_stops_after_patience_evaluations_without_gain(tiny, tmp_path):
+    events = []
+    # a learning rate too small to change anything: every evaluation ties the first
+    spec = _spec(tiny, tmp_path, steps=20, lr=1e-9, head_lr=1e-9, eval_every=1)
+    spec.early_stopping_patience = 2
+    result = train(spec, on_event=events.append)
+    assert result.steps == 3 and not result.stopped
+    assert any(e["type"] == "log" and "Early stop" in e["message"] for e in events)
 
 
 def test_bad_data_emits_failed_with_the_message(tiny, tmp_path):
