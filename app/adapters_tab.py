@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import gradio as gr
 import pandas as pd
@@ -137,93 +138,100 @@ def _import(path, base_model, name):
     return field_note(f"Imported as adapter #{adapter_id}.", "ok")
 
 
-def build(demo: gr.Blocks) -> AdaptersTab:
-    """Lay out the tab and wire its events."""
+def _list_section() -> SimpleNamespace:
     with gr.Row():
         search = gr.Textbox(
-            label="Search",
-            placeholder="name, base model or label",
-            scale=3,
+            label="Search", placeholder="name, base model or label", scale=3,
             elem_id="adapter-search",
-        )
+        )  # fmt: skip
         base_filter = gr.Dropdown(
-            [("All base models", ALL)],
-            value=ALL,
-            label="Base model",
-            scale=2,
+            [("All base models", ALL)], value=ALL, label="Base model", scale=2,
             elem_id="adapter-base",
-        )
+        )  # fmt: skip
         task_filter = gr.Dropdown(
             [("All tasks", ALL), ("classify", "classify"), ("generate", "generate")],
-            value=ALL,
-            label="Task",
-            scale=1,
-            elem_id="adapter-task",
-        )
+            value=ALL, label="Task", scale=1, elem_id="adapter-task",
+        )  # fmt: skip
     table = gr.Dataframe(
-        headers=TABLE_HEADERS,
-        label="Registered adapters",
-        interactive=False,
-        max_height=300,
+        headers=TABLE_HEADERS, label="Registered adapters", interactive=False, max_height=300,
         elem_id="adapters-table",
-    )
-    list_note = note_box()
-    with gr.Row(equal_height=False, visible=False) as detail_row:  # shown once there is one
-        with gr.Column(scale=3, min_width=360):
-            selected = gr.Dropdown(label="Adapter", choices=[], elem_id="adapter-select")
-            header = gr.Markdown(elem_id="adapter-header")
-            metrics = gr.Dataframe(
-                headers=["metric", "value"],
-                label="Metrics",
-                interactive=False,
-                elem_id="adapter-metrics",
+    )  # fmt: skip
+    return SimpleNamespace(
+        search=search, base_filter=base_filter, task_filter=task_filter, table=table,
+        note=note_box(),
+    )  # fmt: skip
+
+
+def _facts_column() -> SimpleNamespace:
+    with gr.Column(scale=3, min_width=360):
+        selected = gr.Dropdown(label="Adapter", choices=[], elem_id="adapter-select")
+        header = gr.Markdown(elem_id="adapter-header")
+        metrics = gr.Dataframe(
+            headers=["metric", "value"], label="Metrics", interactive=False,
+            elem_id="adapter-metrics",
+        )  # fmt: skip
+        with gr.Accordion("Model card", open=False):
+            card = gr.Markdown(elem_id="adapter-card")
+    return SimpleNamespace(selected=selected, header=header, metrics=metrics, card=card)
+
+
+def _actions_column() -> SimpleNamespace:
+    with gr.Column(scale=2, min_width=300):
+        download = gr.DownloadButton(
+            "Download adapter (.zip)", variant="primary", elem_id="adapter-download"
+        )
+        files = gr.File(
+            label="Files, one by one", file_count="multiple", interactive=False,
+            elem_id="adapter-files",
+        )  # fmt: skip
+        new_name = gr.Textbox(label="Name", elem_id="adapter-rename-box")
+        rename = gr.Button("Rename", elem_id="adapter-rename")
+        export = gr.Button("Export merged model", elem_id="adapter-export")
+        merged = gr.File(
+            label="Merged model (.zip)", interactive=False, visible=False,
+            elem_id="adapter-merged",
+        )  # fmt: skip
+        with gr.Row():
+            delete = gr.Button("Delete adapter", variant="stop", elem_id="adapter-delete")
+            confirm = gr.Button(
+                "Yes, delete it", variant="stop", visible=False, elem_id="adapter-confirm"
             )
-            with gr.Accordion("Model card", open=False):
-                card = gr.Markdown(elem_id="adapter-card")
-        with gr.Column(scale=2, min_width=300):
-            download = gr.DownloadButton(
-                "Download adapter (.zip)", variant="primary", elem_id="adapter-download"
-            )
-            files = gr.File(
-                label="Files, one by one",
-                file_count="multiple",
-                interactive=False,
-                elem_id="adapter-files",
-            )
-            new_name = gr.Textbox(label="Name", elem_id="adapter-rename-box")
-            rename = gr.Button("Rename", elem_id="adapter-rename")
-            export = gr.Button("Export merged model", elem_id="adapter-export")
-            merged = gr.File(
-                label="Merged model (.zip)", interactive=False, visible=False,
-                elem_id="adapter-merged",
-            )  # fmt: skip
-            with gr.Row():
-                delete = gr.Button("Delete adapter", variant="stop", elem_id="adapter-delete")
-                confirm = gr.Button(
-                    "Yes, delete it", variant="stop", visible=False, elem_id="adapter-confirm"
-                )
-            action_note = note_box("adapter-note")
+        note = note_box("adapter-note")
+    return SimpleNamespace(
+        download=download, files=files, new_name=new_name, rename=rename, export=export,
+        merged=merged, delete=delete, confirm=confirm, note=note,
+    )  # fmt: skip
+
+
+def _import_section() -> SimpleNamespace:
     with gr.Accordion("Import an adapter", open=False, elem_id="import"):
         with gr.Row():
             upload = gr.File(
-                label="Adapter .zip in PEFT format",
-                file_types=[".zip"],
-                type="filepath",
+                label="Adapter .zip in PEFT format", file_types=[".zip"], type="filepath",
                 elem_id="import-file",
-            )
+            )  # fmt: skip
             with gr.Column():
-                import_base = gr.Textbox(
+                base = gr.Textbox(
                     label="Base model it was trained on",
-                    placeholder="minilm, a Hub id or a folder",
-                    elem_id="import-base",
-                )
-                import_name = gr.Textbox(label="Name (optional)", elem_id="import-name")
-                do_import = gr.Button("Import", elem_id="import-button")
-                import_note = note_box("import-note")
+                    placeholder="minilm, a Hub id or a folder", elem_id="import-base",
+                )  # fmt: skip
+                name = gr.Textbox(label="Name (optional)", elem_id="import-name")
+                button = gr.Button("Import", elem_id="import-button")
+                note = note_box("import-note")
+    return SimpleNamespace(upload=upload, base=base, name=name, button=button, note=note)
 
-    filters = [search, base_filter, task_filter, selected]
-    listing = [table, base_filter, selected, list_note]
-    details = [detail_row, header, metrics, card, download, files, new_name]
+
+def build(demo: gr.Blocks) -> AdaptersTab:
+    """Lay out the tab and wire its events."""
+    shown = _list_section()
+    with gr.Row(equal_height=False, visible=False) as detail_row:  # shown once there is one
+        facts, acts = _facts_column(), _actions_column()
+    imports = _import_section()
+    selected = facts.selected
+    filters = [shown.search, shown.base_filter, shown.task_filter, selected]
+    listing = [shown.table, shown.base_filter, selected, shown.note]
+    details = [detail_row, facts.header, facts.metrics, facts.card, acts.download, acts.files,
+               acts.new_name]  # fmt: skip
     private = {"api_visibility": "private"}
 
     def refresh_on(listener, *args, **kwargs):
@@ -233,30 +241,29 @@ def build(demo: gr.Blocks) -> AdaptersTab:
             _details, selected, details, **private
         )
 
-    for trigger in (demo.load, search.submit, base_filter.input, task_filter.input):
+    for trigger in (demo.load, shown.search.submit, shown.base_filter.input,
+                    shown.task_filter.input):  # fmt: skip
         refresh_on(trigger)
     selected.input(_details, selected, details, **private)
-    table.select(_pick_row, table, selected, **private).then(_details, selected, details, **private)
-    refresh_on(
-        rename.click(
-            _act(adapter_actions.rename_adapter, "Renamed adapter #{id}."),
-            [selected, new_name],
-            action_note,
-            **private,
-        ).then
+    shown.table.select(_pick_row, shown.table, selected, **private).then(
+        _details, selected, details, **private
     )
-    delete.click(lambda: gr.Button(visible=True), None, confirm, **private)
-    deleted = confirm.click(
-        _act(adapter_actions.delete_adapter, "Deleted adapter #{id}."),
-        selected,
-        action_note,
+    renamed = acts.rename.click(
+        _act(adapter_actions.rename_adapter, "Renamed adapter #{id}."),
+        [selected, acts.new_name], acts.note, **private,
+    )  # fmt: skip
+    refresh_on(renamed.then)
+    acts.delete.click(lambda: gr.Button(visible=True), None, acts.confirm, **private)
+    deleted = acts.confirm.click(
+        _act(adapter_actions.delete_adapter, "Deleted adapter #{id}."), selected, acts.note,
         **private,
+    ).then(lambda: gr.Button(visible=False), None, acts.confirm, **private)  # fmt: skip
+    refresh_on(deleted.then)
+    acts.export.click(_export, selected, [acts.note, acts.merged], **private)
+    imported = imports.button.click(
+        _import, [imports.upload, imports.base, imports.name], imports.note, **private
     )
-    refresh_on(deleted.then(lambda: gr.Button(visible=False), None, confirm, **private).then)
-    export.click(_export, selected, [action_note, merged], **private)
-    refresh_on(
-        do_import.click(_import, [upload, import_base, import_name], import_note, **private).then
-    )
+    refresh_on(imported.then)
     return AdaptersTab(refresh_on, selected)
 
 

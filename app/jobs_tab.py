@@ -11,6 +11,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import PurePath
+from types import SimpleNamespace
 
 import gradio as gr
 import pandas as pd
@@ -193,8 +194,8 @@ def _refresh(selected, drawn, config: StudioConfig):
     )
 
 
-def build(demo: gr.Blocks, config: StudioConfig) -> JobsTab:
-    """Lay out the tab and wire its refresh, selection, cancel and retry."""
+def _layout() -> SimpleNamespace:
+    """The components, top to bottom: table, job card and buttons, curves, log."""
     table = gr.Dataframe(
         headers=TABLE_HEADERS, label="Queue and history (newest first; click a row to follow it)",
         interactive=False, max_height=260, elem_id="jobs-table",
@@ -228,50 +229,34 @@ def build(demo: gr.Blocks, config: StudioConfig) -> JobsTab:
         label="Log (last lines)", lines=10, max_lines=10, interactive=False, autoscroll=True,
         elem_id="job-log",
     )  # fmt: skip
-    adapter_id = gr.Number(visible=False, precision=0)
-    drawn = gr.State({})
-    outputs = [
-        table,
-        selected,
-        note,
-        progress,
-        loss,
-        metrics,
-        log,
-        cancel,
-        retry,
-        try_button,
-        adapter_id,
-        drawn,
-    ]
+    return SimpleNamespace(
+        table=table, note=note, selected=selected, progress=progress, cancel=cancel, retry=retry,
+        try_button=try_button, loss=loss, metrics=metrics, log=log,
+        adapter_id=gr.Number(visible=False, precision=0), drawn=gr.State({}),
+    )  # fmt: skip
+
+
+def build(demo: gr.Blocks, config: StudioConfig) -> JobsTab:
+    """Lay out the tab and wire its refresh, selection, cancel and retry."""
+    c = _layout()
+    outputs = [c.table, c.selected, c.note, c.progress, c.loss, c.metrics, c.log, c.cancel,
+               c.retry, c.try_button, c.adapter_id, c.drawn]  # fmt: skip
+    quiet = {"api_visibility": "private", "show_progress": "hidden"}
 
     def refresh(choice, state):
         return _refresh(choice, state, config)
 
     timer = gr.Timer(config.refresh_s)
-    for trigger in (timer.tick, demo.load):
-        trigger(
-            refresh, [selected, drawn], outputs, api_visibility="private", show_progress="hidden"
-        )
-    selected.input(
-        refresh, [selected, drawn], outputs, api_visibility="private", show_progress="hidden"
+    for trigger in (timer.tick, demo.load, c.selected.input):
+        trigger(refresh, [c.selected, c.drawn], outputs, **quiet)
+    c.table.select(_pick_row, c.table, c.selected, api_visibility="private").then(
+        refresh, [c.selected, c.drawn], outputs, **quiet
     )
-    table.select(_pick_row, table, selected, api_visibility="private").then(
-        refresh, [selected, drawn], outputs, api_visibility="private", show_progress="hidden"
-    )
-    cancel.click(
-        _act(job_actions.cancel_job, "Cancel requested for job #{}."),
-        selected,
-        note,
-        api_visibility="private",
-    )
-    retry.click(
-        _act(job_actions.retry_job, "Job #{} queued again."),
-        selected,
-        note,
-        api_visibility="private",
-    )
-    return JobsTab(selected, try_button, adapter_id)
+    cancel = _act(job_actions.cancel_job, "Cancel requested for job #{}.")
+    c.cancel.click(cancel, c.selected, c.note, api_visibility="private")
+    retry = _act(job_actions.retry_job, "Job #{} queued again.")
+    c.retry.click(retry, c.selected, c.note, api_visibility="private")
+    return JobsTab(c.selected, c.try_button, c.adapter_id)
 
 
 def _pick_row(table: pd.DataFrame, event: gr.SelectData):

@@ -120,6 +120,31 @@ def _weight_sliders(adapter_ids):
     ]
 
 
+def _mix_section():
+    """Weight sliders (one per chosen adapter), the mix button, its note and its output."""
+    with gr.Accordion("Mix the chosen adapters with weights", open=False, elem_id="mix"):
+        gr.Markdown(
+            "Each IA3 vector of the mix is the weighted sum of the chosen adapters' vectors."
+        )
+        with gr.Row():
+            weights = [
+                gr.Slider(
+                    -1.0,
+                    2.0,
+                    value=0.5,
+                    step=0.05,
+                    label="Weight",
+                    visible=False,
+                    elem_id=f"mix-weight-{i}",
+                )  # fmt: skip
+                for i in range(MAX_ADAPTERS)
+            ]
+        mix = gr.Button("Run the mix", elem_id="mix-run")
+        mix_note = note_box()
+        mix_slot = _slot("slot-mix", "Mix", False)
+    return weights, mix, mix_note, mix_slot
+
+
 def build(demo: gr.Blocks) -> PlaygroundTab:
     """Lay out the tab and wire compare and mix."""
     gr.Markdown(
@@ -137,11 +162,9 @@ def build(demo: gr.Blocks) -> PlaygroundTab:
             "Refresh list", size="sm", scale=0, min_width=120, elem_id="play-refresh"
         )
     text = gr.Textbox(
-        label="Input",
-        lines=3,
-        placeholder="Type a sentence, e.g. 'A warm, funny film.'",
+        label="Input", lines=3, placeholder="Type a sentence, e.g. 'A warm, funny film.'",
         elem_id="play-input",
-    )
+    )  # fmt: skip
     with gr.Row():
         run = gr.Button("Compare", variant="primary", elem_id="play-run", scale=3)
         include_base = gr.Checkbox(
@@ -152,26 +175,7 @@ def build(demo: gr.Blocks) -> PlaygroundTab:
         slots = [_slot("slot-base", "Untuned base", True)] + [
             _slot(f"slot-{i + 1}", f"Adapter {i + 1}", False) for i in range(MAX_ADAPTERS)
         ]
-    with gr.Accordion("Mix the chosen adapters with weights", open=False, elem_id="mix"):
-        gr.Markdown(
-            "Each IA3 vector of the mix is the weighted sum of the chosen adapters' vectors."
-        )
-        with gr.Row():
-            weights = [
-                gr.Slider(
-                    -1.0,
-                    2.0,
-                    value=0.5,
-                    step=0.05,
-                    label="Weight",
-                    visible=False,
-                    elem_id=f"mix-weight-{i}",
-                )
-                for i in range(MAX_ADAPTERS)
-            ]
-        mix = gr.Button("Run the mix", elem_id="mix-run")
-        mix_note = note_box()
-        mix_slot = _slot("slot-mix", "Mix", False)
+    weights, mix, mix_note, mix_slot = _mix_section()
     outputs = [note] + [c for s in slots for c in s.outputs()]
     run.click(_compare, [text, adapters, include_base], outputs, api_visibility="private")
     text.submit(_compare, [text, adapters, include_base], outputs, api_visibility="private")

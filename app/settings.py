@@ -81,98 +81,65 @@ def _preset_updates(preset: str):
     )
 
 
+def _advanced(start: dict) -> dict:
+    """The advanced controls, filled from the preset `start`; name -> component."""
+    c = {}
+    with gr.Accordion("Advanced settings", open=False, elem_id="advanced"):
+        with gr.Row():
+            c["steps"] = gr.Slider(
+                1, 3000, value=start.get("steps", 100), step=1, label="Training steps",
+                elem_id="steps",
+            )  # fmt: skip
+            c["lr"] = gr.Dropdown(
+                LEARNING_RATES, value=start.get("lr", 3e-3), label="Learning rate", elem_id="lr"
+            )
+            c["batch_size"] = gr.Dropdown(
+                BATCH_SIZES, value=start.get("batch_size", 8), label="Batch size",
+                elem_id="batch-size",
+            )  # fmt: skip
+        with gr.Row():
+            c["max_length"] = gr.Slider(
+                16, 1024, value=start.get("max_length", 128), step=16,
+                label="Max tokens per example", elem_id="max-length",
+            )  # fmt: skip
+            c["val_fraction"] = gr.Slider(
+                0.05, 0.5, value=0.1, step=0.05, label="Validation share (when no eval file)",
+                elem_id="val-fraction",
+            )  # fmt: skip
+            c["eval_every"] = gr.Slider(
+                0, 500, value=start.get("eval_every", 50), step=1,
+                label="Evaluate every N steps (0 = at the end)", elem_id="eval-every",
+            )  # fmt: skip
+        with gr.Row():
+            c["optimizer"] = gr.Dropdown(
+                OPTIMIZERS, value=start.get("optimizer", "adamw"), label="Optimizer",
+                elem_id="optimizer",
+            )  # fmt: skip
+            c["quantize"] = gr.Dropdown(
+                QUANTIZE, value="none", label="Base model precision", elem_id="quantize"
+            )
+            c["seed"] = gr.Slider(0, 9999, value=0, step=1, label="Seed", elem_id="seed")
+    return c
+
+
 def build(config: StudioConfig) -> SettingsForm:
     """Lay out the settings block; returns the form."""
     known = presets()
     default = "quick" if "quick" in known else next(iter(known))
-    start = known[default]
     gr.Markdown("### 3 · Settings", elem_classes=["step-title"])
     with gr.Row():
         preset = gr.Radio(
             [(f"{name} — {PRESET_HELP.get(name, '')}".rstrip(" —"), name) for name in known],
-            value=default,
-            label="Preset",
-            elem_id="preset",
-            scale=3,
-        )
+            value=default, label="Preset", elem_id="preset", scale=3,
+        )  # fmt: skip
         name = gr.Textbox(
-            label="Adapter name (optional)",
-            placeholder="e.g. sentiment-v1",
-            elem_id="adapter-name",
-            scale=2,
-        )
-    with gr.Accordion("Advanced settings", open=False, elem_id="advanced"):
-        with gr.Row():
-            steps = gr.Slider(
-                1,
-                3000,
-                value=start.get("steps", 100),
-                step=1,
-                label="Training steps",
-                elem_id="steps",
-            )
-            lr = gr.Dropdown(
-                LEARNING_RATES, value=start.get("lr", 3e-3), label="Learning rate", elem_id="lr"
-            )
-            batch_size = gr.Dropdown(
-                BATCH_SIZES,
-                value=start.get("batch_size", 8),
-                label="Batch size",
-                elem_id="batch-size",
-            )
-        with gr.Row():
-            max_length = gr.Slider(
-                16,
-                1024,
-                value=start.get("max_length", 128),
-                step=16,
-                label="Max tokens per example",
-                elem_id="max-length",
-            )
-            val_fraction = gr.Slider(
-                0.05,
-                0.5,
-                value=0.1,
-                step=0.05,
-                label="Validation share (when no eval file)",
-                elem_id="val-fraction",
-            )
-            eval_every = gr.Slider(
-                0,
-                500,
-                value=start.get("eval_every", 50),
-                step=1,
-                label="Evaluate every N steps (0 = at the end)",
-                elem_id="eval-every",
-            )
-        with gr.Row():
-            optimizer = gr.Dropdown(
-                OPTIMIZERS,
-                value=start.get("optimizer", "adamw"),
-                label="Optimizer",
-                elem_id="optimizer",
-            )
-            quantize = gr.Dropdown(
-                QUANTIZE, value="none", label="Base model precision", elem_id="quantize"
-            )
-            seed = gr.Slider(0, 9999, value=0, step=1, label="Seed", elem_id="seed")
-    form = SettingsForm(
-        preset,
-        name,
-        steps,
-        lr,
-        batch_size,
-        max_length,
-        val_fraction,
-        eval_every,
-        optimizer,
-        quantize,
-        seed,
-    )
+            label="Adapter name (optional)", placeholder="e.g. sentiment-v1",
+            elem_id="adapter-name", scale=2,
+        )  # fmt: skip
+    controls = _advanced(known[default])
+    form = SettingsForm(preset=preset, name=name, **controls)
+    preset_driven = ["steps", "lr", "batch_size", "max_length", "eval_every", "optimizer"]
     preset.change(
-        _preset_updates,
-        preset,
-        [steps, lr, batch_size, max_length, eval_every, optimizer],
-        api_visibility="private",
+        _preset_updates, preset, [controls[k] for k in preset_driven], api_visibility="private"
     )
     return form

@@ -155,6 +155,20 @@ def _choose_data(source, sample, upload, text_column, label_column, task, config
     return _describe(path, text_column, label_column, task, remap=True)
 
 
+def _queue(form, model_src, bundled_name, hub, local, path, task, text, label, *values):
+    """Queue the form as a job: (note under the button, job id or None)."""
+    model = _model_name(model_src, bundled_name, hub, local).strip()
+    fields = settings.spec_fields(form, values)
+    fields.update(model=model, data=path, task=task, text_column=text, label_column=label)
+    if eval_path := preview.sample_eval_file(path or ""):
+        fields.setdefault("eval_data", eval_path)
+    try:
+        job_id = job_actions.enqueue_training(fields)
+    except Exception as error:
+        return field_note(explain(error)), None
+    return field_note(f"Job #{job_id} queued. Follow it in the Jobs tab.", "ok"), job_id
+
+
 def _model_section(config: StudioConfig):
     gr.Markdown("### 1 · Model", elem_classes=["step-title"])
     with gr.Row(equal_height=False):
@@ -272,36 +286,19 @@ def build(demo: gr.Blocks, config: StudioConfig) -> TrainTab:
         trigger(lambda *a: _choose_data(*a, config), choose, data_views, api_visibility="private")
         trigger(lambda: "", None, queue_note, api_visibility="private")
     mapping = [data_path, text_col, label_col, task]
+    remap = lambda p, t, lab, k: _describe(p, t, lab, k, remap=True)  # noqa: E731
+    keep = lambda p, t, lab, k: _describe(p, t, lab, k, remap=False)  # noqa: E731
     for trigger in (text_col.input, label_col.input):
-        trigger(
-            lambda p, t, lab, k: _describe(p, t, lab, k, remap=False),
-            mapping,
-            data_views,
-            api_visibility="private",
-        )
+        trigger(keep, mapping, data_views, api_visibility="private")
     # Another task reads other columns (prompt/response), so the guesses start over.
-    task.change(
-        lambda p, t, lab, k: _describe(p, t, lab, k, remap=True),
-        mapping,
-        data_views,
-        api_visibility="private",
-    )
-
-    def queue(model_src, bundled_name, hub, local, path, task_name, text, label, *values):
-        model = _model_name(model_src, bundled_name, hub, local).strip()
-        fields = settings.spec_fields(form, values)
-        fields.update(model=model, data=path, task=task_name, text_column=text, label_column=label)
-        if eval_path := preview.sample_eval_file(path or ""):
-            fields.setdefault("eval_data", eval_path)
-        try:
-            job_id = job_actions.enqueue_training(fields)
-        except Exception as error:
-            return field_note(explain(error)), None
-        return field_note(f"Job #{job_id} queued. Follow it in the Jobs tab.", "ok"), job_id
+    task.change(remap, mapping, data_views, api_visibility="private")
 
     queue_inputs = [source, bundled, hub_id, folder, data_path, task, text_col, label_col]
     queue_event = queue_button.click(
-        queue, queue_inputs + form.inputs(), [queue_note, queued_job], api_visibility="private"
+        lambda *values: _queue(form, *values),
+        queue_inputs + form.inputs(),
+        [queue_note, queued_job],
+        api_visibility="private",
     )
     # Two separate loads, so the data preview does not wait for the model to load.
     demo.load(_show_model, model_inputs, model_outputs, api_visibility="private")

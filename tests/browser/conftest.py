@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 from studio_support import running_studio
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -19,6 +20,8 @@ CHROMIUM_FLAGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]  # fmt: skip
 LOCAL = ("http://127.0.0.1", "http://localhost", "data:", "blob:")
+# A shared 2-core machine can take many seconds to answer; wait for the page, not a clock.
+expect.set_options(timeout=60_000)
 
 
 def pytest_collection_modifyitems(items):

@@ -91,7 +91,7 @@ def test_new_user_trains_follows_compares_and_downloads(
     expect(second.locator("#job-progress")).to_contain_text("Job #1 · minilm on my_reviews.csv")
     second.close()
 
-    expect(progress.locator(".badge-done")).to_be_visible(timeout=240_000)
+    expect(progress.locator(".badge-done")).to_be_visible(timeout=600_000)
     expect(progress).to_contain_text(f"Step {STEPS} of {STEPS} (100 %)")
     expect(page.locator("#job-log textarea")).to_have_value(re.compile("finished"))
     shots(page, "done")
