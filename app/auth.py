@@ -273,8 +273,16 @@ def share_visit(adapter_id: int, token: str | None) -> Iterator[Actor]:
 
 
 def check_model_choice(model: str) -> None:
-    """Signed-in users may load Hub ids and bundled models only, never a folder on the server."""
-    from jobs.access_limits import check_model
+    """Signed-in users may load Hub ids and bundled models only, never a folder on the server;
+    a visitor who has not signed in may look at the bundled model only (loading others costs
+    the studio memory)."""
+    from ia3engine.errors import AccessDeniedError
+    from jobs.access import SIGN_IN
+    from jobs.access_limits import BUNDLED_MODELS, check_model
 
-    if current_actor() != LOCAL:
-        check_model(model)
+    actor = current_actor()
+    if actor == LOCAL:
+        return
+    check_model(model)
+    if not actor.signed_in and str(model).strip() not in BUNDLED_MODELS:
+        raise AccessDeniedError(SIGN_IN)

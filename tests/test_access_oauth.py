@@ -121,6 +121,8 @@ def test_nobody_signed_in_and_forged_sessions_get_nothing(space):
                                  api_name="/enqueue")  # fmt: skip
     for stranger in (client(space, None), client(space, "ann", secret="guessed-secret")):
         assert stranger.predict(api_name="/list_jobs") == []
+        with pytest.raises(AppError, match="not signed in"):  # loading models costs memory
+            stranger.predict("distilgpt2", "generate", api_name="/describe_model")
         with pytest.raises(AppError, match="not signed in"):
             stranger.predict({"model": "minilm", "data": "sentiment", "steps": 5}, None, None,
                              api_name="/enqueue")  # fmt: skip

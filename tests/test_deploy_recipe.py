@@ -76,7 +76,8 @@ def installed(tmp_path_factory):
     assert steps[-1] == "ia3 studio"  # runs until stopped: the tests below start it themselves
     script = "set -euo pipefail\n" + "\n".join(steps[:-1]) + "\nia3 studio --help\n"
     started = time.monotonic()
-    result = subprocess.run(["bash", "-c", script], cwd=context, env=_clean_env(),
+    # PIP_NO_COMPILE: skip writing .pyc for torch's thousands of files (Python does it lazily).
+    result = subprocess.run(["bash", "-c", script], cwd=context, env=_clean_env(PIP_NO_COMPILE="1"),
                             capture_output=True, text=True, timeout=1500)  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     print(f"\nREADME install steps in a fresh venv: {time.monotonic() - started:.0f} s")
