@@ -10,7 +10,7 @@ import zipfile
 import pytest
 from gradio_client import Client, handle_file
 from studio_support import running_studio
-from train_models import save_tiny, write_sentiment
+from train_models import save_tiny, write_instructions, write_sentiment
 
 JOB_TIMEOUT_S = 240
 
@@ -155,3 +155,16 @@ def test_cancel_stops_a_job_and_retry_queues_it_again(client, studio, trained, t
     again = client.predict(job_id, api_name="/retry_job")
     assert client.predict(again, api_name="/job_status")["status"] in ("queued", "running")
     client.predict(again, api_name="/cancel_job")  # leave the worker free
+
+
+def test_a_generation_adapter_answers_with_text_beside_the_base(client, studio, tiny, tmp_path):
+    data = write_instructions(tmp_path / "echo.jsonl", n=24)
+    spec = {"model": tiny[0], "task": "generate", "steps": 4, "eval_every": 0, "batch_size": 8}
+    job = wait_done(
+        client, client.predict(spec, handle_file(data), None, api_name="/enqueue"), studio
+    )
+    result = client.predict("Say it again : the food was good", [job["adapter_id"]], True,
+                            api_name="/predict")  # fmt: skip
+    assert result["task"] == "generate"
+    assert isinstance(result["base"]["text"], str)
+    assert isinstance(result["adapters"][0]["text"], str)
