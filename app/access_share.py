@@ -6,6 +6,7 @@ answers 404, so people other than the owner learn nothing about the adapter.
 
 from __future__ import annotations
 
+import html
 import logging
 
 import gradio as gr
@@ -53,7 +54,12 @@ ENDPOINTS = [share_adapter, unshare_adapter, share_link]
 def _shown(path: str) -> str:
     if not path:
         return field_note("Not shared: only you (and admins) can open this adapter.", "info")
-    return field_note(f"Anyone with this link can open and download it: {path}", "ok")
+    # A relative link: the browser shows and copies it with this studio's own address.
+    anchor = f'<a href="{html.escape(path)}" target="_blank" rel="noopener">this link</a>'
+    return (
+        '<div class="note note-ok" role="status"><span class="note-icon">✓</span> Shared: '
+        f"anyone with {anchor} can open and download the adapter (right-click it to copy).</div>"
+    )
 
 
 def _view(adapter_id):
