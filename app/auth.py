@@ -13,12 +13,12 @@ import os
 import time
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ia3engine.errors import ConfigError
 from jobs.access import ANONYMOUS, LOCAL, Actor, user
-from jobs.access_limits import Limits
+from jobs.access_limits import NO_LIMITS, Limits
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class AccessSettings:
     users_file: Path | None = None  # password mode: the IA3_USERS file
     admins: frozenset[str] = frozenset()  # IA3_ADMINS: see and change everything
     allowed: frozenset[str] | None = None  # IA3_ALLOWED_USERS (oauth): only these may act
-    limits: Limits = field(default_factory=Limits)
+    limits: Limits = NO_LIMITS  # the local user: only limits set in the environment
 
     @property
     def multi_user(self) -> bool:
@@ -83,7 +83,7 @@ def settings_from_env(host: str, env: Mapping[str, str] | None = None) -> Access
         users_file=Path(users).expanduser() if users else None,
         admins=_names(env.get("IA3_ADMINS")),
         allowed=_names(env.get("IA3_ALLOWED_USERS")) or None,
-        limits=Limits.from_env(env),
+        limits=Limits.from_env(env, defaults=mode != "local"),
     )
     if mode == "password":
         _check_password_mode(settings)

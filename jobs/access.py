@@ -105,7 +105,8 @@ def cancel_job(job_id: int, *, actor: Actor, db=None) -> queue.JobInfo:
 def retry_job(job_id: int, *, actor: Actor, limits: Limits | None = None, db=None) -> int:
     """Requeue a failed or cancelled job; it counts against the queue limits like a new one."""
     job = _job(job_id, actor, db)
-    access_limits.check_queue_room(job.owner, limits or Limits.from_env(), db=db)
+    limits = limits or Limits.from_env(defaults=actor != LOCAL)
+    access_limits.check_queue_room(job.owner, limits, db=db)
     return queue.retry_job(int(job_id), db=db)
 
 
@@ -118,7 +119,7 @@ def admit(spec, *, actor: Actor, limits: Limits | None = None, db=None) -> dict:
     from ia3engine.spec import TrainSpec
     from jobs.specs import DATA_FIELDS, spec_from_dict, validated_spec
 
-    limits = limits or Limits.from_env()
+    limits = limits or Limits.from_env(defaults=actor != LOCAL)
     owner = owner_for(actor)
     spec = spec if isinstance(spec, TrainSpec) else spec_from_dict(spec)
     if actor != LOCAL:
@@ -202,7 +203,7 @@ def import_adapter(
 ) -> int:
     """Import an adapter zip or folder as the actor's own (size-limited, safetensors only)."""
     owner = owner_for(actor)
-    access_limits.check_file_size(path, limits or Limits.from_env())
+    access_limits.check_file_size(path, limits or Limits.from_env(defaults=actor != LOCAL))
     named = base_model or (None if actor == LOCAL else _named_base(path))
     if actor != LOCAL and named:
         access_limits.check_model(named)

@@ -35,6 +35,7 @@ _SETTINGS = {
     "max_jobs_per_user": ("IA3_MAX_JOBS_PER_USER", 3, "jobs"),
     "max_queued": ("IA3_MAX_QUEUED", 100, "jobs"),
 }
+_SETTINGS_DEFAULTS = {variable: default for variable, default, _ in _SETTINGS.values()}
 
 
 @dataclass(frozen=True)
@@ -48,13 +49,17 @@ class Limits:
     max_queued: int | None = 100  # queued jobs of everyone together
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Limits:
-        """Read IA3_MAX_*; unset means the default, 'none' means no limit."""
+    def from_env(cls, env: Mapping[str, str] | None = None, *, defaults: bool = True) -> Limits:
+        """Read IA3_MAX_*; 'none' means no limit; unset means the default, or no limit when
+        `defaults` is False (the local single user, whom only a host's explicit limit binds)."""
         env = os.environ if env is None else env
         values = {}
         for field, (variable, default, _) in _SETTINGS.items():
-            values[field] = _parse(variable, env.get(variable), default)
+            values[field] = _parse(variable, env.get(variable), default if defaults else None)
         return cls(**values)
+
+
+NO_LIMITS = Limits(None, None, None, None, None)
 
 
 def _parse(variable: str, raw: str | None, default):
@@ -62,7 +67,7 @@ def _parse(variable: str, raw: str | None, default):
         return default
     if raw.strip().lower() in _NO_LIMIT:
         return None
-    kind = type(default)
+    kind = type(_SETTINGS_DEFAULTS[variable])
     try:
         value = kind(raw.strip())
     except ValueError:
@@ -70,7 +75,8 @@ def _parse(variable: str, raw: str | None, default):
     if value is None or value <= 0:
         raise ConfigError(
             f"{variable}={raw!r} is not a positive {'number' if kind is float else 'whole number'}"
-            f"; set it like {variable}={default} or {variable}=none for no limit."
+            f"; set it like {variable}={_SETTINGS_DEFAULTS[variable]} or {variable}=none for no "
+            "limit."
         )
     return value
 

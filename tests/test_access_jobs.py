@@ -140,7 +140,7 @@ def test_a_share_link_dies_with_its_adapter_even_if_the_id_comes_back(db_url, ad
 
 
 def test_signed_in_users_may_only_name_uploaded_files_samples_and_hub_models(
-    db_url, upload, tmp_path
+    db_url, upload, tmp_path, monkeypatch
 ):
     outside = jobs_support.write_reviews(tmp_path / "secret.csv")
     link = tmp_path / "data" / "uploads" / "abc" / "link.csv"
@@ -157,8 +157,13 @@ def test_signed_in_users_may_only_name_uploaded_files_samples_and_hub_models(
 
     sample = str(EXAMPLES / "sentiment_train.csv")
     assert access.enqueue(_spec(sample, model="org/model"), actor=ANN, limits=OPEN, db=db_url)
-    # The local single user (studio on 127.0.0.1, the CLI) may name any file it can read.
+    # The local single user (studio on 127.0.0.1, the CLI) may name any file it can read,
+    # and only limits the host set explicitly apply to it.
     assert access.enqueue(_spec(outside), actor=LOCAL, limits=OPEN, db=db_url)
+    monkeypatch.setenv("IA3_MAX_STEPS", "20")
+    assert access.enqueue(_spec(outside, steps=20), actor=LOCAL, db=db_url)
+    with pytest.raises(LimitError, match="IA3_MAX_STEPS"):
+        access.enqueue(_spec(outside, steps=21), actor=LOCAL, db=db_url)
     assert queue.get_job(1, db=db_url).owner == "ann"
 
 
@@ -194,6 +199,8 @@ def test_limits_read_from_the_environment_and_bad_values_name_the_variable():
     limits = Limits.from_env({"IA3_MAX_STEPS": "50", "IA3_MAX_QUEUED": "none"})
     assert limits.max_steps == 50 and limits.max_queued is None
     assert limits.max_jobs_per_user == Limits().max_jobs_per_user
+    local = Limits.from_env({"IA3_MAX_STEPS": "50"}, defaults=False)  # the local user
+    assert local.max_steps == 50 and local.max_upload_mb is None and local.max_queued is None
     from ia3engine.errors import ConfigError
 
     for raw in ("-1", "lots", "0"):
