@@ -125,9 +125,16 @@ def load_base(
     with _quiet_loading():
         try:
             loaded, info = auto.from_pretrained(path, output_loading_info=True, **kwargs)
-        except (OSError, ValueError, RuntimeError) as err:
+        except OSError as err:
             raise ModelLoadError(_load_failure(model, err)) from err
+        except (ValueError, RuntimeError) as err:
+            raise ModelLoadError(
+                f"Model '{model}' was found but could not be loaded: {str(err)[:300]}"
+            ) from err
     fresh = sorted(info.get("missing_keys", []) or [])
+    fresh += sorted(
+        str(k[0] if isinstance(k, tuple) else k) for k in info.get("mismatched_keys", []) or []
+    )
     if fresh:
         logger.info(
             "Loaded %s; new head weights %s start from scratch (expected: training sets them).",
@@ -196,6 +203,8 @@ def _load_kwargs(kind, task, num_labels, labels, quantize, device) -> dict:
     kwargs: dict[str, Any] = {}
     if kind == "encoder":
         kwargs["num_labels"] = num_labels or 2
+        # a checkpoint's own head may have another label count: it is replaced, not an error
+        kwargs["ignore_mismatched_sizes"] = True
         if labels:
             kwargs["id2label"] = dict(enumerate(labels))
             kwargs["label2id"] = {name: i for i, name in enumerate(labels)}
