@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import multiprocessing
 import os
+import signal
 import sys
+import threading
+import time
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -40,11 +44,41 @@ def add_commands(subparsers) -> None:
     parser.set_defaults(func=run_studio)
 
 
+def _exit_with_parent(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(1.0)
+    logger.warning("the studio (pid %s) is gone; its embedded worker stops too", parent_pid)
+    # A job cut short here goes back to the queue when its heartbeat goes stale, and resumes
+    # from its last checkpoint: the queue's crash recovery.
+    os._exit(0)
+
+
+def _embedded_worker(parent_pid: int, device: str | None) -> None:
+    """A worker process that lives only as long as the studio that started it (even kill -9)."""
+    from jobs.worker import Worker
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
+    Worker(device=device).run_forever()
+
+
 def start_workers(count: int, device: str | None = None) -> list:
     """Start `count` worker processes on the studio's database."""
-    from jobs.worker import start_worker_process
+    context = multiprocessing.get_context("spawn")  # no fork of a process with threads
+    processes = []
+    for _ in range(count):
+        process = context.Process(
+            target=_embedded_worker, args=(os.getpid(), device), name="ia3-worker"
+        )
+        process.start()
+        processes.append(process)
+    return processes
 
-    return [start_worker_process(device=device) for _ in range(count)]
+
+def _stop_on_sigterm(signum, frame) -> None:
+    # uvicorn re-raises the SIGTERM it handled once it has shut down; the default action would
+    # end the process on the spot, before the embedded workers are stopped.
+    raise SystemExit(0)
 
 
 def stop_workers(processes: list) -> None:
@@ -78,6 +112,7 @@ def run_studio(args: argparse.Namespace) -> int:
         print(f"Started {workers} worker process(es).", flush=True)
     else:
         print("No worker started: jobs wait until `ia3 worker` runs on this database.", flush=True)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         serve(config, host=args.host, port=args.port)
     finally:

@@ -21,8 +21,9 @@ START_TIMEOUT_S = 180
 class Studio:
     """A running studio: its URL, data directory and log file."""
 
-    def __init__(self, url: str, data_dir: Path, log: Path):
+    def __init__(self, url, data_dir: Path, log: Path, process=None, workers=()):
         self.url, self.data_dir, self.log = url, data_dir, log
+        self.process, self.workers = process, list(workers)  # the studio and its workers
 
     def log_tail(self, chars: int = 4000) -> str:
         return self.log.read_text(errors="replace")[-chars:]
@@ -50,6 +51,35 @@ def _wait_until_up(url: str, process: subprocess.Popen, log: Path) -> None:
     )
 
 
+def children(pid: int) -> list[int]:
+    """Process ids whose parent is `pid` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the process ended while we looked
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def wait_gone(pids: list[int], timeout_s: float = 30.0) -> list[int]:
+    """Wait for `pids` to end; returns those still alive after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while (left := [p for p in pids if alive(p)]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
+
+
 @contextmanager
 def running_studio(data_dir: Path, workers: int = 1):
     """`ia3 studio` on a free port with `workers` embedded worker processes."""
@@ -64,9 +94,11 @@ def running_studio(data_dir: Path, workers: int = 1):
             command, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT
         )
     url = f"http://127.0.0.1:{port}/"
+    workers: list[int] = []
     try:
         _wait_until_up(url, process, log)
-        yield Studio(url, data_dir, log)
+        workers = children(process.pid)
+        yield Studio(url, data_dir, log, process, workers)
     finally:
         process.terminate()  # the studio stops its workers on the way out
         try:
@@ -74,3 +106,7 @@ def running_studio(data_dir: Path, workers: int = 1):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        left = wait_gone(workers)
+        for pid in left:
+            os.kill(pid, 9)
+    assert not left, f"worker processes {left} outlived the studio:\n{log.read_text()[-3000:]}"
