@@ -105,4 +105,5 @@ def serve(config: StudioConfig, host: str = "127.0.0.1", port: int = 7860) -> No
 
     app = create_app(config)
     print(f"IA3 Studio on http://{host}:{port}  (data in {config.data_dir})", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    # Open event streams (a browser tab, an API client) would hold a graceful stop forever.
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=3)
