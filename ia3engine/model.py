@@ -14,12 +14,12 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from ia3engine.config import IA3Config, matches
+from ia3engine.config import IA3Config
 from ia3engine.errors import AdapterError
 from ia3engine.layers import IA3Layer, wrap_layer
 from ia3engine.routing import BASE, RowRouting, route_rows
 from ia3engine.saved_modules import SavedModule
-from ia3engine.targets import resolve_targets
+from ia3engine.targets import resolve_targets, saved_module_names
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +76,13 @@ class IA3Model(nn.Module):
             raise AdapterError(
                 "A mixed-adapter batch needs unmerged adapters; call model.unmerge() first."
             )
+        if torch.is_grad_enabled() and getattr(self.base_model, "is_gradient_checkpointing", False):
+            # checkpointed blocks recompute their forward in backward, outside this call's
+            # row routing, so the gradients would silently come from the active adapters
+            raise AdapterError(
+                "Mixed-adapter batches cannot train with gradient checkpointing; call "
+                "model.base_model.gradient_checkpointing_disable() or train one adapter per batch."
+            )
         return RowRouting.from_names(list(adapter_names), device=self.device)
 
     # ---- modules ---------------------------------------------------------------------------
@@ -122,7 +129,7 @@ class IA3Model(nn.Module):
             self.set_adapter(adapter_name)
 
     def _add_saved_modules(self, adapter_name: str, spec, sources=None) -> None:
-        for name in _saved_module_names(self.base_model, spec):
+        for name in saved_module_names(self.base_model, spec):
             module = self.base_model.get_submodule(name)
             if isinstance(module, IA3Layer):
                 raise AdapterError(
@@ -307,20 +314,6 @@ def _check_new_name(name: str, existing: dict) -> None:
         raise AdapterError(
             f"An adapter named '{name}' already exists; pick another name or delete it first."
         )
-
-
-def _saved_module_names(model: nn.Module, spec) -> list[str]:
-    """Outermost modules matched by a modules_to_save spec, looking through our wrappers."""
-    if not spec:
-        return []
-    found: list[str] = []
-    for name, _ in model.named_modules():
-        parts = name.split(".")
-        if not name or {"original_module", "modules_to_save", "base_layer"} & set(parts):
-            continue
-        if matches(spec, name) and not any(name.startswith(p + ".") for p in found):
-            found.append(name)
-    return found
 
 
 def get_ia3_model(

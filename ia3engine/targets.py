@@ -130,13 +130,18 @@ def _walk(model: nn.Module, protected: list[str]) -> list[tuple[str, nn.Module]]
     return out
 
 
-def _protected_names(model: nn.Module, config: IA3Config) -> list[str]:
-    """Outermost names of the modules matched by modules_to_save."""
-    if not config.modules_to_save:
+def saved_module_names(model: nn.Module, spec) -> list[str]:
+    """Outermost names of the modules a modules_to_save spec matches.
+
+    The insides of our own wrappers (base_layer, original_module, modules_to_save copies) are
+    skipped, so the answer is the same before and after the model is wrapped.
+    """
+    if not spec:
         return []
+    internals = {"original_module", "modules_to_save", "base_layer"}
+    names = [n for n, _ in model.named_modules() if n and internals.isdisjoint(n.split("."))]
     found: list[str] = []
-    names = [name for name, _ in model.named_modules() if name]
-    for name in select(config.modules_to_save, names):
+    for name in select(spec, names):
         if not any(name.startswith(p + ".") for p in found):
             found.append(name)
     return found
@@ -183,7 +188,7 @@ class _Choice:
 def _choose(model: nn.Module, config: IA3Config) -> _Choice:
     """Apply the config to the model: which names are targets, which are feedforward."""
     model_type = model_type_of(model)
-    protected = _protected_names(model, config)
+    protected = saved_module_names(model, config.modules_to_save)
     walked = _walk(model, protected)
     all_names = [n for n, _ in walked]
     heads = _head_names(model, walked)

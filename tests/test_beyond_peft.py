@@ -257,3 +257,16 @@ def test_merge_into_quantized_minilm_where_peft_refuses(minilm_path, bits):
         ValueError, match=f"Cannot merge ia3 layers when the model is loaded in {bits}-bit"
     ):
         theirs.merge_and_unload()
+
+
+def test_mixed_batch_refuses_to_train_under_gradient_checkpointing():
+    # checkpointed blocks would recompute outside the row routing and use the wrong vectors
+    model = get_ia3_model(TRANSFORMERS["llama"](), IA3Config(init_ia3_weights=False))
+    model.add_adapter("other", IA3Config(init_ia3_weights=False))
+    model.base_model.gradient_checkpointing_enable()
+    model.train()
+    batch = token_batch("llama", batch=2)
+    with pytest.raises(AdapterError, match="gradient checkpointing"):
+        model(**batch, adapter_names=["default", "other"])
+    with torch.no_grad():  # inference recomputes nothing, so it stays allowed
+        model(**batch, adapter_names=["default", "other"])
