@@ -12,8 +12,8 @@ _EXPORTS = {
     "get_ia3_model": "model",
     "load_ia3_model": "io",
     "TrainSpec": "spec",
-    "train": "train",
-    "TrainResult": "train",
+    "train": "training",
+    "TrainResult": "training",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -32,7 +32,7 @@ _SETTINGS = (
 
 def model_card(info: dict) -> str:
     """Markdown with YAML front matter, from training_info.json's content."""
-    from ia3engine.train import portable_base_name
+    from ia3engine.training import portable_base_name
 
     spec = info.get("spec", {})
     base = portable_base_name(info.get("base_model", ""))

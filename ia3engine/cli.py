@@ -104,7 +104,7 @@ def _spec_from(args):
 
 @_guarded
 def run_train(args) -> int:
-    from ia3engine.train import train
+    from ia3engine.training import train
 
     spec = _spec_from(args)
     bar = ProgressBar(enabled=sys.stderr.isatty() and not args.json)

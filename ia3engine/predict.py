@@ -92,7 +92,7 @@ class Predictor:
         """
         from ia3engine.config import IA3Config
         from ia3engine.model import get_ia3_model
-        from ia3engine.train import _PEFT_TASK
+        from ia3engine.training import _PEFT_TASK
         from ia3engine.train_tasks import DEFAULT_CHOICE_PROMPT
 
         info = {"task": self.task_name, "labels": list(labels or []), "template": None}

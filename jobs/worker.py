@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 def _default_train(*args, **kwargs):
-    from ia3engine.train import train
+    from ia3engine.training import train
 
     return train(*args, **kwargs)
 

@@ -82,7 +82,7 @@ def _wait_for(predicate, timeout=60.0, what="condition"):
 def _pause_after_first_step(spec, on_event, should_stop, **kwargs):
     """Real training that, after its first step, waits until the worker asks it to stop:
     the cancel then lands at a known step however fast or slow the machine is."""
-    from ia3engine.train import train
+    from ia3engine.training import train
 
     def gated(event):
         on_event(event)

@@ -20,7 +20,7 @@ STEPS, EVERY = 40, 5
 
 def paced_train(spec, on_event, **kwargs):
     """Real training, paced to at least 50 ms a step so the kill lands mid-run on any CPU."""
-    from ia3engine.train import train
+    from ia3engine.training import train
 
     def paced(event):
         on_event(event)

@@ -9,9 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import time
-import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -309,14 +307,3 @@ def write_adapter(result: TrainResult, spec, data, loaded, setup) -> None:
     }
     (out / TRAINING_INFO).write_text(json.dumps(info, indent=2, default=str))
     (out / "README.md").write_text(model_card(info))
-
-
-class _CallableModule(types.ModuleType):
-    """Python binds this submodule onto the package as `ia3engine.train`, shadowing the function
-    that `from ia3engine import train` promises; calling the module therefore trains."""
-
-    def __call__(self, *args, **kwargs):
-        return train(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
