@@ -41,21 +41,9 @@ def build_spec(fields: dict):
 
 def check_data(spec) -> None:
     """Read, map and split the spec's data now, so a bad file is refused before queueing."""
-    from ia3engine.data import prepare_dataset
-
     if not Path(str(spec.data)).is_file():
         return  # a Hub dataset id: only the worker (online) can read it
-    prepare_dataset(
-        spec.data,
-        eval_path=spec.eval_data,
-        task=spec.task,
-        text_column=spec.text_column,
-        label_column=spec.label_column,
-        template=spec.template,
-        val_fraction=spec.val_fraction,
-        seed=spec.seed,
-        **({"max_rows": spec.max_rows} if spec.max_rows else {}),
-    )
+    spec.prepare_data()
 
 
 def enqueue_training(fields: dict) -> int:

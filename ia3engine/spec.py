@@ -100,6 +100,23 @@ class TrainSpec:
         return TrainSpec(**values)
 
     # --- validation ---------------------------------------------------------------------------
+    def prepare_data(self):
+        """Read, map and split this spec's data; raises DataError before any model is loaded."""
+        from ia3engine.data import prepare_dataset
+
+        kwargs = {"max_rows": self.max_rows} if self.max_rows else {}
+        return prepare_dataset(
+            self.data,
+            eval_path=self.eval_data,
+            task=self.task,
+            text_column=self.text_column,
+            label_column=self.label_column,
+            template=self.template,
+            val_fraction=self.val_fraction,
+            seed=self.seed,
+            **kwargs,
+        )
+
     def validate(self) -> TrainSpec:
         """Raise SpecError listing every problem; return self when the spec is usable."""
         problems = _check_choices(self) + _check_numbers(self) + _check_paths(self)

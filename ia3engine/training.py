@@ -65,20 +65,8 @@ def _emitter(on_event):
 
 
 def _run(spec: TrainSpec, emit, should_stop, checkpoint_dir, base_cache) -> TrainResult:
-    from ia3engine.data import prepare_dataset
-
     started = time.perf_counter()
-    data = prepare_dataset(
-        spec.data,
-        eval_path=spec.eval_data,
-        task=spec.task,
-        text_column=spec.text_column,
-        label_column=spec.label_column,
-        template=spec.template,
-        val_fraction=spec.val_fraction,
-        max_rows=spec.max_rows or 100_000,
-        seed=spec.seed,
-    )
+    data = spec.prepare_data()
     for note in data.warnings:
         emit("log", message=note)
     accelerator = make_accelerator(spec)
