@@ -19,8 +19,9 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "checkpoint.pt"
 FORMAT = 1
-# Fields that may change between a run and its resumption without changing the result.
-_FREE_FIELDS = {"out_dir", "name", "device"}
+# Fields that may change between a run and its resumption without changing the result. The
+# data's paths may differ between machines; its content is compared through data_fingerprint.
+_FREE_FIELDS = {"out_dir", "name", "device", "data", "eval_data"}
 
 
 def rng_state() -> dict:

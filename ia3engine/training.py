@@ -210,7 +210,8 @@ def _train_built(
     loop = Loop(
         spec, setup.task, setup.model, setup.params, data.train, data.eval, accelerator, emit
     )
-    spec_dict = spec.to_dict()
+    # the data is identified by its content, so a worker with another data dir can resume
+    spec_dict = {**spec.to_dict(), "data_fingerprint": data.fingerprint}
     trainable = sum(p.numel() for p in setup.params.values())
     resumed = loop.resume(checkpoint_dir, spec_dict)
     emit(

@@ -1,6 +1,7 @@
 """train(): tasks on tiny models, events, stop and bit-identical resume, warm cache, PEFT loading."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -185,6 +186,36 @@ def test_checkpoint_from_other_settings_is_refused(tiny, tmp_path):
 
     with pytest.raises(SpecError, match="different settings"):
         train(_spec(tiny, tmp_path, lr=0.05), checkpoint_dir=tmp_path / "ck")
+
+
+def test_resume_follows_the_data_content_not_its_path(tiny, tmp_path):
+    # a worker on another machine resumes with the same file stored under another data dir
+    import shutil
+
+    from ia3engine.errors import SpecError
+
+    calls = []
+    train(
+        _spec(tiny, tmp_path / "a"),
+        should_stop=lambda: calls.append(1) or len(calls) > 2,
+        checkpoint_dir=tmp_path / "ck",
+    )
+    moved = tmp_path / "elsewhere"
+    moved.mkdir()
+    train_copy = Path(shutil.copy(tiny["train"], moved / "train.csv"))
+    eval_copy = shutil.copy(tiny["eval"], moved / "eval.csv")
+    shutil.copytree(tmp_path / "ck", tmp_path / "ck2")
+    resumed = train(
+        _spec(tiny, tmp_path / "b", data=str(train_copy), eval_data=eval_copy),
+        checkpoint_dir=tmp_path / "ck",
+    )
+    assert resumed.steps == 8
+    train_copy.write_text(train_copy.read_text() + "one more row,positive\n")
+    with pytest.raises(SpecError, match="data_fingerprint"):
+        train(
+            _spec(tiny, tmp_path / "c", data=str(train_copy), eval_data=eval_copy),
+            checkpoint_dir=tmp_path / "ck2",
+        )
 
 
 def test_warm_cache_reuses_the_base_and_matches_a_cold_run(tiny, tmp_path):
