@@ -17,6 +17,38 @@ from ia3engine.errors import IA3Error
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "data"
 
 
+def add_train_arguments(parser) -> None:
+    """The flags that describe a training job: shared by `ia3 train` and `ia3 submit`."""
+    parser.add_argument("--model", default="minilm", help="Hub id, local folder or 'minilm'")
+    parser.add_argument("--data", help="training file (CSV, TSV, JSON, JSONL, Parquet, text)")
+    parser.add_argument("--eval-data", help="held-out file; default: split off the training rows")
+    parser.add_argument("--task", choices=["classify", "generate"], default="classify")
+    parser.add_argument("--text-column")
+    parser.add_argument("--label-column")
+    parser.add_argument("--template", help="prompt with {column} slots, e.g. 'Review: {text}'")
+    parser.add_argument("--preset", choices=["quick", "tfew"], default="quick")
+    parser.add_argument("--steps", type=int)
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--quantize", choices=["8bit", "4bit"])
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, mps; default: the best available")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", help="adapter folder (default ./ia3-adapters/<name>)")
+    parser.add_argument("--name", help="adapter name (default: from the data file and model)")
+    more = parser.add_argument_group("advanced (default: the preset's value)")
+    more.add_argument("--head-lr", type=float, help="learning rate of a new classification head")
+    more.add_argument("--grad-accum", type=int, default=1, help="micro-batches per step")
+    more.add_argument("--optimizer", choices=["adamw", "adafactor"])
+    more.add_argument("--warmup-ratio", type=float)
+    more.add_argument("--max-length", type=int, help="tokens per input; longer are truncated")
+    more.add_argument("--eval-every", type=int, help="steps between evaluations (0: at the end)")
+    more.add_argument("--early-stopping-patience", type=int)
+    more.add_argument("--max-rows", type=int, help="refuse files with more training rows")
+    more.add_argument("--val-fraction", type=float, default=0.1)
+    more.add_argument("--target-modules", nargs="+", help="modules to scale (default: detected)")
+    more.add_argument("--feedforward-modules", nargs="+", help="targets whose input is scaled")
+
+
 def add_commands(subparsers) -> None:
     """Register `train` and `eval` on an argparse subparsers object."""
     train = subparsers.add_parser(
@@ -24,21 +56,7 @@ def add_commands(subparsers) -> None:
         help="train an IA3 adapter on a dataset file",
         description="Train an IA3 adapter on a dataset file and save it in PEFT's format.",
     )
-    train.add_argument("--model", default="minilm", help="Hub id, local folder or 'minilm'")
-    train.add_argument("--data", help="training file (CSV, TSV, JSON, JSONL, Parquet, text)")
-    train.add_argument("--eval-data", help="held-out file; default: split off the training rows")
-    train.add_argument("--task", choices=["classify", "generate"], default="classify")
-    train.add_argument("--text-column")
-    train.add_argument("--label-column")
-    train.add_argument("--template", help="prompt with {column} slots, e.g. 'Review: {text}'")
-    train.add_argument("--preset", choices=["quick", "tfew"], default="quick")
-    train.add_argument("--steps", type=int)
-    train.add_argument("--lr", type=float)
-    train.add_argument("--batch-size", type=int)
-    train.add_argument("--quantize", choices=["8bit", "4bit"])
-    train.add_argument("--device", help="cpu, cuda, cuda:1, mps; default: the best available")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--out", help="adapter folder (default ./ia3-adapters/<name>)")
+    add_train_arguments(train)
     train.add_argument("--json", action="store_true", help="print one JSON object last")
     train.add_argument(
         "--demo", action="store_true", help="train the bundled MiniLM on the sample sentiment set"
@@ -72,10 +90,11 @@ def _guarded(command):
 
 
 # ---- train ---------------------------------------------------------------------------------
-def _spec_from(args):
+def spec_from_args(args):
+    """A TrainSpec from the flags of add_train_arguments (and `--demo` where offered)."""
     from ia3engine.spec import TrainSpec
 
-    if args.demo:
+    if getattr(args, "demo", False):
         data, eval_data = EXAMPLES / "sentiment_train.csv", EXAMPLES / "sentiment_eval.csv"
         if not data.is_file():
             raise IA3Error(f"The sample data is missing ({data}); run examples/make_samples.py.")
@@ -99,6 +118,18 @@ def _spec_from(args):
         device=args.device,
         seed=args.seed,
         out_dir=args.out,
+        name=args.name,
+        head_lr=args.head_lr,
+        grad_accum=args.grad_accum,
+        optimizer=args.optimizer,
+        warmup_ratio=args.warmup_ratio,
+        max_length=args.max_length,
+        eval_every=args.eval_every,
+        early_stopping_patience=args.early_stopping_patience,
+        max_rows=args.max_rows,
+        val_fraction=args.val_fraction,
+        target_modules=args.target_modules,
+        feedforward_modules=args.feedforward_modules,
     )
 
 
@@ -106,7 +137,7 @@ def _spec_from(args):
 def run_train(args) -> int:
     from ia3engine.training import train
 
-    spec = _spec_from(args)
+    spec = spec_from_args(args)
     bar = ProgressBar(enabled=sys.stderr.isatty() and not args.json)
     result = train(spec, on_event=bar.on_event)
     bar.close()

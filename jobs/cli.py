@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from ia3engine.cli import add_train_arguments, spec_from_args
 from jobs.cli_adapters import add_adapters
 from jobs.cli_output import command as _command
 from jobs.cli_output import emit as _emit
@@ -34,7 +35,7 @@ def _add_submit(subparsers) -> None:
     parser = _command(
         subparsers, "submit", "queue a training job (the flags of `ia3 train`)", _submit
     )
-    _add_spec_arguments(parser)
+    add_train_arguments(parser)
     queueing = parser.add_argument_group("queue")
     queueing.add_argument("--priority", type=int, default=0, help="higher runs first")
     queueing.add_argument("--owner", default=None, help="who the job and its adapter belong to")
@@ -45,51 +46,11 @@ def _add_submit(subparsers) -> None:
     )  # fmt: skip
 
 
-def _add_spec_arguments(parser) -> None:
-    """`ia3 train`'s own flags when the engine's CLI offers them; else one per TrainSpec field."""
-    try:
-        from ia3engine.cli import add_train_arguments
-    except ImportError:
-        add_train_arguments = None
-    if add_train_arguments is not None:
-        add_train_arguments(parser)
-        return
-    from ia3engine.spec import TrainSpec
-
-    for field in dataclasses.fields(TrainSpec):
-        kind = str(field.type)
-        flags = ["--" + field.name.replace("_", "-")] + (
-            ["--out"] if field.name == "out_dir" else []
-        )
-        if kind.startswith("list"):
-            parser.add_argument(*flags, dest=field.name, nargs="+", default=None)
-        else:
-            convert = int if kind.startswith("int") else float if kind.startswith("float") else str
-            parser.add_argument(*flags, dest=field.name, type=convert, default=None)
-
-
-def _spec_from_args(args):
-    try:
-        from ia3engine.cli import spec_from_args
-    except ImportError:
-        spec_from_args = None
-    if spec_from_args is not None:
-        return spec_from_args(args)
-    from ia3engine.spec import TrainSpec
-
-    values = {
-        f.name: getattr(args, f.name)
-        for f in dataclasses.fields(TrainSpec)
-        if getattr(args, f.name, None) is not None
-    }
-    return TrainSpec(**values)
-
-
 def _submit(args) -> int:
     from jobs import queue
 
     job_id = queue.enqueue(
-        _spec_from_args(args), owner=args.owner, priority=args.priority,
+        spec_from_args(args), owner=args.owner, priority=args.priority,
         max_attempts=args.max_attempts, upload_data=args.upload_data,
     )  # fmt: skip
     _emit(args, {"id": job_id}, str(job_id))

@@ -72,8 +72,8 @@ def test_cancel_retry_and_errors_print_messages_not_tracebacks(run, tiny):
     assert "back in the queue" in run("jobs", "retry", job_id)[1]
     code, out, err = run("jobs", "retry", job_id, "--json")
     assert code == 1 and "only failed or cancelled" in json.loads(out)["error"]
-    code, _, err = run("submit", *tiny, "--steps", 0, "--task", "dance")
-    assert code == 1 and "steps" in err and "task" in err and "Traceback" not in err
+    code, _, err = run("submit", *tiny, "--steps", 0, "--lr", -1)
+    assert code == 1 and "steps" in err and "lr" in err and "Traceback" not in err
     code, _, err = run("jobs", "show", 999)
     assert code == 1 and "No job with id 999" in err
     code, _, err = run("adapters", "delete", 5)
