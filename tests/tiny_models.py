@@ -34,90 +34,119 @@ def _seeded(build):
     return wrapper
 
 
+# name -> (config class, the auto class that builds it, the tiny sizes)
+ARCHITECTURES = {
+    "bert": (
+        BertConfig,
+        AutoModelForSequenceClassification,
+        dict(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=64,
+        ),
+    ),
+    "roberta": (
+        RobertaConfig,
+        AutoModelForSequenceClassification,
+        dict(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=70,
+            pad_token_id=1,
+        ),
+    ),
+    "gpt2": (
+        GPT2Config,
+        AutoModelForCausalLM,
+        dict(n_embd=32, n_layer=2, n_head=4, n_positions=64),
+    ),
+    "llama": (
+        LlamaConfig,
+        AutoModelForCausalLM,
+        dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=64,
+        ),
+    ),
+    "t5": (
+        T5Config,
+        AutoModelForSeq2SeqLM,
+        dict(
+            d_model=32,
+            d_kv=8,
+            d_ff=64,
+            num_layers=2,
+            num_decoder_layers=2,
+            num_heads=4,
+            decoder_start_token_id=0,
+            pad_token_id=0,
+            eos_token_id=1,
+        ),
+    ),
+    "opt": (
+        OPTConfig,
+        AutoModelForCausalLM,
+        dict(
+            hidden_size=32,
+            ffn_dim=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=64,
+            word_embed_proj_dim=32,
+        ),
+    ),
+}
+
+
+def build(name: str, **overrides):
+    """A freshly initialised tiny model of architecture `name`; overrides change its config."""
+    config_class, auto_class, sizes = ARCHITECTURES[name]
+    config = config_class(**{"vocab_size": VOCAB, **sizes, **overrides})
+    return auto_class.from_config(config)
+
+
 @_seeded
 def bert(num_labels: int = 2):
     """BERT sequence classifier: key/value/output.dense targets, `classifier` head."""
-    config = BertConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        num_labels=num_labels,
-    )
-    return AutoModelForSequenceClassification.from_config(config)
+    return build("bert", num_labels=num_labels)
 
 
 @_seeded
 def roberta(num_labels: int = 2):
     """RoBERTa sequence classifier (same target names as BERT)."""
-    config = RobertaConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=70,
-        num_labels=num_labels,
-        pad_token_id=1,
-    )
-    return AutoModelForSequenceClassification.from_config(config)
+    return build("roberta", num_labels=num_labels)
 
 
 @_seeded
 def gpt2():
     """GPT-2 causal LM: transformers Conv1D layers (weight is (in, out))."""
-    config = GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_positions=64)
-    return AutoModelForCausalLM.from_config(config)
+    return build("gpt2")
 
 
 @_seeded
 def llama():
     """Llama causal LM: k_proj/v_proj/down_proj, gated MLP."""
-    config = LlamaConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-    )
-    return AutoModelForCausalLM.from_config(config)
+    return build("llama")
 
 
 @_seeded
 def t5():
     """T5 v1.0 seq2seq (k, v, wo) with relative attention and a single `wi`."""
-    config = T5Config(
-        vocab_size=VOCAB,
-        d_model=32,
-        d_kv=8,
-        d_ff=64,
-        num_layers=2,
-        num_decoder_layers=2,
-        num_heads=4,
-        decoder_start_token_id=0,
-        pad_token_id=0,
-        eos_token_id=1,
-    )
-    return AutoModelForSeq2SeqLM.from_config(config)
+    return build("t5")
 
 
 @_seeded
 def opt():
     """OPT causal LM: q_proj/k_proj/fc2."""
-    config = OPTConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        ffn_dim=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=64,
-        word_embed_proj_dim=32,
-    )
-    return AutoModelForCausalLM.from_config(config)
+    return build("opt")
 
 
 class ConvNet(nn.Module):

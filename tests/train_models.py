@@ -12,17 +12,9 @@ import random
 from pathlib import Path
 
 import torch
+from tiny_models import build
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
-from transformers import (
-    AutoModelForCausalLM,
-    AutoModelForSeq2SeqLM,
-    AutoModelForSequenceClassification,
-    BertConfig,
-    GPT2Config,
-    LlamaConfig,
-    PreTrainedTokenizerFast,
-    T5Config,
-)
+from transformers import PreTrainedTokenizerFast
 
 SPECIAL = ["<pad>", "</s>", "<unk>", "<s>", "[CLS]", "[SEP]"]
 GOOD = ["good", "great", "fine", "nice", "lovely"]
@@ -60,64 +52,26 @@ def tokenizer(kind: str) -> PreTrainedTokenizerFast:
 
 
 def _model(kind: str, dropout: float, hidden: int = 32):
-    size = {"vocab_size": len(WORDS)}
+    common = {"vocab_size": len(WORDS), "initializer_range": INIT_RANGE}
     if kind == "bert":
-        config = BertConfig(
-            **size,
+        return build(
+            "bert",
+            **common,
             hidden_size=hidden,
-            num_hidden_layers=2,
-            num_attention_heads=4,
             intermediate_size=2 * hidden,
             max_position_embeddings=128,
             hidden_dropout_prob=dropout,
             attention_probs_dropout_prob=dropout,
             pad_token_id=0,
-            initializer_range=INIT_RANGE,
         )
-        return AutoModelForSequenceClassification.from_config(config)
     if kind == "gpt2":
-        config = GPT2Config(
-            **size,
-            n_embd=32,
-            n_layer=2,
-            n_head=4,
-            n_positions=128,
-            bos_token_id=3,
-            eos_token_id=1,
-            initializer_range=INIT_RANGE,
-        )
-        config.resid_pdrop = config.embd_pdrop = config.attn_pdrop = dropout
-        return AutoModelForCausalLM.from_config(config)
+        drop = {"resid_pdrop": dropout, "embd_pdrop": dropout, "attn_pdrop": dropout}
+        return build("gpt2", **common, n_positions=128, bos_token_id=3, eos_token_id=1, **drop)
     if kind == "llama":
-        config = LlamaConfig(
-            **size,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=128,
-            pad_token_id=0,
-            bos_token_id=3,
-            eos_token_id=1,
-            initializer_range=INIT_RANGE,
-        )
-        return AutoModelForCausalLM.from_config(config)
-    config = T5Config(
-        **size,
-        d_model=32,
-        d_kv=8,
-        d_ff=64,
-        num_layers=2,
-        num_decoder_layers=2,
-        num_heads=4,
-        decoder_start_token_id=0,
-        pad_token_id=0,
-        eos_token_id=1,
-        dropout_rate=dropout,
-        initializer_factor=INIT_RANGE * 20,
-    )
-    return AutoModelForSeq2SeqLM.from_config(config)
+        ids = {"pad_token_id": 0, "bos_token_id": 3, "eos_token_id": 1}
+        return build("llama", **common, max_position_embeddings=128, **ids)
+    common.pop("initializer_range")  # T5 scales its init by a factor instead
+    return build("t5", **common, dropout_rate=dropout, initializer_factor=INIT_RANGE * 20)
 
 
 def save_tiny(kind: str, folder: Path, dropout: float = 0.1, hidden: int = 32) -> str:
