@@ -92,8 +92,8 @@ class Predictor:
         """
         from ia3engine.config import IA3Config
         from ia3engine.model import get_ia3_model
-        from ia3engine.training import _PEFT_TASK
         from ia3engine.train_tasks import DEFAULT_CHOICE_PROMPT
+        from ia3engine.training import _PEFT_TASK
 
         info = {"task": self.task_name, "labels": list(labels or []), "template": None}
         base = self._load_base(info)
