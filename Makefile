@@ -31,6 +31,8 @@ test: $(STAMP) lint
 
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/engine.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/jobs.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/fewshot.py --quick
 
 clean:
 	rm -rf $(VENV) build *.egg-info
