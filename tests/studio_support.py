@@ -10,9 +10,10 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
+
+import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 180
@@ -29,26 +30,28 @@ class Studio:
         return self.log.read_text(errors="replace")[-chars:]
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def _wait_until_up(url: str, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
+def wait_until_up(
+    probe_url: str, process: subprocess.Popen, log: Path, timeout_s: float = START_TIMEOUT_S
+) -> None:
+    """Until the server answers `probe_url` with anything but a server error (a login wall
+    counts as up); fails with the log's tail if the process exits or time runs out."""
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"the studio exited early:\n{log.read_text()[-3000:]}")
         try:
-            with urllib.request.urlopen(url + "config", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise RuntimeError(
-        f"the studio did not start in {START_TIMEOUT_S} s:\n{log.read_text()[-3000:]}"
-    )
+            if httpx.get(probe_url, timeout=2).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"the studio did not start in {timeout_s} s:\n{log.read_text()[-3000:]}")
 
 
 def children(pid: int) -> list[int]:
@@ -83,7 +86,7 @@ def wait_gone(pids: list[int], timeout_s: float = 30.0) -> list[int]:
 @contextmanager
 def running_studio(data_dir: Path, workers: int = 1):
     """`ia3 studio` on a free port with `workers` embedded worker processes."""
-    port = _free_port()
+    port = free_port()
     log = data_dir / "studio.log"
     env = dict(os.environ, IA3_DATA_DIR=str(data_dir), HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
     env.pop("IA3_DATABASE_URL", None)  # the studio's own SQLite file in data_dir
@@ -96,7 +99,7 @@ def running_studio(data_dir: Path, workers: int = 1):
     url = f"http://127.0.0.1:{port}/"
     workers: list[int] = []
     try:
-        _wait_until_up(url, process, log)
+        wait_until_up(url + "config", process, log)
         workers = children(process.pid)
         yield Studio(url, data_dir, log, process, workers)
     finally:

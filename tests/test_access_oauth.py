@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 from gradio_client import Client
+from studio_support import free_port, wait_until_up
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "space-oauth-secret"
@@ -47,9 +47,7 @@ def session_cookie(username: str, secret: str = SECRET) -> str:
 @pytest.fixture(scope="module")
 def space(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("space")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     env = {
         k: v
         for k, v in os.environ.items()
@@ -64,17 +62,7 @@ def space(tmp_path_factory):
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(url + "/", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline, (
-                tmp / "studio.log"
-            ).read_text()[-3000:]
-            time.sleep(0.3)
+        wait_until_up(url + "/", process, tmp / "studio.log", timeout_s=120)
         yield url
     finally:
         process.terminate()

@@ -14,13 +14,13 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+from studio_support import free_port, wait_until_up
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,25 +96,6 @@ def run_readme_line(context: Path, line: str, env: dict, **kwargs):
     return subprocess.Popen(words, cwd=context, env=env, start_new_session=True, **kwargs)
 
 
-def _port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def serving(process, url: str, log: Path, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            if httpx.get(url + "/", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        assert process.poll() is None, log.read_text()[-3000:]
-        assert time.monotonic() < deadline, log.read_text()[-3000:]
-        time.sleep(0.5)
-
-
 def stop(process) -> None:
     process.terminate()
     try:
@@ -135,7 +116,7 @@ def test_the_image_command_refuses_to_listen_without_an_access_mode(installed, t
     words = [w.strip().strip('"') for w in cmd.split(",")]
     assert words == ["ia3", "studio", "--host", "0.0.0.0", "--port", "7860"]
     env = _clean_env(IA3_DATA_DIR=str(tmp_path / "data"))
-    process = run_readme_line(installed, " ".join(words[:-1] + [str(_port())]), env,
+    process = run_readme_line(installed, " ".join(words[:-1] + [str(free_port())]), env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     out, err = process.communicate(timeout=120)
     assert process.returncode == 2
@@ -150,14 +131,14 @@ def test_gpu_server_section_password_sign_in(installed, tmp_path):
                             stdin=subprocess.PIPE, text=True)  # fmt: skip
     users.communicate("ann-password\nann-password\n", timeout=120)  # no tty: getpass reads stdin
     assert users.returncode == 0
-    port = _port()
+    port = free_port()
     log = tmp_path / "studio.log"
     with open(log, "w") as out:
         process = run_readme_line(installed, _server_line(studio, tmp_path, port), _clean_env(),
                                   stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
         try:
             url = f"http://127.0.0.1:{port}"
-            serving(process, url, log)
+            wait_until_up(url + "/", process, log, timeout_s=120)
             assert httpx.get(url + "/config", timeout=30).status_code == 401  # sign-in first
             http = httpx.Client(base_url=url, timeout=30)
             assert (
@@ -187,7 +168,7 @@ def test_workers_section_a_worker_needs_only_the_database_url(installed, tmp_pat
     from app import access_users
 
     access_users.add_user(tmp_path / "srv" / "users.txt", "ann", "ann-password")
-    port = _port()
+    port = free_port()
     studio_line = _server_line(studio.replace(readme_db, url_db), tmp_path, port)
     log = tmp_path / "studio.log"
     with open(log, "w") as out:
@@ -195,7 +176,7 @@ def test_workers_section_a_worker_needs_only_the_database_url(installed, tmp_pat
         process = run_readme_line(installed, studio_line + f" --port {port}", env,
                                   stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
         try:
-            serving(process, f"http://127.0.0.1:{port}", log)
+            wait_until_up(f"http://127.0.0.1:{port}/", process, log, timeout_s=120)
             ann = Client(f"http://127.0.0.1:{port}", auth=("ann", "ann-password"), verbose=False)
             job = ann.predict({"model": "minilm", "data": "sentiment", "steps": 5,
                                "eval_every": 0}, None, None, api_name="/enqueue")  # fmt: skip
@@ -230,14 +211,14 @@ def test_space_section_signs_people_in_with_hugging_face(installed, tmp_path):
              "OAUTH_CLIENT_SECRET": "secret", "OAUTH_SCOPES": "openid profile",
              "OPENID_PROVIDER_URL": "https://huggingface.co", "IA3_ADMINS": "ann",
              "IA3_DATA_DIR": str(tmp_path / "data")}  # fmt: skip
-    port = _port()
+    port = free_port()
     log = tmp_path / "space.log"
     with open(log, "w") as out:
         process = run_readme_line(installed, f"ia3 studio --host 0.0.0.0 --port {port}",
                                   _clean_env(**space), stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
         try:
             url = f"http://127.0.0.1:{port}"
-            serving(process, url, log)
+            wait_until_up(url + "/", process, log, timeout_s=120)
             config = httpx.get(url + "/config", timeout=30).json()
             login = [c for c in config["components"] if c["props"].get("elem_id") == "login"]
             assert login and "Hugging Face" in str(login[0]["props"].get("value"))

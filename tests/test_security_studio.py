@@ -13,7 +13,6 @@ import json
 import os
 import pickle
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 from gradio_client import Client, handle_file
+from studio_support import free_port, wait_until_up
 
 from app import access_users
 
@@ -31,19 +31,13 @@ PASSWORDS = {"ann": "ann-password", "bob": "bob-password", "root": "root-passwor
 FORMULAS = ["=cmd|' /C calc'!A0", "@SUM(1+1)*cmd|' /C calc'!A0", "+1+2", "-2+3"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextlib.contextmanager
 def running_studio(tmp: Path, **env):
     """`ia3 studio` with password sign-in on a free port; yields its base URL and data dir."""
     users = tmp / "users.txt"
     for name, password in PASSWORDS.items():
         access_users.add_user(users, name, password)
-    port, data = _free_port(), tmp / "data"
+    port, data = free_port(), tmp / "data"
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("IA3_", "SPACE_", "OAUTH"))}
     clean.update(HF_HUB_OFFLINE="1", IA3_USERS=str(users), IA3_ADMINS="root",
                  IA3_MAX_UPLOAD_MB="1", IA3_DATA_DIR=str(data), **env)  # fmt: skip
@@ -55,16 +49,7 @@ def running_studio(tmp: Path, **env):
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(url + "/", timeout=2).status_code < 500:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError((tmp / "studio.log").read_text()[-3000:])
-            time.sleep(0.3)
+        wait_until_up(url + "/", process, tmp / "studio.log", timeout_s=120)
         yield url, data
     finally:
         process.terminate()
