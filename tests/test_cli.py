@@ -24,28 +24,16 @@ def _last_json(out: str) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+def _train_args(tiny, out_dir, *extra) -> list[str]:
+    """A two-step `ia3 train --json` on the tiny BERT, on the CPU."""
+    common = ["--model", tiny["bert"], "--data", tiny["train"], "--steps", "2"]
+    common += ["--batch-size", "8", "--device", "cpu", "--out", str(out_dir), "--json"]
+    return ["train", *common, *extra]
+
+
 def test_train_json_prints_one_object_last(tiny, capsys):
     out_dir = tiny["root"] / "adapter"
-    code = cli.main(
-        [
-            "train",
-            "--model",
-            tiny["bert"],
-            "--data",
-            tiny["train"],
-            "--eval-data",
-            tiny["eval"],
-            "--steps",
-            "2",
-            "--batch-size",
-            "8",
-            "--device",
-            "cpu",
-            "--out",
-            str(out_dir),
-            "--json",
-        ]
-    )
+    code = cli.main(_train_args(tiny, out_dir, "--eval-data", tiny["eval"]))
     assert code == 0
     summary = _last_json(capsys.readouterr().out)
     assert summary["adapter_dir"] == str(out_dir)
@@ -56,24 +44,7 @@ def test_train_json_prints_one_object_last(tiny, capsys):
 
 def test_eval_scores_an_adapter_and_the_base_alone(tiny, capsys):
     out_dir = tiny["root"] / "scored"
-    cli.main(
-        [
-            "train",
-            "--model",
-            tiny["bert"],
-            "--data",
-            tiny["train"],
-            "--steps",
-            "2",
-            "--batch-size",
-            "8",
-            "--device",
-            "cpu",
-            "--out",
-            str(out_dir),
-            "--json",
-        ]
-    )
+    cli.main(_train_args(tiny, out_dir))
     trained = _last_json(capsys.readouterr().out)
     args = ["eval", "--model", tiny["bert"], "--data", tiny["eval"], "--device", "cpu", "--json"]
     assert cli.main(args + ["--adapter", str(out_dir)]) == 0
