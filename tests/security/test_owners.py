@@ -8,64 +8,18 @@ sees both. No network: the bundled MiniLM and the shipped samples only.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import pickle
-import signal
-import subprocess
-import sys
 import time
 import zipfile
 from pathlib import Path
 
 import httpx
 import pytest
-from gradio_client import Client, handle_file
-from studio_support import free_port, wait_until_up
+from attack_support import PASSWORDS, ROOT, refused, running_studio, signed_in
+from gradio_client import handle_file
 
-from app import access_users
-
-ROOT = Path(__file__).resolve().parents[1]
-PASSWORDS = {"ann": "ann-password", "bob": "bob-password", "root": "root-password"}
 FORMULAS = ["=cmd|' /C calc'!A0", "@SUM(1+1)*cmd|' /C calc'!A0", "+1+2", "-2+3"]
-
-
-@contextlib.contextmanager
-def running_studio(tmp: Path, **env):
-    """`ia3 studio` with password sign-in on a free port; yields its base URL and data dir."""
-    users = tmp / "users.txt"
-    for name, password in PASSWORDS.items():
-        access_users.add_user(users, name, password)
-    port, data = free_port(), tmp / "data"
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("IA3_", "SPACE_", "OAUTH"))}
-    clean.update(HF_HUB_OFFLINE="1", IA3_USERS=str(users), IA3_ADMINS="root",
-                 IA3_MAX_UPLOAD_MB="1", IA3_DATA_DIR=str(data), **env)  # fmt: skip
-    log = open(tmp / "studio.log", "w")  # noqa: SIM115 (closed below)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "app.studio_cli", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"],
-        cwd=ROOT, env=clean, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_up(url + "/", process, tmp / "studio.log", timeout_s=120)
-        yield url, data
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)  # the studio and the worker it started
-            process.wait(timeout=10)
-        log.close()
-
-
-def _signed_in(url: str, name: str) -> httpx.Client:
-    http = httpx.Client(base_url=url, timeout=30)
-    response = http.post("/login", data={"username": name, "password": PASSWORDS[name]})
-    assert response.status_code == 200, response.text
-    return http
 
 
 def _formula_csv(path: Path) -> str:
@@ -81,10 +35,9 @@ def _formula_csv(path: Path) -> str:
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("secure-studio")
-    with running_studio(tmp) as (url, data):
-        clients = {
-            name: Client(url, auth=(name, pw), verbose=False) for name, pw in PASSWORDS.items()
-        }
+    with running_studio(tmp) as attacked:
+        url, data = attacked.url, attacked.data
+        clients = {name: attacked.client(name) for name in PASSWORDS}
         ann = clients["ann"]
         spec = {"model": "minilm", "steps": 5, "eval_every": 0, "name": "ann-formulas"}
         job = ann.predict(spec, handle_file(_formula_csv(tmp / "formulas.csv")), None,
@@ -98,18 +51,10 @@ def studio(tmp_path_factory):
                "adapter": status["adapter_id"], **clients}  # fmt: skip
 
 
-def _refused(call, *args, api_name):
-    from gradio_client.exceptions import AppError
-
-    with pytest.raises(AppError) as refused:
-        call.predict(*args, api_name=api_name)
-    return str(refused.value)
-
-
 def test_bob_cannot_reach_anns_job_through_any_endpoint(studio):
     bob, job = studio["bob"], studio["job"]
     for api_name in ("/job_status", "/job_log", "/job_curves", "/cancel_job", "/retry_job"):
-        message = _refused(bob, job, api_name=api_name)
+        message = refused(bob, job, api_name=api_name)
         assert f"No job #{job} among yours" in message
     assert bob.predict(api_name="/list_jobs") == []
     assert studio["ann"].predict(job, api_name="/job_status")["status"] == "done"
@@ -126,7 +71,7 @@ def test_bob_cannot_see_download_change_or_share_anns_adapter(studio):
         "/predict": ("a fine film", [adapter], True), "/mix": ("a film", [adapter, 99999], [0.5, 0.5]),
     }  # fmt: skip
     for api_name, args in calls.items():
-        assert f"No adapter #{adapter} among yours" in _refused(bob, *args, api_name=api_name)
+        assert f"No adapter #{adapter} among yours" in refused(bob, *args, api_name=api_name)
     assert bob.predict("", "", "", api_name="/list_adapters") == []
     info = studio["ann"].predict(adapter, api_name="/adapter_info")
     assert info["name"] == "ann-formulas" and info["owner"] == "ann"
@@ -137,7 +82,7 @@ def test_bob_cannot_see_download_change_or_share_anns_adapter(studio):
 
 def test_adapter_page_and_downloads_answer_404_without_the_share_token(studio):
     url, adapter = studio["url"], studio["adapter"]
-    bob = _signed_in(url, "bob")
+    bob = signed_in(url, "bob")
     paths = [f"/adapters/{adapter}", f"/adapters/{adapter}/download.zip",
              f"/adapters/{adapter}/files/adapter_model.safetensors"]  # fmt: skip
     missing = httpx.get(f"{url}/adapters/99999", timeout=30)
@@ -167,7 +112,7 @@ def test_a_share_link_opens_the_page_and_download_and_guesses_do_not(studio):
 
 
 def test_the_data_directory_is_never_served_as_files(studio):
-    ann, data = _signed_in(studio["url"], "ann"), studio["data"]
+    ann, data = signed_in(studio["url"], "ann"), studio["data"]
     secrets_on_disk = [data / "ia3.db", *data.glob("downloads/*"), *data.glob("uploads/*/*")]
     assert (data / "ia3.db").is_file()
     for path in secrets_on_disk:
@@ -206,12 +151,12 @@ def test_malformed_uploads_get_a_message_not_a_crash(studio, tmp_path):
     ann = studio["ann"]
     junk = tmp_path / "junk.csv"
     junk.write_bytes(bytes(range(256)) * 40)
-    message = _refused(ann, handle_file(str(junk)), "", "", "classify",
+    message = refused(ann, handle_file(str(junk)), "", "", "classify",
                        api_name="/describe_dataset")  # fmt: skip
     assert "Traceback" not in message and len(message) > 20
     not_zip = tmp_path / "adapter.zip"
     not_zip.write_bytes(b"PK\x03\x04 this is not really a zip")
-    message = _refused(ann, handle_file(str(not_zip)), "minilm", "", api_name="/import_adapter")
+    message = refused(ann, handle_file(str(not_zip)), "minilm", "", api_name="/import_adapter")
     assert "Traceback" not in message
     assert ann.predict(studio["job"], api_name="/job_status")["status"] == "done"
 
@@ -249,22 +194,22 @@ def test_zips_with_traversal_or_pickles_are_refused_and_run_nothing(studio, tmp_
         with zipfile.ZipFile(path, "w") as archive:
             for member, data in members.items():
                 archive.writestr(member, data)
-        message = _refused(ann, handle_file(str(path)), "minilm", "", api_name="/import_adapter")
+        message = refused(ann, handle_file(str(path)), "minilm", "", api_name="/import_adapter")
         assert "Refused" in message or "not a readable safetensors" in message, (name, message)
     assert not marker.exists()
     assert not list(Path("/tmp").glob("escaped*")) and not (tmp_path / "escaped.txt").exists()
     assert len(ann.predict("", "", "", api_name="/list_adapters")) == before
 
 
-def test_a_job_spec_naming_files_outside_the_uploads_is_refused(studio):
+def test_a_job_spec_naming_files_outside_the_uploads_isrefused(studio):
     ann, data = studio["ann"], studio["data"]
     for path in ("/etc/passwd", str(data / "ia3.db"), f"{data}/uploads/../ia3.db"):
         spec = {"model": "minilm", "data": path, "steps": 5}
-        assert "is not a file you uploaded" in _refused(ann, spec, None, None, api_name="/enqueue")
+        assert "is not a file you uploaded" in refused(ann, spec, None, None, api_name="/enqueue")
     spec = {"model": str(ROOT), "data": "sentiment", "steps": 5}
-    assert "looks like a folder on the server" in _refused(ann, spec, None, None,
+    assert "looks like a folder on the server" in refused(ann, spec, None, None,
                                                            api_name="/enqueue")  # fmt: skip
-    assert "looks like a folder" in _refused(ann, "/etc", "classify", api_name="/describe_model")
+    assert "looks like a folder" in refused(ann, "/etc", "classify", api_name="/describe_model")
 
 
 def test_names_with_path_traversal_stay_names(studio):
@@ -280,7 +225,7 @@ def test_names_with_path_traversal_stay_names(studio):
 
 def test_bob_deleting_fails_and_root_deleting_works_last(studio):
     adapter = studio["adapter"]
-    _refused(studio["bob"], adapter, api_name="/delete_adapter")
+    refused(studio["bob"], adapter, api_name="/delete_adapter")
     assert studio["ann"].predict(adapter, api_name="/adapter_info")["id"] == adapter
     assert studio["root"].predict(adapter, api_name="/delete_adapter") == adapter
-    assert "among yours" in _refused(studio["ann"], adapter, api_name="/adapter_info")
+    assert "among yours" in refused(studio["ann"], adapter, api_name="/adapter_info")

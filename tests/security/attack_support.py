@@ -1,0 +1,116 @@
+"""A real studio with password sign-in to attack: started per test module, driven over raw HTTP
+and gradio_client as its users (ann, bob), an admin (root) and an anonymous visitor.
+
+Every module under tests/security/ starts its own `ia3 studio` process (with IA3_USERS, its own
+data directory, and the settings the module passes), so an attack that crashes or fills one
+studio cannot make another module's tests pass or fail.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from gradio_client import Client
+from studio_support import free_port, wait_until_up
+
+from app import access_users
+
+ROOT = Path(__file__).resolve().parents[2]
+PASSWORDS = {"ann": "ann-password", "bob": "bob-password", "root": "root-password"}
+
+
+@dataclass
+class AttackedStudio:
+    """A running studio: base URL (no trailing slash), data dir, password file, process, log."""
+
+    url: str
+    data: Path
+    users: Path
+    process: subprocess.Popen
+    log: Path
+    tmp: Path
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def client(self, name: str) -> Client:
+        """gradio_client signed in as `name`."""
+        return Client(self.url, auth=(name, PASSWORDS[name]), verbose=False)
+
+    def http(self, name: str | None = None, **kwargs) -> httpx.Client:
+        """A raw HTTP client; signed in through /login when `name` is given."""
+        return (
+            signed_in(self.url, name, **kwargs)
+            if name
+            else httpx.Client(base_url=self.url, timeout=30, **kwargs)
+        )
+
+
+def studio_env(users: Path, data: Path, **env: str) -> dict[str, str]:
+    """The environment of a studio under test: no IA3_/Space/OAuth variable leaks in from
+    the caller's shell, offline, password sign-in, root as admin, a 1 MB upload cap."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("IA3_", "SPACE_", "OAUTH"))}
+    clean.pop("SYSTEM", None)
+    clean.update(
+        HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", IA3_USERS=str(users), IA3_ADMINS="root",
+        IA3_MAX_UPLOAD_MB="1", IA3_DATA_DIR=str(data),
+    )  # fmt: skip
+    clean.update(env)
+    return clean
+
+
+@contextlib.contextmanager
+def running_studio(
+    tmp: Path, *, workers: int = 1, host: str = "127.0.0.1", **env: str
+) -> Iterator[AttackedStudio]:
+    """`ia3 studio` with password sign-in on a free port; `env` adds or overrides variables."""
+    users = tmp / "users.txt"
+    if not users.exists():
+        for name, password in PASSWORDS.items():
+            access_users.add_user(users, name, password)
+    port, data, log_path = free_port(), tmp / "data", tmp / "studio.log"
+    command = [sys.executable, "-m", "app.studio_cli", "--host", host, "--port", str(port)]
+    command += ["--workers", str(workers)] if workers else ["--no-worker"]
+    log = open(log_path, "w")  # noqa: SIM115 (closed below)
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=studio_env(users, data, **env), stdout=log,
+        stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(url + "/", process, log_path, timeout_s=180)
+        yield AttackedStudio(url, data, users, process, log_path, tmp)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)  # the studio and the workers it started
+            process.wait(timeout=10)
+        log.close()
+
+
+def signed_in(url: str, name: str, **kwargs) -> httpx.Client:
+    """An HTTP client holding `name`'s session cookie from the sign-in form."""
+    http = httpx.Client(base_url=url, timeout=30, **kwargs)
+    response = http.post("/login", data={"username": name, "password": PASSWORDS[name]})
+    assert response.status_code == 200, response.text
+    return http
+
+
+def refused(client: Client, *args, api_name: str) -> str:
+    """The message of the error `client` gets calling `api_name`; fails if the call succeeds."""
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError) as error:
+        client.predict(*args, api_name=api_name)
+    return str(error.value)
