@@ -1,7 +1,7 @@
 """The password file (IA3_USERS) and `ia3 users`: add, remove and list people who may sign in.
 
 One `name:scrypt$n$r$p$salt$hash` line per person; passwords are never stored, only their
-scrypt hashes, and sign-in is checked in constant time with repeated failures slowed down.
+scrypt hashes, checked in constant time (app.sign_in throttles the attempts).
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ import os
 import re
 import secrets
 import sys
-import threading
-import time
 from pathlib import Path
 
 from ia3engine.errors import ConfigError
@@ -27,10 +25,6 @@ logger = logging.getLogger(__name__)
 SCRYPT = {"n": 2**14, "r": 8, "p": 1}  # about 50 ms a check: cheap to sign in, dear to guess
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 MIN_PASSWORD = 8
-MAX_FAILURES = 10  # wrong passwords for one name within FAILURE_WINDOW_S before a pause
-FAILURE_WINDOW_S = 300.0
-_failures: dict[str, list[float]] = {}
-_failures_lock = threading.Lock()
 
 
 def _b64(data: bytes) -> str:
@@ -112,35 +106,15 @@ def add_user(path: str | Path, name: str, password: str) -> None:
     write_users(path, users)
 
 
-def _throttled(name: str) -> bool:
-    now = time.monotonic()
-    with _failures_lock:
-        recent = [t for t in _failures.get(name, []) if now - t < FAILURE_WINDOW_S]
-        _failures[name] = recent
-        return len(recent) >= MAX_FAILURES
-
-
-def _failed(name: str) -> None:
-    with _failures_lock:
-        _failures.setdefault(name, []).append(time.monotonic())
-
-
 def check_login(username: str, password: str) -> bool:
-    """Gradio's auth callable: True when the password matches the IA3_USERS file's hash."""
+    """True when the password matches the IA3_USERS file's hash for the name (read each time,
+    so a person added or removed counts at once); blocking, about 50 ms."""
     from app import auth
 
     path = auth.active().users_file
     users = read_users(path) if path else {}
     name = (username or "").strip()
-    if _throttled(name):
-        logger.warning("sign-in for %r refused: %d failures in %.0f s", name, MAX_FAILURES,
-                       FAILURE_WINDOW_S)  # fmt: skip
-        return False
-    ok = verify_password(password or "", users.get(name, _DUMMY)) and name in users
-    if not ok:
-        _failed(name)
-        logger.info("failed sign-in for %r", name)
-    return ok
+    return verify_password(password or "", users.get(name, _DUMMY)) and name in users
 
 
 # `ia3 users` --------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ Modes: local (127.0.0.1 only, one person, no sign-in), password (an IA3_USERS fi
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import logging
 import os
 import time
@@ -16,6 +15,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
+from app import web_guard
+from app.web_guard import is_loopback
 from ia3engine.errors import ConfigError
 from jobs.access import ANONYMOUS, LOCAL, Actor, user
 from jobs.access_limits import NO_LIMITS, Limits
@@ -44,6 +45,7 @@ class AccessSettings:
     admins: frozenset[str] = frozenset()  # IA3_ADMINS: see and change everything
     allowed: frozenset[str] | None = None  # IA3_ALLOWED_USERS (oauth): only these may act
     limits: Limits = NO_LIMITS  # the local user: only limits set in the environment
+    session_hours: float = 12.0  # IA3_SESSION_HOURS: a password sign-in lasts this long
 
     @property
     def multi_user(self) -> bool:
@@ -54,13 +56,17 @@ def _names(raw: str | None) -> frozenset[str]:
     return frozenset(n.strip() for n in (raw or "").replace(";", ",").split(",") if n.strip())
 
 
-def is_loopback(host: str) -> bool:
-    if host in ("localhost", "ip6-localhost"):
-        return True
+def _session_hours(raw: str | None) -> float:
     try:
-        return ipaddress.ip_address(host).is_loopback
+        hours = float(raw) if raw and raw.strip() else 12.0
     except ValueError:
-        return False
+        hours = -1.0
+    if not 0 < hours <= 24 * 366:
+        raise ConfigError(
+            f"IA3_SESSION_HOURS={raw!r} is not a number of hours; set it like "
+            "IA3_SESSION_HOURS=12 (a sign-in lasts that long)."
+        )
+    return hours
 
 
 def settings_from_env(host: str, env: Mapping[str, str] | None = None) -> AccessSettings:
@@ -84,6 +90,7 @@ def settings_from_env(host: str, env: Mapping[str, str] | None = None) -> Access
         admins=_names(env.get("IA3_ADMINS")),
         allowed=_names(env.get("IA3_ALLOWED_USERS")) or None,
         limits=Limits.from_env(env, defaults=mode != "local"),
+        session_hours=_session_hours(env.get("IA3_SESSION_HOURS")),
     )
     if mode == "password":
         _check_password_mode(settings)
@@ -214,9 +221,9 @@ def mount_options(data_dir: Path) -> dict:
     options["allowed_paths"] = []
     options["blocked_paths"] = [str(Path(data_dir).resolve())]
     if settings.mode == "password":
-        from app import access_users
+        from app import sign_in
 
-        options["auth"] = access_users.check_login
+        options["auth"] = sign_in.check_login  # a coroutine: Gradio awaits it off its loop
         options["auth_message"] = "Sign in to IA3 Studio with the name and password you were given."
     return options
 
@@ -244,9 +251,11 @@ def login_controls(demo) -> None:
 
 
 def configure_for_host(host: str) -> bool:
-    """Choose the access mode for `ia3 studio --host HOST`; False (logged why) when refused."""
+    """Choose the access mode and the cross-site rules for `ia3 studio --host HOST`; False
+    (logged why) when refused."""
     try:
         configure(settings_from_env(host))
+        web_guard.configure(web_guard.settings_from_env(host))
     except ConfigError as error:
         logger.error("%s", error)
         return False

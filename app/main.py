@@ -10,6 +10,9 @@ from pathlib import Path
 
 import gradio as gr
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from gradio.routes import App as GradioApp
+from starlette.routing import Mount
 
 from app import (
     access_share,
@@ -19,8 +22,10 @@ from app import (
     job_actions,
     jobs_tab,
     playground_tab,
+    sessions,
     share_page,
     train_tab,
+    web_guard,
 )
 from app.studio_config import StudioConfig
 
@@ -87,7 +92,7 @@ def create_app(config: StudioConfig | None = None) -> FastAPI:
     share_page.add_routes(app)  # before the mount, so these paths are not Gradio's
     demo = build_studio(config)
     demo.queue(default_concurrency_limit=1)
-    return gr.mount_gradio_app(
+    gr.mount_gradio_app(
         app,
         demo,
         path="/",
@@ -97,6 +102,33 @@ def create_app(config: StudioConfig | None = None) -> FastAPI:
         css=CSS,
         footer_links=["api", "settings"],
     )
+    _guard_sessions(app)
+    _guard_cross_site(app, web_guard.active())
+    return app
+
+
+def _guard_sessions(app: FastAPI) -> None:
+    """Password sign-in: Gradio's session table becomes one whose sessions end (app.sessions)."""
+    settings = auth.active()
+    if settings.mode != "password":
+        return
+    for route in app.routes:
+        if isinstance(route, Mount) and isinstance(route.app, GradioApp):
+            route.app.tokens = sessions.Sessions(settings.users_file, settings.session_hours)
+
+
+def _guard_cross_site(app: FastAPI, web: web_guard.WebSettings) -> None:
+    """Only the studio's own pages (and IA3_ALLOWED_ORIGINS) may use it from a browser.
+
+    Gradio's own CORS middleware answers any origin with credentials allowed when the studio
+    is reached by a name other than localhost; it stands aside when the parent app has a
+    CORSMiddleware, which here lists the allowed origins only.
+    """
+    app.add_middleware(
+        CORSMiddleware, allow_origins=sorted(web.allowed_origins), allow_credentials=True,
+        allow_methods=["*"], allow_headers=["*"],
+    )  # fmt: skip
+    app.add_middleware(web_guard.CrossSiteGuard, settings=web)  # outermost: runs first
 
 
 def serve(config: StudioConfig, host: str = "127.0.0.1", port: int = 7860) -> None:
