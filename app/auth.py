@@ -198,7 +198,8 @@ def signed_in_name(request, settings: AccessSettings | None = None) -> str | Non
     session = scope.get("session") if isinstance(scope, dict) else None
     info = (session or {}).get("oauth_info") or {}
     expires = info.get("expires_at")
-    if not info or (expires is not None and expires < time.time()):
+    # Hugging Face's tokens always expire: a session without an end is not one it made.
+    if not isinstance(expires, int | float) or expires < time.time():
         return None
     return (info.get("userinfo") or {}).get("preferred_username") or None
 
