@@ -30,8 +30,9 @@ REFUSED_CROSS_SITE = (
     b"ask its operator to add that site to IA3_ALLOWED_ORIGINS."
 )
 REFUSED_HOST = (
-    b"This studio listens on the loopback address only: open it at http://127.0.0.1 or "
-    b"http://localhost on its port (a page under another name cannot reach it)."
+    b"This studio listens on the loopback address: open it at http://127.0.0.1 or "
+    b"http://localhost on its port. Behind a proxy that passes another name, its operator "
+    b"lists that site in IA3_ALLOWED_ORIGINS."
 )
 
 # The client address of the request being served (after a trusted proxy's X-Forwarded-For, as
@@ -150,22 +151,32 @@ def same_origin(origin: str, host_header: str) -> bool:
     return parts.hostname == host and parts.port == port
 
 
-def is_allowed_origin(origin: str, host_header: str, settings: WebSettings) -> bool:
-    return same_origin(origin, host_header) or _origin(origin) in settings.allowed_origins
+def is_allowed_origin(origin: str, headers: Mapping[str, str], settings: WebSettings) -> bool:
+    """The studio's own origin (its Host, or the X-Forwarded-Host a proxy names it by), or one
+    in IA3_ALLOWED_ORIGINS.
+
+    Another site's page cannot add X-Forwarded-Host to a request without a CORS preflight,
+    and preflights from other origins are refused.
+    """
+    if _origin(origin) in settings.allowed_origins:
+        return True
+    forwarded = headers.get("x-forwarded-host", "").split(",")[0]
+    return same_origin(origin, headers.get("host", "")) or (
+        bool(forwarded.strip()) and same_origin(origin, forwarded)
+    )
 
 
 def cross_site_reason(method: str, path: str, headers: Mapping[str, str], settings) -> str | None:
     """Why a request is refused as coming from another site, or None to serve it."""
-    host = headers.get("host", "")
     origin = headers.get("origin")
     if origin is not None:  # sent on every cross-origin fetch and on every POST
-        return None if is_allowed_origin(origin, host, settings) else f"origin {origin!r}"
+        return None if is_allowed_origin(origin, headers, settings) else f"origin {origin!r}"
     if method in SAFE_METHODS and path not in STATE_CHANGING_GETS:
         return None  # reading is harmless without CORS headers: the other site cannot see it
     fetch_site = headers.get("sec-fetch-site")
     referer = headers.get("referer")
     if referer and _origin(referer):
-        return None if is_allowed_origin(referer, host, settings) else "referer"
+        return None if is_allowed_origin(referer, headers, settings) else "referer"
     if fetch_site in ("cross-site", "same-site"):
         return f"Sec-Fetch-Site {fetch_site}"
     return None  # no browser headers: a script, which holds no one else's cookies

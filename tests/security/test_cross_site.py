@@ -122,6 +122,8 @@ def test_the_studios_own_pages_and_scripts_keep_working(studio):
     assert own.get("/gradio_api/token").json()["user"] == "ann"
     job = own.post("/gradio_api/call/enqueue", json={"data": [SPEC, None, None]})
     assert job.status_code == 200, job.text
+    proxied = studio.http("ann", headers={"X-Forwarded-Host": HOST, "Origin": OWN})
+    assert proxied.get("/gradio_api/token").json()["user"] == "ann"  # Host rewritten by a proxy
     script = studio.http("ann")  # gradio_client and scripts send no Origin at all
     assert script.get("/gradio_api/login_check").status_code == 200
     assert studio.client("bob").predict(api_name="/list_jobs") == []
