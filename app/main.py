@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import gradio as gr
@@ -138,4 +139,17 @@ def serve(config: StudioConfig, host: str = "127.0.0.1", port: int = 7860) -> No
     app = create_app(config)
     print(f"IA3 Studio on http://{host}:{port}  (data in {config.data_dir})", flush=True)
     # Open event streams (a browser tab, an API client) would hold a graceful stop forever.
-    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=3)
+    uvicorn.run(
+        app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=3,
+        forwarded_allow_ips=_trusted_proxies(),
+    )  # fmt: skip
+
+
+def _trusted_proxies() -> str | None:
+    """Whose X-Forwarded-For/-Proto uvicorn believes (the client address that sign-in
+    throttling counts): FORWARDED_ALLOW_IPS, else 127.0.0.1; on a Space everyone, since only
+    Hugging Face's proxy reaches the container and without it all visitors would share one
+    address (one guesser would pause everyone's sign-in)."""
+    if os.environ.get("FORWARDED_ALLOW_IPS"):
+        return None  # uvicorn reads it
+    return "*" if os.environ.get("SYSTEM") == "spaces" else None

@@ -21,6 +21,7 @@ from ia3engine.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 MAX_SESSIONS = 10_000
+MAX_SESSIONS_PER_USER = 32  # one user signing in again and again drops only their own oldest
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,9 @@ class Sessions(MutableMapping):
     def __setitem__(self, token: str, name: str) -> None:
         stored = self.file.users().get(name, "")
         with self._lock:
+            own = [t for t, session in self._live.items() if session.name == name]
+            for old in own[: max(len(own) - MAX_SESSIONS_PER_USER + 1, 0)]:
+                del self._live[old]
             self._live[token] = Session(name, self.clock(), stored)
             self._live.move_to_end(token)
             while len(self._live) > self.max_sessions:

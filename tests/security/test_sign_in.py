@@ -17,7 +17,7 @@ import httpx
 import pytest
 from attack_support import PASSWORDS, running_studio
 
-from app import access_users, auth, sign_in
+from app import access_users, auth, sessions, sign_in
 
 SESSION_HOURS = 0.004  # 14.4 s: long enough for each test, short enough to see one end
 
@@ -66,6 +66,26 @@ def test_the_table_of_failures_stays_bounded():
         throttle.failed(f"10.{i // 250}.{i % 250}.1", f"name-{i}")
     assert len(throttle) <= 300
     assert sign_in.MAX_ENTRIES <= 100_000  # the studio's own table: a few MB at most
+
+
+def test_many_failures_for_one_name_slow_it_down_but_never_refuse_a_new_address():
+    throttle = sign_in.Throttle()
+    for i in range(sign_in.NAME_SLOW_AFTER):
+        throttle.failed(f"203.0.113.{i}", "ann")  # a botnet guessing ann's password
+    assert throttle.delay_s("ann") == sign_in.NAME_DELAY_S and throttle.delay_s("bob") == 0
+    assert throttle.pause_s("198.51.100.1", "ann") == 0
+
+
+def test_one_user_signing_in_again_and_again_signs_nobody_else_out(tmp_path):
+    users = tmp_path / "users.txt"
+    for name in ("ann", "bob"):
+        access_users.add_user(users, name, PASSWORDS[name])
+    table = sessions.Sessions(users, hours=12, max_sessions=100)
+    table["ann-token"] = "ann"
+    for i in range(1000):
+        table[f"bob-{i}"] = "bob"
+    assert table.get("ann-token") == "ann"
+    assert len(table) <= sessions.MAX_SESSIONS_PER_USER + 1 and table.get("bob-999") == "bob"
 
 
 def test_password_checks_run_off_the_event_loop(tmp_path, monkeypatch):
