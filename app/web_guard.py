@@ -188,6 +188,8 @@ def host_refusal(headers: Mapping[str, str], settings: WebSettings) -> bool:
     if not is_loopback(settings.listen_host):
         return False
     name, _ = _host_and_port(headers.get("host", ""))
+    if not name:
+        return False  # no Host: not a browser (every browser request names its host)
     allowed = {urlsplit(origin).hostname for origin in settings.allowed_origins}
     return not (is_loopback(name) or name in allowed)
 
