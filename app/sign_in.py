@@ -73,6 +73,11 @@ class Throttle:
             many = len(self._recent(("name", name), self.clock())) >= NAME_SLOW_AFTER
         return NAME_DELAY_S if many else 0.0
 
+    def attempt(self, address: str, name: str) -> None:
+        """Count a try as failed before checking it, so tries sent all at once are counted
+        before any of them is checked; `succeeded` takes it back."""
+        self.failed(address, name)
+
     def failed(self, address: str, name: str) -> None:
         now = self.clock()
         with self._lock:
@@ -86,6 +91,9 @@ class Throttle:
     def succeeded(self, address: str, name: str) -> None:
         with self._lock:
             self._failures.pop(("pair", address, name), None)
+            for key in (("address", address), ("name", name)):
+                if self._failures.get(key):
+                    self._failures[key].pop()
 
 
 throttle = Throttle()
@@ -112,6 +120,7 @@ async def check_login(username: str, password: str) -> bool:
             detail=f"Too many wrong passwords from your address; try again in {math.ceil(wait)} s.",
         )
     delay = throttle.delay_s(name)
+    throttle.attempt(address, name)  # no await since the pause check: parallel tries count
     if delay:
         await asyncio.sleep(delay)
     password = password or ""
@@ -122,6 +131,5 @@ async def check_login(username: str, password: str) -> bool:
     if ok:
         throttle.succeeded(address, name)
     else:
-        throttle.failed(address, name)
         logger.info("failed sign-in for %r from %s", name, address)
     return ok

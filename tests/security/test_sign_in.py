@@ -52,6 +52,21 @@ def test_a_strangers_wrong_passwords_do_not_lock_the_real_user_out(studio):
     assert sign_in_from(studio, "198.51.100.7", "ann", PASSWORDS["ann"]).status_code == 200
 
 
+def test_guesses_sent_all_at_once_are_counted_before_they_are_checked(studio):
+    async def flood() -> list[int]:
+        headers = {"X-Forwarded-For": "203.0.113.11"}
+        async with httpx.AsyncClient(base_url=studio.url, headers=headers, timeout=60) as http:
+            tries = [
+                http.post("/login", data={"username": "root", "password": f"guess-{i}"})
+                for i in range(30)
+            ]  # fmt: skip
+            return [response.status_code for response in await asyncio.gather(*tries)]
+
+    answers = asyncio.run(flood())
+    # The first few are checked; pauses start at 1 s and double, so most are refused unchecked.
+    assert answers.count(400) <= 2 * sign_in.FREE_PER_NAME and answers.count(429) >= 20, answers
+
+
 def test_an_address_guessing_across_many_names_is_paused(studio):
     guesser = "203.0.113.10"
     for i in range(sign_in.FREE_PER_ADDRESS):
