@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from app import access_users, auth, sign_in
+from app import access_users, auth, sign_in, web_guard
 from ia3engine.errors import ConfigError
 from jobs.access import ANONYMOUS, LOCAL
 
@@ -177,3 +177,64 @@ def test_local_mode_serves_the_data_directory_and_shared_modes_never_do(users_fi
     assert options["allowed_paths"] == [] and options["blocked_paths"] == [str(tmp_path)]
     assert options["auth"] is sign_in.check_login
     assert options["max_file_size"] == 2 * 2**20
+
+
+def test_cross_site_settings_come_from_the_environment():
+    web = web_guard.settings_from_env(
+        "0.0.0.0", {"IA3_ALLOWED_ORIGINS": "https://a.example, http://b.example:8080/"}
+    )
+    assert web.allowed_origins == {"https://a.example", "http://b.example:8080"}
+    assert (web.same_site, web.secure_cookies) == ("lax", "auto")
+    space = web_guard.settings_from_env("0.0.0.0", SPACE)  # shown inside huggingface.co
+    assert (space.same_site, space.secure_cookies) == ("none", "always")
+    assert space.frame_ancestors == ("https://huggingface.co",)
+    for variable, bad in (
+        ("IA3_ALLOWED_ORIGINS", "evil.example"), ("IA3_ALLOWED_ORIGINS", "https://a.example/x"),
+        ("IA3_COOKIE_SAMESITE", "off"), ("IA3_SECURE_COOKIES", "yes"),
+    ):  # fmt: skip
+        with pytest.raises(ConfigError, match=variable):
+            web_guard.settings_from_env("0.0.0.0", {variable: bad})
+
+
+def test_session_hours_come_from_the_environment(users_file):
+    env = {"IA3_USERS": str(users_file)}
+    assert auth.settings_from_env("0.0.0.0", env).session_hours == 12
+    assert (
+        auth.settings_from_env("0.0.0.0", {**env, "IA3_SESSION_HOURS": "0.5"}).session_hours == 0.5
+    )
+    for bad in ("forever", "0", "-3"):
+        with pytest.raises(ConfigError, match="IA3_SESSION_HOURS"):
+            auth.settings_from_env("0.0.0.0", {**env, "IA3_SESSION_HOURS": bad})
+
+
+@pytest.mark.parametrize(
+    ("origin", "host", "same"),
+    [
+        ("https://studio.example", "studio.example", True),
+        ("http://studio.example:8080", "studio.example:8080", True),
+        ("http://studio.example:8080", "studio.example", False),
+        ("https://studio.example.evil.example", "studio.example", False),
+        ("http://127.0.0.1:7860", "127.0.0.1:7860", True),
+        ("http://[::1]:7860", "[::1]:7860", True),
+        ("null", "studio.example", False),
+        ("file://", "studio.example", False),
+    ],
+)
+def test_an_origin_is_the_studios_own_only_when_its_host_and_port_match(origin, host, same):
+    assert web_guard.same_origin(origin, host) is same
+
+
+def test_state_changes_are_judged_by_origin_then_referer_then_fetch_site():
+    web = web_guard.WebSettings(listen_host="0.0.0.0")
+
+    def reason(method, path="/gradio_api/upload", **headers):
+        headers = {"host": "studio.example", **{k.replace("_", "-"): v for k, v in headers.items()}}
+        return web_guard.cross_site_reason(method, path, headers, web)
+
+    assert reason("POST", origin="null") and reason("GET", origin="https://evil.example")
+    assert reason("POST", referer="https://evil.example/a")
+    assert reason("GET", "/logout", sec_fetch_site="same-site")
+    assert reason("POST", sec_fetch_site="cross-site")
+    assert reason("POST") is None  # a script: no browser, no one else's cookies
+    assert reason("GET", sec_fetch_site="cross-site") is None  # a link to the page
+    assert reason("POST", referer="https://studio.example/", sec_fetch_site="same-origin") is None
