@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app import web_guard
-from app.web_guard import is_loopback
 from ia3engine.errors import ConfigError
 from jobs.access import ANONYMOUS, LOCAL, Actor, user
 from jobs.access_limits import NO_LIMITS, Limits
@@ -82,7 +81,7 @@ def settings_from_env(host: str, env: Mapping[str, str] | None = None) -> Access
     mode = mode or ("password" if users else "oauth" if on_space else "local")
     if mode not in MODES:
         raise ConfigError(f"IA3_ACCESS={mode!r} is not a mode; use one of {', '.join(MODES)}.")
-    if mode == "local" and not is_loopback(host):
+    if mode == "local" and not web_guard.is_loopback(host):
         raise ConfigError(REFUSAL.format(host=host))
     settings = AccessSettings(
         mode=mode,

@@ -113,9 +113,10 @@ def _guard_sessions(app: FastAPI) -> None:
     settings = auth.active()
     if settings.mode != "password":
         return
-    for route in app.routes:
-        if isinstance(route, Mount) and isinstance(route.app, GradioApp):
-            route.app.tokens = sessions.Sessions(settings.users_file, settings.session_hours)
+    mounted = [r.app for r in app.routes if isinstance(r, Mount) and isinstance(r.app, GradioApp)]
+    if not mounted:  # a Gradio that mounts differently: refuse rather than keep endless sessions
+        raise RuntimeError("the Gradio app is not mounted where IA3 Studio expects it")
+    mounted[0].tokens = sessions.Sessions(settings.users_file, settings.session_hours)
 
 
 def _guard_cross_site(app: FastAPI, web: web_guard.WebSettings) -> None:

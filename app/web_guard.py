@@ -97,7 +97,7 @@ def settings_from_env(host: str, env: Mapping[str, str] | None = None) -> WebSet
         )
     # A Space is shown inside huggingface.co's page: its cookies are third-party there and
     # need SameSite=None; the origin checks below still refuse other sites' requests.
-    same_site = (env.get("IA3_COOKIE_SAMESITE") or ("none" if on_space else "lax")).lower()
+    same_site = (env.get("IA3_COOKIE_SAMESITE") or ("none" if on_space else "lax")).strip().lower()
     if same_site not in SAME_SITE:
         raise ConfigError(
             f"IA3_COOKIE_SAMESITE={same_site!r} is not a choice; use lax, strict or none."
