@@ -137,3 +137,8 @@ def test_a_plain_adapter_still_imports_and_answers(studio):
     adapter_id = ann.predict(handle_file(str(path)), "minilm", "plain", api_name="/import_adapter")
     result = ann.predict("a good film", [adapter_id], False, api_name="/predict")
     assert set(result["adapters"][0]["probs"]) == {"down", "up"}
+
+
+def test_the_model_preview_refuses_the_175b_model_without_building_it(studio):
+    message = refused(studio["ann"], GIANT, "classify", api_name="/describe_model")
+    assert "IA3_MAX_MODEL_PARAMS" in message and "Pick a smaller model" in message
