@@ -21,6 +21,8 @@ logger = logging.getLogger(__name__)
 
 MAX_BASES = 2  # base models kept loaded; the least recently used one is dropped first
 MAX_LOADED_ADAPTERS = 16  # adapters kept on one base; the least recently used goes first
+MAX_PER_REQUEST = 8  # adapters compared or mixed in one request
+MAX_INPUT_CHARS = 20_000  # one playground input
 MIX = "mix"  # the one mixed adapter each base keeps; a new mix replaces it
 # transformers loads onto the meta device through process-wide state, so two models loading at
 # once in two threads (a preview and the playground) break each other: load one at a time.
@@ -167,14 +169,27 @@ class Turns:
             self._waiting.setdefault(who, deque()).append(ticket)
             if self._holder is None:
                 self._grant()
-            while self._holder is not ticket:
-                self._changed.wait()
+            try:
+                while self._holder is not ticket:
+                    self._changed.wait()
+            except BaseException:  # interrupted while waiting: never leave a turn nobody takes
+                self._leave(who, ticket)
+                raise
         try:
             yield
         finally:
             with self._changed:
                 self._holder = None
                 self._grant()
+
+    def _leave(self, who: str, ticket: object) -> None:
+        if self._holder is ticket:
+            self._holder = None
+            self._grant()
+        elif ticket in self._waiting.get(who, ()):
+            self._waiting[who].remove(ticket)
+            if not self._waiting[who]:
+                del self._waiting[who]
 
     def _grant(self) -> None:
         if not self._waiting:
@@ -249,11 +264,24 @@ def _adapter_rows(adapter_ids: list[int]) -> list[dict]:
 def _check_text(text: str) -> None:
     if not (text or "").strip():
         raise AdapterError("The input is empty. Type a sentence to run through the models.")
+    if len(text) > MAX_INPUT_CHARS:
+        raise AdapterError(
+            f"The input has {len(text):,} characters; the playground takes at most "
+            f"{MAX_INPUT_CHARS:,}. Shorten it (models read only their first few hundred tokens)."
+        )
+
+
+def _check_count(adapter_ids) -> None:
+    if len(list(adapter_ids or [])) > MAX_PER_REQUEST:
+        raise AdapterError(
+            f"{len(list(adapter_ids))} adapters in one request; pick at most {MAX_PER_REQUEST}."
+        )
 
 
 def compare(text: str, adapter_ids: list[int], include_base: bool = True) -> dict:
     """Outputs of the untuned base and of each adapter for one input, side by side."""
     _check_text(text)
+    _check_count(adapter_ids)
     with _fair_share():
         return POOL.compare(text, _adapter_rows(adapter_ids), include_base=include_base)
 
@@ -261,6 +289,7 @@ def compare(text: str, adapter_ids: list[int], include_base: bool = True) -> dic
 def mix(text: str, adapter_ids: list[int], weights: list[float]) -> dict:
     """Output of the weighted mix of the adapters for one input."""
     _check_text(text)
+    _check_count(adapter_ids)
     ids = list(dict.fromkeys(int(i) for i in adapter_ids or []))
     if len(ids) < 2:
         raise AdapterError("Pick at least two adapters to mix.")

@@ -142,3 +142,22 @@ def test_a_plain_adapter_still_imports_and_answers(studio):
 def test_the_model_preview_refuses_the_175b_model_without_building_it(studio):
     message = refused(studio["ann"], GIANT, "classify", api_name="/describe_model")
     assert "IA3_MAX_MODEL_PARAMS" in message and "Pick a smaller model" in message
+
+
+def _plain_id(studio) -> int:
+    listed = studio["ann"].predict("", "", "", api_name="/list_adapters")
+    return next(a["id"] for a in listed if a["name"] == "plain")
+
+
+def test_a_playground_input_of_a_megabyte_is_refused(studio):
+    text = "great " * 200_000
+    message = refused(studio["ann"], text, [_plain_id(studio)], True, api_name="/predict")
+    assert "1,200,000 characters" in message and "at most 20,000" in message
+
+
+def test_comparing_or_mixing_dozens_of_adapters_at_once_is_refused(studio):
+    ids = [_plain_id(studio)] * 50
+    message = refused(studio["ann"], "a film", ids, True, api_name="/predict")
+    assert "50 adapters in one request; pick at most 8" in message
+    message = refused(studio["ann"], "a film", ids, [0.02] * 50, api_name="/mix")
+    assert "50 adapters in one request; pick at most 8" in message
