@@ -6,11 +6,11 @@ from __future__ import annotations
 import difflib
 import math
 import re
-import string
 
 import pandas as pd
 
 from .errors import DataError
+from .templates import template_names, template_problem
 
 TEXT_NAMES = (
     "text", "sentence", "review", "content", "input", "question", "prompt", "instruction",
@@ -176,16 +176,15 @@ def drop_or_refuse(bad: list[int], n_rows: int, what: str, column: str, source: 
 
 
 def template_fields(template: str, columns: list[str], source: str) -> list[str]:
-    """The column names a "{text}"-style template uses; raises for bad or unknown fields."""
+    """The column names a "{text}"-style template uses; raises for bad or unknown fields.
+
+    Only plain `{column}` placeholders pass (see ia3engine.templates): a format spec such as
+    `{text:>2000000}` would make every row megabytes long."""
     example = "like 'Review: {text}'"
-    try:
-        parsed = list(string.Formatter().parse(template))
-    except ValueError as err:
-        raise DataError(
-            f"The template {template!r} is malformed ({err}). Write column names in braces, "
-            f"{example}, and double a brace to show it literally."
-        ) from None
-    fields = list(dict.fromkeys(f for _, f, _, _ in parsed if f is not None))
+    problem = template_problem(template)
+    if problem:
+        raise DataError(problem)
+    fields = template_names(template)
     if not fields:
         raise DataError(
             f"The template {template!r} uses no column. Put a column name in braces, {example}."

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ia3engine.errors import SpecError
+from ia3engine.templates import template_names, template_problem
 
 TASKS = ("classify", "generate")
 OPTIMIZERS = ("adamw", "adafactor")
@@ -174,34 +175,79 @@ def _check_choices(spec: TrainSpec) -> list[str]:
             not isinstance(value, list) or not all(isinstance(v, str) and v for v in value)
         ):
             problems.append(f"{key} must be a list of module names such as ['key', 'value'].")
-    if spec.template is not None and not re.search(r"\{[^{}]+\}", str(spec.template)):
-        problems.append(
-            "template uses no column; put column names in braces, e.g. 'Review: {text}\\nAnswer:'."
-        )
+    if spec.template is not None:
+        problem = template_problem(spec.template)
+        if problem:
+            problems.append(problem)
+        elif not template_names(spec.template):
+            problems.append(
+                "template uses no column; put column names in braces, e.g. "
+                "'Review: {text}\\nAnswer:'."
+            )
+    return problems + _check_texts(spec)
+
+
+# Text fields and how long each may be: names and modules are short; a longer value is a
+# mistake or an attempt to make every log line and table row huge.
+_TEXT_LIMITS = {
+    "model": 500, "data": 1000, "eval_data": 1000, "text_column": 200, "label_column": 200,
+    "name": 200, "out_dir": 1000, "device": 20,
+}  # fmt: skip
+MAX_MODULE_NAMES = 200
+
+
+def _check_texts(spec: TrainSpec) -> list[str]:
+    problems = []
+    for key, most in _TEXT_LIMITS.items():
+        value = getattr(spec, key)
+        if value is not None and not isinstance(value, str):
+            problems.append(f"{key} must be text, not {type(value).__name__}.")
+        elif value is not None and len(value) > most:
+            problems.append(f"{key} has {len(value):,} characters; at most {most} are allowed.")
+    for key in ("target_modules", "feedforward_modules"):
+        value = getattr(spec, key)
+        if isinstance(value, list) and (
+            len(value) > MAX_MODULE_NAMES or any(len(str(v)) > 200 for v in value)
+        ):
+            problems.append(
+                f"{key} lists {len(value)} names; give at most {MAX_MODULE_NAMES} module names "
+                "of at most 200 characters each."
+            )
     return problems
 
 
-# field -> (lowest allowed, allow equality with it, how to say it)
-_LIMITS = {
-    "steps": (1, True, "a whole number of at least 1"),
-    "batch_size": (1, True, "a whole number of at least 1"),
-    "grad_accum": (1, True, "a whole number of at least 1"),
-    "max_length": (8, True, "a whole number of at least 8 tokens"),
-    "eval_every": (0, True, "a whole number, 0 or more (0 = only at the end)"),
-    "early_stopping_patience": (0, True, "a whole number, 0 or more (0 = never stop early)"),
-    "seed": (0, True, "a whole number, 0 or more"),
-    "max_rows": (1, True, "a whole number of at least 1"),
+# field -> (lowest, highest, how to say it). The highest values are sanity bounds for any host
+# (a host sets tighter ones with IA3_MAX_*): far beyond what IA3 needs, short of what would
+# exhaust a machine's memory before the first step (a batch of 10^7 rows, 10^6 micro-batches).
+BOUNDS = {
+    "steps": (1, 1_000_000, "a whole number from 1 to 1,000,000"),
+    "batch_size": (1, 4096, "a whole number from 1 to 4,096 (examples per step)"),
+    "grad_accum": (1, 1024, "a whole number from 1 to 1,024 (micro-batches per step)"),
+    "max_length": (8, 32_768, "a whole number of tokens from 8 to 32,768"),
+    "eval_every": (0, 1_000_000, "a whole number from 0 to 1,000,000 (0 = only at the end)"),
+    "early_stopping_patience": (
+        0,
+        10_000,
+        "a whole number from 0 to 10,000 (0 = never stop early)",
+    ),  # fmt: skip
+    "seed": (0, 2**32 - 1, "a whole number from 0 to 4,294,967,295"),
+    "max_rows": (1, 10_000_000, "a whole number from 1 to 10,000,000"),
 }
 
 
 def _check_numbers(spec: TrainSpec) -> list[str]:
     problems = []
-    for key, (low, _, says) in _LIMITS.items():
+    for key, (low, high, says) in BOUNDS.items():
         value = getattr(spec, key)
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            problems.append(f"{key} is {value!r}; it must be {says}.")
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            shown = (
+                f"{value:,}"
+                if isinstance(value, int) and not isinstance(value, bool)
+                else repr(value)
+            )
+            problems.append(f"{key} is {shown[:40]}; it must be {says}.")
     for key in ("lr", "head_lr"):
         value = getattr(spec, key)
         if value is not None and (not _is_number(value) or not 0 < value <= 1):

@@ -124,14 +124,16 @@ def admit(spec, *, actor: Actor, limits: Limits | None = None, db=None) -> dict:
     spec = spec if isinstance(spec, TrainSpec) else spec_from_dict(spec)
     if actor != LOCAL:
         # Before validation: its messages would tell whether a path exists on the server.
-        access_limits.check_model(spec.model)
+        access_limits.check_model(spec.model, limits)
         for field in DATA_FIELDS:
             access_limits.check_data_path(field, getattr(spec, field))
     spec_dict = validated_spec(spec)
     for field in DATA_FIELDS:
         if spec_dict.get(field):
             access_limits.check_file_size(spec_dict[field], limits)
-    access_limits.check_steps(spec_dict, limits)
+    work = spec.resolved().to_dict()  # the preset's steps and batch count as much as typed ones
+    access_limits.check_steps(work, limits)
+    access_limits.check_work(work, limits)
     access_limits.check_queue_room(owner, limits, db=db)
     return access_limits.capped_rows(spec_dict, limits)
 
@@ -203,10 +205,11 @@ def import_adapter(
 ) -> int:
     """Import an adapter zip or folder as the actor's own (size-limited, safetensors only)."""
     owner = owner_for(actor)
-    access_limits.check_file_size(path, limits or Limits.from_env(defaults=actor != LOCAL))
+    limits = limits or Limits.from_env(defaults=actor != LOCAL)
+    access_limits.check_file_size(path, limits)
     named = base_model or (None if actor == LOCAL else _named_base(path))
     if actor != LOCAL and named:
-        access_limits.check_model(named)
+        access_limits.check_model(named, limits)
     return registry.import_adapter(path, base_model=base_model, name=name, owner=owner, db=db)
 
 

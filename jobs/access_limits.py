@@ -6,6 +6,7 @@ the shipped examples, and models must be Hub ids or the bundled one, for every s
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -34,6 +35,11 @@ _SETTINGS = {
     "max_steps": ("IA3_MAX_STEPS", 10_000, "steps"),
     "max_jobs_per_user": ("IA3_MAX_JOBS_PER_USER", 3, "jobs"),
     "max_queued": ("IA3_MAX_QUEUED", 100, "jobs"),
+    "max_examples": ("IA3_MAX_EXAMPLES", 1_000_000, "examples"),
+    "max_batch_tokens": ("IA3_MAX_BATCH_TOKENS", 65_536, "tokens per micro-batch"),
+    "max_model_params": ("IA3_MAX_MODEL_PARAMS", 3_000_000_000, "parameters"),
+    "max_model_gb": ("IA3_MAX_MODEL_GB", 16.0, "GB"),
+    "max_predicts_per_user": ("IA3_MAX_PREDICTS_PER_USER", 2, "playground requests"),
 }
 _SETTINGS_DEFAULTS = {variable: default for variable, default, _ in _SETTINGS.values()}
 
@@ -47,6 +53,11 @@ class Limits:
     max_steps: int | None = 10_000  # optimizer steps of one job
     max_jobs_per_user: int | None = 3  # queued + running jobs of one signed-in user
     max_queued: int | None = 100  # queued jobs of everyone together
+    max_examples: int | None = 1_000_000  # steps x batch_size x grad_accum of one job
+    max_batch_tokens: int | None = 65_536  # batch_size x max_length: one micro-batch's memory
+    max_model_params: int | None = 3_000_000_000  # a base model's parameters, from its config
+    max_model_gb: float | None = 16.0  # a base model's weights on disk (or estimated)
+    max_predicts_per_user: int | None = 2  # one person's playground calls running or waiting
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, defaults: bool = True) -> Limits:
@@ -59,7 +70,7 @@ class Limits:
         return cls(**values)
 
 
-NO_LIMITS = Limits(None, None, None, None, None)
+NO_LIMITS = Limits(**{field: None for field in _SETTINGS})
 
 
 def _parse(variable: str, raw: str | None, default):
@@ -69,8 +80,12 @@ def _parse(variable: str, raw: str | None, default):
         return None
     kind = type(_SETTINGS_DEFAULTS[variable])
     try:
-        value = kind(raw.strip())
-    except ValueError:
+        value = float(raw.strip())
+        # Whole-number limits may be written 3e9; 2.5 jobs is still refused.
+        value = (
+            int(value) if kind is int and value.is_integer() else value if kind is float else None
+        )
+    except (ValueError, OverflowError):
         value = None
     if value is None or value <= 0:
         raise ConfigError(
@@ -106,6 +121,30 @@ def check_steps(spec: dict, limits: Limits) -> None:
     problem = over("max_steps", int(steps), limits) if steps else None
     if problem:
         raise LimitError(f"Training steps: {problem} Choose fewer steps.")
+
+
+def check_work(spec: dict, limits: Limits) -> None:
+    """Refuse a job whose total work or per-step memory is over the host's limits.
+
+    `spec` is resolved (preset values filled): steps alone would let batch_size 4096 with
+    grad_accum 1024 through a step limit, so the examples processed are what count.
+    """
+    steps, batch = int(spec.get("steps") or 0), int(spec.get("batch_size") or 0)
+    examples = steps * batch * int(spec.get("grad_accum") or 1)
+    problem = over("max_examples", examples, limits)
+    if problem:
+        raise LimitError(
+            f"This job would process {steps:,} steps x {batch:,} examples x "
+            f"{int(spec.get('grad_accum') or 1):,} micro-batches: {problem} Lower steps, "
+            "batch_size or grad_accum."
+        )
+    tokens = batch * int(spec.get("max_length") or 0)
+    problem = over("max_batch_tokens", tokens, limits)
+    if problem:
+        raise LimitError(
+            f"batch_size {batch:,} x max_length {int(spec.get('max_length') or 0):,}: {problem} "
+            "Lower the batch size or max length (grad_accum keeps the effective batch)."
+        )
 
 
 def capped_rows(spec: dict, limits: Limits) -> dict:
@@ -167,8 +206,9 @@ def check_data_path(field: str, value: str) -> None:
             )
 
 
-def check_model(value: str) -> None:
-    """A signed-in user names a Hub model id or a bundled model, never a folder on the server."""
+def check_model(value: str, limits: Limits | None = None) -> None:
+    """A signed-in user names a Hub model id or a bundled model, never a folder on the server,
+    and no model larger than the host allows (`limits`, default: the environment's)."""
     text = str(value or "").strip()
     if text in BUNDLED_MODELS:
         return
@@ -176,4 +216,96 @@ def check_model(value: str) -> None:
         raise AccessDeniedError(
             f"Model '{text}' looks like a folder on the server; this studio only loads Hub "
             f"model ids (like 'distilbert-base-uncased') or the bundled {BUNDLED_MODELS[0]!r}."
+        )
+    check_model_size(text, limits or Limits.from_env())
+
+
+# Model size, from the Hub's small metadata files only: never a weight --------------------------
+
+_HIDDEN = ("hidden_size", "d_model", "n_embd", "dim", "model_dim", "embed_dim")
+_LAYERS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
+_EXTRA_LAYERS = ("num_decoder_layers",)  # seq2seq: the decoder's own stack
+_FEEDFORWARD = ("intermediate_size", "n_inner", "d_ff", "ffn_dim", "ffn_hidden_size")
+_EXPERTS = ("num_local_experts", "num_experts", "n_routed_experts")
+_VOCAB = ("vocab_size", "padded_vocab_size")
+_DTYPE_BYTES = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2, "int8": 1}
+_MAX_SIZES_KEPT = 256
+_sizes: dict[str, tuple[int, float] | None] = {}
+
+
+def _first_number(config: dict, keys) -> int:
+    for key in keys:
+        value = config.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return 0
+
+
+def estimate_params(config: dict) -> int:
+    """A lower estimate of a transformer's parameters from its config.json: embeddings plus,
+    per layer, attention (4 h^2) and a feedforward of two matrices (times its experts).
+
+    Nested configs (a multimodal model's text_config) count too; unknown shapes count 0.
+    """
+    hidden = _first_number(config, _HIDDEN)
+    layers = _first_number(config, _LAYERS) + _first_number(config, _EXTRA_LAYERS)
+    feedforward = _first_number(config, _FEEDFORWARD) or 4 * hidden
+    experts = _first_number(config, _EXPERTS) or 1
+    total = _first_number(config, _VOCAB) * hidden
+    total += layers * (4 * hidden * hidden + 2 * hidden * feedforward * experts)
+    for value in config.values():
+        if isinstance(value, dict) and value is not config:
+            total += estimate_params(value)
+    return total
+
+
+def _hub_json(model: str, filename: str) -> dict | None:
+    """A small JSON file of a Hub model (from the cache when offline), or None if unknown."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        with open(hf_hub_download(model, filename)) as handle:
+            value = json.load(handle)
+    except Exception:  # not on the Hub, not cached, offline, or not JSON: nothing to judge by
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def model_size(model: str) -> tuple[int, float] | None:
+    """(parameters, GB of weights) of a Hub model from its config.json and, when there is one,
+    its safetensors index; None when its config cannot be read (the job fails later anyway)."""
+    if model in _sizes:
+        return _sizes[model]
+    config = _hub_json(model, "config.json")
+    size = None
+    if config is not None:
+        params = estimate_params(config)
+        dtype = str(config.get("torch_dtype") or config.get("dtype") or "")
+        index = _hub_json(model, "model.safetensors.index.json") or {}
+        total = (index.get("metadata") or {}).get("total_size")
+        if isinstance(total, (int, float)) and not isinstance(total, bool) and total > 0:
+            gb = float(total) / 1e9
+        else:
+            gb = params * _DTYPE_BYTES.get(dtype, 2) / 1e9
+        size = (params, gb)
+    if len(_sizes) >= _MAX_SIZES_KEPT:
+        _sizes.clear()
+    _sizes[model] = size
+    return size
+
+
+def check_model_size(model: str, limits: Limits) -> None:
+    """Refuse a Hub model that its own metadata says is larger than the host allows."""
+    if limits.max_model_params is None and limits.max_model_gb is None:
+        return
+    size = model_size(model)
+    if size is None:
+        log.info("model %s: no config to judge its size by; the load will tell", model)
+        return
+    params, gb = size
+    problem = over("max_model_params", params, limits) or over("max_model_gb", gb, limits)
+    if problem:
+        raise LimitError(
+            f"Model '{model}' is too large for this studio: by its config it has about "
+            f"{params:,} parameters and {gb:.1f} GB of weights; {problem} Pick a smaller model."
         )

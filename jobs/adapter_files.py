@@ -14,6 +14,8 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from ia3engine.errors import AdapterFileError
+from ia3engine.spec import BOUNDS
+from ia3engine.templates import template_problem
 from jobs.blobs import safe_member_name
 
 log = logging.getLogger(__name__)
@@ -116,6 +118,13 @@ def parse(files: dict[str, bytes]) -> tuple[dict, dict, dict]:
             f"{CONFIG} says peft_type={config.get('peft_type')!r}; only IA3 adapters are "
             "accepted here."
         )
+    problems = config_problems(config) + info_problems(info)
+    if problems:
+        raise AdapterFileError(
+            "Refused: the adapter's settings are out of bounds:\n  "
+            + "\n  ".join(problems[:8])
+            + "\nFix them in the adapter's files (or train it again here) and import it again."
+        )
     try:
         tensors = load_safetensors(files[WEIGHTS])
     except Exception as exc:  # safetensors raises its own error type for corrupt headers
@@ -127,7 +136,93 @@ def parse(files: dict[str, bytes]) -> tuple[dict, dict, dict]:
     return config, info, tensors
 
 
+# What the studio later reads from an imported adapter (the playground renders its template and
+# prompt for every input and scores every label), bounded like a spec trained here.
+MAX_JSON_BYTES = 1024 * 1024
+MAX_LABELS = 1000  # far more classes than a classifier here is trained with
+MAX_NAME_CHARS = 200
+MAX_LABEL_CHARS = 500
+KINDS = ("encoder", "causal", "seq2seq")
+PROMPT_SLOTS = ("text", "options")
+
+
+def _short_text(value, key: str, most: int = MAX_NAME_CHARS) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, str) or len(value) > most:
+        return [f"{key} must be text of at most {most} characters."]
+    return []
+
+
+def _module_names(value, key: str) -> list[str]:
+    if value is None or (isinstance(value, str) and len(value) <= 2000):
+        return []
+    if (
+        isinstance(value, list)
+        and len(value) <= 1000
+        and all(isinstance(v, str) and len(v) <= MAX_NAME_CHARS for v in value)
+    ):
+        return []
+    return [f"{CONFIG}: {key} must be a pattern or a list of at most 1,000 module names."]
+
+
+def config_problems(config: dict) -> list[str]:
+    """What is wrong with an adapter_config.json's fields that the studio stores or uses."""
+    problems = _short_text(config.get("base_model_name_or_path"), f"{CONFIG}: base model", 500)
+    problems += _short_text(config.get("revision"), f"{CONFIG}: revision")
+    problems += _short_text(config.get("task_type"), f"{CONFIG}: task_type", 32)
+    for key in ("target_modules", "feedforward_modules"):
+        problems += _module_names(config.get(key), key)
+    return problems
+
+
+def info_problems(info: dict) -> list[str]:
+    """What is wrong with a training_info.json: labels, template, prompt, lengths and names."""
+    problems = []
+    if info.get("task") not in (None, "classify", "generate"):
+        problems.append(f"{INFO}: task must be 'classify' or 'generate'.")
+    if info.get("kind") not in (None, *KINDS):
+        problems.append(f"{INFO}: kind must be one of {', '.join(KINDS)}.")
+    labels = info.get("labels")
+    if labels is not None and not (
+        isinstance(labels, list)
+        and len(labels) <= MAX_LABELS
+        and all(isinstance(x, str) and 0 < len(x) <= MAX_LABEL_CHARS for x in labels)
+        and len(set(labels)) == len(labels)
+    ):
+        problems.append(
+            f"{INFO}: labels must be a list of at most {MAX_LABELS:,} distinct names of 1 to "
+            f"{MAX_LABEL_CHARS} characters."
+        )
+    for key, slots in (("template", None), ("prompt", PROMPT_SLOTS)):
+        if info.get(key) is not None:
+            problem = template_problem(info[key], what=f"{INFO} {key}", allowed=slots)
+            problems += [problem] if problem else []
+    for key in ("text_column", "label_column", "base_model"):
+        problems += _short_text(info.get(key), f"{INFO}: {key}", 500)
+    for key in ("data_fingerprint", "dataset_fingerprint"):
+        problems += _short_text(info.get(key), f"{INFO}: {key}", 128)
+    spec = info.get("spec")
+    if spec is not None and not isinstance(spec, dict):
+        problems.append(f"{INFO}: spec must be a JSON object.")
+    length = (spec or {}).get("max_length") if isinstance(spec, dict) else None
+    low, high, says = BOUNDS["max_length"]
+    if length is not None and (
+        isinstance(length, bool) or not isinstance(length, int) or not low <= length <= high
+    ):
+        problems.append(f"{INFO}: spec.max_length must be {says}.")
+    metrics = info.get("metrics")
+    if metrics is not None and not (isinstance(metrics, dict) and len(metrics) <= 100):
+        problems.append(f"{INFO}: metrics must be a JSON object of at most 100 entries.")
+    return problems
+
+
 def _json(data: bytes, name: str) -> dict:
+    if len(data) > MAX_JSON_BYTES:
+        raise AdapterFileError(
+            f"{name} is {len(data) / 2**20:.1f} MB; an adapter's settings fit in "
+            f"{MAX_JSON_BYTES // 2**20} MB. Export the adapter again."
+        )
     try:
         value = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -47,6 +47,9 @@ class Status(str, enum.Enum):
 
 FINISHED = (Status.DONE.value, Status.FAILED.value, Status.CANCELLED.value)
 Time = DateTime(timezone=True)
+# An id is never handed out twice, even after the newest row is deleted (SQLite would reuse it
+# without AUTOINCREMENT; PostgreSQL sequences never do). Migration 0004 converts old databases.
+_NEVER_REUSED = {"sqlite_autoincrement": True}
 
 
 class Base(DeclarativeBase):
@@ -55,7 +58,7 @@ class Base(DeclarativeBase):
 
 class Job(Base):
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_claim", "status", "priority", "id"),)
+    __table_args__ = (Index("ix_jobs_claim", "status", "priority", "id"), _NEVER_REUSED)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     status: Mapped[str] = mapped_column(String(16), default=Status.QUEUED.value)
@@ -84,6 +87,7 @@ class Job(Base):
 
 class JobEvent(Base):
     __tablename__ = "job_events"
+    __table_args__ = _NEVER_REUSED
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
@@ -95,6 +99,7 @@ class JobEvent(Base):
 
 class Adapter(Base):
     __tablename__ = "adapters"
+    __table_args__ = _NEVER_REUSED
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
@@ -120,7 +125,7 @@ class Adapter(Base):
 
 class AdapterFile(Base):
     __tablename__ = "adapter_files"
-    __table_args__ = (UniqueConstraint("adapter_id", "name"),)
+    __table_args__ = (UniqueConstraint("adapter_id", "name"), _NEVER_REUSED)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     adapter_id: Mapped[int] = mapped_column(ForeignKey("adapters.id", ondelete="CASCADE"))
@@ -144,6 +149,7 @@ class DatasetBlob(Base):
     """An uploaded dataset file, so that a worker on another machine can read it."""
 
     __tablename__ = "datasets"
+    __table_args__ = _NEVER_REUSED
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(300))

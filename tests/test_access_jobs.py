@@ -11,8 +11,8 @@ import pytest
 import tiny_models
 
 from ia3engine import IA3Config, get_ia3_model
-from ia3engine.errors import AccessDeniedError, LimitError
-from jobs import access, access_shares, queue, registry
+from ia3engine.errors import AccessDeniedError, ConfigError, LimitError
+from jobs import access, access_limits, access_shares, queue, registry
 from jobs.access import LOCAL, Actor
 from jobs.access_limits import Limits
 
@@ -20,7 +20,7 @@ db_url = jobs_support.db_url  # a fresh SQLite, then PostgreSQL, database per te
 
 ANN, BOB = access.user("ann"), access.user("bob")
 ROOT = access.user("root", admins=["root"])
-OPEN = Limits(None, None, None, None, None)
+OPEN = access_limits.NO_LIMITS
 
 
 @pytest.fixture
@@ -206,6 +206,29 @@ def test_limits_read_from_the_environment_and_bad_values_name_the_variable():
     for raw in ("-1", "lots", "0"):
         with pytest.raises(ConfigError, match="IA3_MAX_ROWS"):
             Limits.from_env({"IA3_MAX_ROWS": raw})
+
+
+def test_work_limits_count_examples_and_micro_batch_tokens_and_read_3e9():
+    limits = Limits.from_env({"IA3_MAX_MODEL_PARAMS": "3e9", "IA3_MAX_EXAMPLES": "1000"})
+    assert limits.max_model_params == 3_000_000_000 and limits.max_examples == 1000
+    access_limits.check_work({"steps": 10, "batch_size": 10, "grad_accum": 10}, limits)
+    with pytest.raises(LimitError, match="IA3_MAX_EXAMPLES"):
+        access_limits.check_work({"steps": 10, "batch_size": 10, "grad_accum": 11}, limits)
+    with pytest.raises(LimitError, match="IA3_MAX_BATCH_TOKENS"):
+        access_limits.check_work({"steps": 1, "batch_size": 256, "max_length": 512}, limits)
+    access_limits.check_work({"steps": 10**6, "batch_size": 4096}, access_limits.NO_LIMITS)
+    with pytest.raises(ConfigError, match="IA3_MAX_EXAMPLES"):
+        Limits.from_env({"IA3_MAX_EXAMPLES": "2.5"})
+
+
+def test_model_size_is_estimated_from_the_config_alone():
+    gpt2 = {"n_embd": 768, "n_layer": 12, "vocab_size": 50257}  # 124M parameters really
+    assert 100e6 < access_limits.estimate_params(gpt2) < 130e6
+    mixtral = {"hidden_size": 4096, "num_hidden_layers": 32, "vocab_size": 32000,
+               "intermediate_size": 14336, "num_local_experts": 8}  # fmt: skip
+    assert access_limits.estimate_params(mixtral) > 30e9  # 46.7B really
+    hostile = {"hidden_size": "huge", "num_hidden_layers": -5, "text_config": {"d_model": 8}}
+    assert access_limits.estimate_params(hostile) == 0
 
 
 def test_an_admin_is_a_signed_in_user_named_in_the_admin_list():

@@ -440,6 +440,12 @@ def test_template_showing_the_answer_or_malformed_is_refused(sentiment_csv):
     assert "malformed" in broken and "double a brace" in broken
 
 
+@pytest.mark.parametrize("slot", ["{text:>2000000}", "{text!s}", "{text.upper}", "{text[0]}"])
+def test_template_with_a_format_spec_or_attribute_access_is_refused(sentiment_csv, slot):
+    message = error_of(prepare_dataset, sentiment_csv, template=f"Review: {slot}")
+    assert slot in message and "only plain column names in braces" in message
+
+
 # ---- truncation -------------------------------------------------------------------------------
 
 
