@@ -20,6 +20,12 @@ from jobs.db import resolve
 log = logging.getLogger(__name__)
 
 
+def worker_name(pid: int, token: str) -> str:
+    """A worker's id: this machine, its process id and a random token, so no two workers
+    (not even a restarted one that got the same pid) ever share an id."""
+    return f"{socket.gethostname()}:{pid}:{token}"
+
+
 def _default_train(*args, **kwargs):
     from ia3engine.training import train
 
@@ -51,7 +57,7 @@ class Worker:
 
         self.engine = resolve(db_url)
         self.device = device
-        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.worker_id = worker_id or worker_name(os.getpid(), uuid.uuid4().hex[:6])
         self.poll_s, self.stale_after_s = poll_s, stale_after_s
         self.heartbeat_s, self.cancel_poll_s = heartbeat_s, cancel_poll_s
         self.step_event_s = step_event_s
