@@ -117,7 +117,8 @@ def check_same_spec(saved: dict, current: dict, folder) -> None:
     if changed:
         raise SpecError(
             [
-                f"The checkpoint in {folder} was made with different settings ({', '.join(changed)}); "
-                "resume with the same settings, or delete the checkpoint folder to start afresh."
+                f"The checkpoint in {Path(folder).name} was made with different settings "
+                f"({', '.join(changed)}); resume with the same settings, or delete the "
+                "checkpoint folder (or submit the job again) to start afresh."
             ]
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import re
 import shutil
 import threading
 import time
@@ -21,6 +22,9 @@ from jobs.specs import spec_from_dict
 from jobs.time_limit import over_time_message
 
 log = logging.getLogger(__name__)
+# A path on the server (/srv/data/x.csv, ./ia3-data/jobs/3, ~/models/m): in a message a
+# person reads, only its last part is kept. Hub ids (owner/name) and URLs are left alone.
+_SERVER_PATH = re.compile(r"(?<![\w./:~-])(?:~|\.{1,2})?(?:/[^\s/'\"`,;:()\[\]]+)+/?")
 
 
 class LostJob(Exception):
@@ -261,16 +265,26 @@ def _metric(metrics: dict | None) -> str:
     return f" ({', '.join(shown)})" if shown else ""
 
 
+def without_paths(text: str) -> str:
+    """`text` with every server path cut to its last part (the file or folder name)."""
+    return _SERVER_PATH.sub(lambda m: m.group(0).rstrip("/").rsplit("/", 1)[-1], text)
+
+
 def failure_message(exc: BaseException, job_id: int, device: str | None) -> str:
-    """What a person reads when a job fails: the problem, then what to do about it."""
+    """What a person reads when a job fails: the problem, then what to do about it; never a
+    path on the server (the full text is in the job's log)."""
+    return without_paths(_failure_message(exc, job_id, device))
+
+
+def _failure_message(exc: BaseException, job_id: int, device: str | None) -> str:
     retry = f"then run `ia3 jobs retry {job_id}`"
     if isinstance(exc, IA3Error):
         return str(exc)
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
         where = f" while writing {exc.filename}" if exc.filename else ""
         return (
-            f"The disk is full (no space left on device){where}. Free some space in "
-            f"{data_dir()} or point IA3_DATA_DIR at a larger disk, {retry}."
+            f"The disk is full (no space left on device){where}. Free some space in the data "
+            f"directory or point IA3_DATA_DIR at a larger disk, {retry}."
         )
     if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
         return (

@@ -205,3 +205,26 @@ def test_a_job_past_the_studios_time_limit_is_stopped_and_failed(limited_studio)
         assert status["status"] in ("queued", "running"), status
         assert time.monotonic() < deadline, "the short job did not finish in 120 s"
         time.sleep(1)
+
+
+# What the job's owner reads --------------------------------------------------------------
+
+
+def test_failure_messages_never_show_server_paths(db_url, base, tmp_path):
+    secret = tmp_path / "srv-secret-folder"
+    secret.mkdir()
+    vanishing = secret / "reviews.csv"
+    vanishing.write_text("text,label\nfine,pos\nbad,neg\n")
+    gone = queue.enqueue(_spec(base, tmp_path, data=str(vanishing)), db=db_url)
+    vanishing.unlink()
+    crashing = queue.enqueue(_spec(base, tmp_path), db=db_url)
+
+    def crash(spec, **kwargs):
+        open(secret / "cache" / "weights.bin")  # FileNotFoundError naming the full path
+
+    assert Worker(db_url).run_one()
+    assert Worker(db_url, train_fn=crash).run_one()
+    for job_id, says in ((gone, "does not exist"), (crashing, "weights.bin")):
+        job = queue.get_job(job_id, db=db_url)
+        assert job.status == "failed" and says in job.message, job.message
+        assert str(tmp_path) not in job.message and "srv-secret-folder" not in job.message
