@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from jobs import queue
 from jobs.db import resolve
+from jobs.models import FINISHED
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +114,8 @@ class Worker:
                     since_beat = 0.0
                     state = queue.heartbeat(run.job.id, self.worker_id, db=self.engine)
                     if state is None:
-                        if run.done.is_set():  # finished between the wait and the beat
-                            return
+                        if run.done.is_set() or self._finished_here(run):
+                            return  # this worker finished it between the wait and the beat
                         log.warning("job %s: taken over by another worker", run.job.id)
                         run.lost.set()
                         return
@@ -124,6 +125,10 @@ class Worker:
                     run.cancelled.set()
             except Exception:  # a missed beat is harmless; many in a row make the job stale
                 log.warning("job %s: heartbeat failed", run.job.id, exc_info=True)
+
+    def _finished_here(self, run) -> bool:
+        job = queue.get_job(run.job.id, db=self.engine)
+        return job.worker == self.worker_id and job.status in FINISHED
 
 
 def _process_main(db_url, device, options) -> None:
