@@ -324,6 +324,14 @@ def heartbeat(job_id: int, worker: str, *, db=None) -> bool | None:
     return None if row is None else bool(row.cancel_requested)
 
 
+def running_job(worker: str, *, db=None) -> JobInfo | None:
+    """The job `worker` is running now, if any."""
+    query = select(*_JOB_COLUMNS).where(Job.worker == worker, Job.status == Status.RUNNING.value)
+    with reading(db) as conn:
+        row = conn.execute(query.limit(1)).first()
+    return None if row is None else _job_info(row)
+
+
 @retried
 def cancel_requested(job_id: int, *, db=None) -> bool:
     with reading(db) as conn:

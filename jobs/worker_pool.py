@@ -1,7 +1,8 @@
 """Worker processes that are restarted when they die: the studio's embedded workers.
 
 A worker killed for memory or crashed in native code cannot report its job; the pool does,
-ending that job as failed with a message a person understands, and starts a new worker.
+ending that job as failed with a message a person understands, and starts a new worker. It
+also ends a job that overruns its wall-clock limit without stopping (a hung step or load).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from jobs import queue
+from jobs.time_limit import over_time_message
 from jobs.worker import worker_name
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,9 @@ class _Slot:
     backoff_s: float = 0.0
     restart_at: float | None = None
     restarts: int = 0
+    job_id: int | None = None  # the job its worker was last seen running, and since when
+    job_seen: float = 0.0
+    next_look: float = 0.0
 
 
 class WorkerPool:
@@ -61,7 +66,9 @@ class WorkerPool:
     `start` starts a process whose worker takes worker_name(pid, token) as its id, so the pool
     knows which jobs it held. A worker that dies within `healthy_s` of its start waits twice as
     long as the last time before its next start (up to `max_backoff_s`): a crash loop costs
-    little. `db`: the database (URL or Engine) the workers use.
+    little. A worker still running a job `grace_s` past the job's own wall-clock limit (it
+    stops itself between steps; this is for a step or load that hangs) is killed and the job
+    failed. `db`: the database (URL or Engine) the workers use.
     """
 
     def __init__(
@@ -74,9 +81,12 @@ class WorkerPool:
         backoff_s: float = 1.0,
         max_backoff_s: float = 60.0,
         healthy_s: float = 60.0,
+        look_s: float = 5.0,
+        grace_s: float = 60.0,
     ):
         self._start, self.db = start, db
         self.check_s, self.healthy_s = check_s, healthy_s
+        self.look_s, self.grace_s = look_s, grace_s
         self.first_backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
         self.slots = [_Slot() for _ in range(max(int(count), 0))]
         self.stopping = threading.Event()
@@ -112,6 +122,9 @@ class WorkerPool:
         """Report a dead worker's job, and start its successor when its backoff is over."""
         now = time.monotonic()
         process = slot.process
+        if process is not None and process.is_alive() and now >= slot.next_look:
+            slot.next_look = now + self.look_s
+            self._check_time(slot, now)
         if process is not None and not process.is_alive() and not self.stopping.is_set():
             exitcode = process.exitcode
             log.error("worker %s ended unexpectedly (exit code %s)", slot.worker_id, exitcode)
@@ -128,6 +141,20 @@ class WorkerPool:
             if not self.stopping.is_set():
                 slot.restarts += 1
                 self._launch(slot)
+
+    def _check_time(self, slot: _Slot, now: float) -> None:
+        """Kill a worker whose job ran `grace_s` past its limit without stopping by itself."""
+        job = queue.running_job(slot.worker_id, db=self.db)
+        if job is None or job.id != slot.job_id:
+            slot.job_id, slot.job_seen = (None if job is None else job.id), now
+            return
+        if job.max_seconds is None or now - slot.job_seen <= job.max_seconds + self.grace_s:
+            return
+        message = over_time_message(job.id, job.max_seconds, job.step, job.total_steps)
+        message += " It did not stop by itself, so its worker was restarted."
+        queue.fail_worker_jobs(slot.worker_id, message, db=self.db)
+        log.error("worker %s overran job %s's time limit; killing it", slot.worker_id, job.id)
+        slot.process.kill()
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop watching, then the workers; a job they were running goes back to the queue."""

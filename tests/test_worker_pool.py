@@ -30,6 +30,9 @@ class FakeProcess:
     def terminate(self) -> None:
         self.exitcode = -signal.SIGTERM
 
+    def kill(self) -> None:
+        self.exitcode = -signal.SIGKILL
+
     def join(self, timeout=None) -> None:
         pass
 
@@ -96,3 +99,27 @@ def test_a_crash_loop_backs_off_and_a_healthy_worker_resets_it(db_url, monkeypat
     assert slot.backoff_s == 1.0
     pool.stop()
     assert all(not process.is_alive() for process in pool.processes)
+
+
+def test_a_worker_hung_past_its_jobs_time_limit_is_killed(db_url, tmp_path, monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr("jobs.worker_pool.time.monotonic", lambda: clock[0])
+    spec = TrainSpec(model="m", data=jobs_support.write_reviews(tmp_path / "r.csv"), steps=2)
+    pool, started = _pool(db_url, look_s=1.0, grace_s=5.0)
+    slot = pool.slots[0]
+    job_id = queue.enqueue(spec, max_seconds=10, db=db_url)
+    assert queue.claim_job(slot.worker_id, db=db_url).id == job_id
+    for _ in range(15):  # within the limit and its grace: left alone
+        clock[0] += 1.0
+        pool.check(slot)
+    assert queue.get_job(job_id, db=db_url).status == "running" and slot.process.is_alive()
+    clock[0] += 1.5  # 16.5 s after the job was first seen running: hung past limit + grace
+    pool.check(slot)
+    job = queue.get_job(job_id, db=db_url)
+    assert job.status == "failed" and "IA3_MAX_JOB_MINUTES" in job.message
+    assert not started[0][0].is_alive()
+    pool.check(slot)  # the death of a worker it killed fails nothing else; it restarts
+    clock[0] += slot.backoff_s
+    pool.check(slot)
+    assert slot.process is started[-1][0] and len(started) == 2
+    assert queue.get_job(job_id, db=db_url).message == job.message
