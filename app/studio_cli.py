@@ -97,6 +97,20 @@ def stop_workers(pool) -> None:
         pool.stop(timeout_s=10)
 
 
+def _job_time_limit_ok() -> bool:
+    """IA3_MAX_JOB_MINUTES is read when a job is queued; a typo must stop the start, not
+    every person's Train button."""
+    from ia3engine.errors import ConfigError
+    from jobs.time_limit import job_seconds
+
+    try:
+        job_seconds()
+    except ConfigError as exc:
+        logger.error("%s", exc)
+        return False
+    return True
+
+
 def run_studio(args: argparse.Namespace) -> int:
     from app.main import serve
     from app.studio_config import StudioConfig
@@ -108,6 +122,8 @@ def run_studio(args: argparse.Namespace) -> int:
 
     if not auth.configure_for_host(args.host):
         return 2  # listening beyond 127.0.0.1 needs an access mode; the log said which
+    if not _job_time_limit_ok():
+        return 2
     workers = 0 if args.no_worker else max(int(args.workers), 0)
     config = StudioConfig(model=args.model, sample=args.sample, workers=workers)
     config.data_dir.mkdir(parents=True, exist_ok=True)
