@@ -53,26 +53,36 @@ def _exit_with_parent(parent_pid: int) -> None:
     os._exit(0)
 
 
-def _embedded_worker(parent_pid: int, device: str | None) -> None:
-    """A worker process that lives only as long as the studio that started it (even kill -9)."""
-    from jobs.worker import Worker
+def _embedded_worker(parent_pid: int, device: str | None, token: str) -> None:
+    """A worker process that lives only as long as the studio that started it (even kill -9).
+
+    Its id is worker_name(its pid, `token`): the studio's pool knows it, and so which job a
+    worker that died was running."""
+    from jobs.worker import Worker, worker_name
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
-    Worker(device=device).run_forever()
+    Worker(device=device, worker_id=worker_name(os.getpid(), token)).run_forever()
 
 
-def start_workers(count: int, device: str | None = None) -> list:
-    """Start `count` worker processes on the studio's database."""
+def start_workers(count: int, device: str | None = None):
+    """Start `count` worker processes on the studio's database, restarted when they die.
+
+    Returns the jobs.worker_pool.WorkerPool; stop_workers stops it.
+    """
+    from jobs.worker_pool import WorkerPool
+
     context = multiprocessing.get_context("spawn")  # no fork of a process with threads
-    processes = []
-    for _ in range(count):
+    parent = os.getpid()
+
+    def start(token: str):
         process = context.Process(
-            target=_embedded_worker, args=(os.getpid(), device), name="ia3-worker"
+            target=_embedded_worker, args=(parent, device, token), name="ia3-worker"
         )
         process.start()
-        processes.append(process)
-    return processes
+        return process
+
+    return WorkerPool(start, count).start()
 
 
 def _stop_on_sigterm(signum, frame) -> None:
@@ -81,16 +91,24 @@ def _stop_on_sigterm(signum, frame) -> None:
     raise SystemExit(0)
 
 
-def stop_workers(processes: list) -> None:
-    """Stop the embedded workers; a job they were running goes back to the queue."""
-    for process in processes:
-        if process.is_alive():
-            process.terminate()
-    for process in processes:
-        process.join(timeout=10)
-        if process.is_alive():
-            logger.warning("worker %s did not stop in 10 s; killing it", process.pid)
-            process.kill()
+def stop_workers(pool) -> None:
+    """Stop the embedded workers (and their restarts); a job they ran goes back to the queue."""
+    if pool is not None:
+        pool.stop(timeout_s=10)
+
+
+def _job_time_limit_ok() -> bool:
+    """IA3_MAX_JOB_MINUTES is read when a job is queued; a typo must stop the start, not
+    every person's Train button."""
+    from ia3engine.errors import ConfigError
+    from jobs.time_limit import job_seconds
+
+    try:
+        job_seconds()
+    except ConfigError as exc:
+        logger.error("%s", exc)
+        return False
+    return True
 
 
 def run_studio(args: argparse.Namespace) -> int:
@@ -104,10 +122,12 @@ def run_studio(args: argparse.Namespace) -> int:
 
     if not auth.configure_for_host(args.host):
         return 2  # listening beyond 127.0.0.1 needs an access mode; the log said which
+    if not _job_time_limit_ok():
+        return 2
     workers = 0 if args.no_worker else max(int(args.workers), 0)
     config = StudioConfig(model=args.model, sample=args.sample, workers=workers)
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    processes = start_workers(workers, args.device) if workers else []
+    pool = start_workers(workers, args.device) if workers else None
     if workers:
         print(f"Started {workers} worker process(es).", flush=True)
     else:
@@ -116,7 +136,7 @@ def run_studio(args: argparse.Namespace) -> int:
     try:
         serve(config, host=args.host, port=args.port)
     finally:
-        stop_workers(processes)
+        stop_workers(pool)
     return 0
 
 

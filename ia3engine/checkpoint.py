@@ -1,6 +1,7 @@
 """Training checkpoints: only what training changes (vectors, head, optimizer, schedule, RNG, step).
 
-A checkpoint is a few kilobytes; resuming from it continues bit for bit on the CPU.
+A checkpoint is a few kilobytes; resuming from it continues bit for bit on the CPU. It holds
+only tensors and plain values and is read with weights_only=True: loading one runs no code.
 """
 
 from __future__ import annotations
@@ -25,10 +26,13 @@ _FREE_FIELDS = {"out_dir", "name", "device", "data", "eval_data"}
 
 
 def rng_state() -> dict:
+    """Every generator's state as tensors and plain values (what weights_only may load)."""
+    version, words, gauss = random.getstate()
+    name, keys, position, has_gauss, cached = np.random.get_state()
     state = {
         "torch": torch.get_rng_state(),
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "python": [version, torch.tensor(words, dtype=torch.int64), gauss],
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached],
     }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -36,9 +40,13 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
+    version, words, gauss = state["python"]
+    name, keys, position, has_gauss, cached = state["numpy"]
     torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    random.setstate((int(version), tuple(int(w) for w in words.tolist()), gauss))
+    np.random.set_state(
+        (name, keys.numpy().astype(np.uint32), int(position), int(has_gauss), float(cached))
+    )
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -74,16 +82,29 @@ def load_checkpoint(folder: str | Path | None, rank: int = 0) -> dict | None:
     path = Path(folder) / CHECKPOINT_FILE
     if not path.is_file():
         return None
-    payload = torch.load(path, map_location="cpu", weights_only=False)
-    if payload.get("format") != FORMAT:
+    payload = _safe_load(path)
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise SpecError(
-            [f"Checkpoint {path} has an unknown format; delete it to start training afresh."]
+            [f"Checkpoint {path.name} has an unknown format; delete it to start training afresh."]
         )
     rng = _rng_file(Path(folder), rank)
     if not rng.is_file():
         rng = _rng_file(Path(folder), 0)
-    payload["rng"] = torch.load(rng, weights_only=False) if rng.is_file() else None
+    payload["rng"] = _safe_load(rng) if rng.is_file() else None
     return payload
+
+
+def _safe_load(path: Path):
+    """torch.load that never unpickles objects: a planted checkpoint cannot run code."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError and friends: anything not tensors and values
+        raise SpecError(
+            [
+                f"Checkpoint file {path.name} holds something other than tensors and plain "
+                "values, so it was not loaded. Submit the job again to start afresh without it."
+            ]
+        ) from exc
 
 
 def check_same_spec(saved: dict, current: dict, folder) -> None:
@@ -96,7 +117,8 @@ def check_same_spec(saved: dict, current: dict, folder) -> None:
     if changed:
         raise SpecError(
             [
-                f"The checkpoint in {folder} was made with different settings ({', '.join(changed)}); "
-                "resume with the same settings, or delete the checkpoint folder to start afresh."
+                f"The checkpoint in {Path(folder).name} was made with different settings "
+                f"({', '.join(changed)}); resume with the same settings, or delete the "
+                "checkpoint folder (or submit the job again) to start afresh."
             ]
         )

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ia3engine.errors import AccessDeniedError, AdapterError, JobError
-from jobs import access_limits, queue, registry
+from jobs import access_limits, queue, registry, time_limit
 from jobs.access_limits import Limits
 
 log = logging.getLogger(__name__)
@@ -106,8 +106,12 @@ def retry_job(job_id: int, *, actor: Actor, limits: Limits | None = None, db=Non
     """Requeue a failed or cancelled job; it counts against the queue limits like a new one."""
     job = _job(job_id, actor, db)
     limits = limits or Limits.from_env(defaults=actor != LOCAL)
-    access_limits.check_queue_room(job.owner, limits, db=db)
-    return queue.retry_job(int(job_id), db=db)
+    access_limits.check_queue_room(job.owner, limits, db=db)  # the quick answer
+
+    def room(conn):  # the binding one: counted in the transaction that requeues
+        access_limits.check_queue_room(job.owner, limits, conn=conn)
+
+    return queue.retry_job(int(job_id), room=room, db=db)
 
 
 def admit(spec, *, actor: Actor, limits: Limits | None = None, db=None) -> dict:
@@ -141,9 +145,23 @@ def admit(spec, *, actor: Actor, limits: Limits | None = None, db=None) -> dict:
 def enqueue(
     spec, *, actor: Actor, upload_data: bool = False, limits: Limits | None = None, db=None
 ) -> int:
-    """Admit the spec for `actor` and queue it as theirs; returns the job id."""
+    """Admit the spec for `actor` and queue it as theirs; returns the job id.
+
+    The queue limits are counted again in the transaction that adds the job, so parallel
+    requests cannot all pass the count before any of them is added. The job keeps the
+    host's wall-clock limit (IA3_MAX_JOB_MINUTES) for whichever worker runs it.
+    """
+    limits = limits or Limits.from_env(defaults=actor != LOCAL)
     admitted = admit(spec, actor=actor, limits=limits, db=db)
-    job_id = queue.enqueue(admitted, owner=owner_for(actor), upload_data=upload_data, db=db)
+    owner = owner_for(actor)
+
+    def room(conn):
+        access_limits.check_queue_room(owner, limits, conn=conn)
+
+    job_id = queue.enqueue(
+        admitted, owner=owner, upload_data=upload_data, room=room, db=db,
+        max_seconds=time_limit.job_seconds(defaults=actor != LOCAL),
+    )  # fmt: skip
     log.info("job %s queued for %s", job_id, actor.name or "the local user")
     return job_id
 

@@ -155,20 +155,24 @@ def capped_rows(spec: dict, limits: Limits) -> dict:
     return {**spec, "max_rows": min(int(asked), limits.max_rows) if asked else limits.max_rows}
 
 
-def check_queue_room(owner: str | None, limits: Limits, *, db=None) -> None:
-    """Refuse when the queue is full, or when `owner` already has their share of jobs."""
+def check_queue_room(owner: str | None, limits: Limits, *, db=None, conn=None) -> None:
+    """Refuse when the queue is full, or when `owner` already has their share of jobs.
+
+    With `conn` (the transaction that will add the job) the count binds; without, it is
+    only an early answer, since another request may add a job right after it.
+    """
+    if conn is None:
+        with reading(db) as conn:
+            return check_queue_room(owner, limits, conn=conn)
     active = [Status.QUEUED.value, Status.RUNNING.value]
-    with reading(db) as conn:
-        queued = conn.scalar(
-            select(func.count()).select_from(Job).where(Job.status == Status.QUEUED.value)
+    queued = conn.scalar(
+        select(func.count()).select_from(Job).where(Job.status == Status.QUEUED.value)
+    )
+    mine = 0
+    if owner is not None:
+        mine = conn.scalar(
+            select(func.count()).select_from(Job).where(Job.owner == owner, Job.status.in_(active))
         )
-        mine = 0
-        if owner is not None:
-            mine = conn.scalar(
-                select(func.count())
-                .select_from(Job)
-                .where(Job.owner == owner, Job.status.in_(active))
-            )
     if owner is not None and limits.max_jobs_per_user is not None:
         if mine >= limits.max_jobs_per_user:
             raise LimitError(

@@ -7,14 +7,18 @@ once per engine, under an advisory lock on PostgreSQL so that workers may start 
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, Interval, create_engine, event, func, literal, text
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +27,11 @@ _MIGRATION_LOCK_KEY = 4_193_003
 _READ_ONLY = "ia3_read_only"
 _engines: dict[tuple[int, str], Engine] = {}
 _lock = threading.Lock()
+# SQLite keeps times as text; this is the text SQLAlchemy writes for a DateTime (UTC, 6 digits
+# of fraction), so times the database writes and times Python writes compare as they should.
+_SQLITE_NOW = "%Y-%m-%d %H:%M:%f000"
+# A passing database error (locked, connection dropped) is tried again this many times.
+TRANSIENT_TRIES = 6
 
 
 def data_dir() -> Path:
@@ -127,6 +136,52 @@ def reading(db: Engine | str | None = None) -> Iterator[Connection]:
         conn = conn.execution_options(**{_READ_ONLY: True})
         with conn.begin():
             yield conn
+
+
+def db_now(conn: Connection, *, seconds_ago: float = 0.0):
+    """The database's clock (minus `seconds_ago`) as an SQL expression, in UTC.
+
+    Heartbeats and the stale cut-off both use it, so workers whose clocks disagree never
+    judge each other's jobs dead (or alive) by their own time.
+    """
+    if is_sqlite(conn):
+        if not seconds_ago:
+            return func.strftime(_SQLITE_NOW, "now")
+        return func.strftime(_SQLITE_NOW, "now", f"-{float(seconds_ago):.6f} seconds")
+    now = func.now()
+    return now - literal(timedelta(seconds=seconds_ago), Interval()) if seconds_ago else now
+
+
+def transient(exc: BaseException) -> bool:
+    """A database error that may pass: locked, busy, or a dropped or reset connection."""
+    if isinstance(exc, OperationalError):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+def retried(fn):
+    """Run `fn` (one whole transaction) again after a passing database error, with backoff.
+
+    Each call opens and commits its own transaction, so a retry starts from a clean state;
+    anything else (a refused write, a bug) is raised at once.
+    """
+
+    @functools.wraps(fn)
+    def again(*args, **kwargs):
+        delay = 0.2
+        for attempt in range(1, TRANSIENT_TRIES + 1):
+            try:
+                return fn(*args, **kwargs)
+            except DBAPIError as exc:
+                if attempt == TRANSIENT_TRIES or not transient(exc):
+                    raise
+                reason = str(exc.orig or exc).splitlines()[0][:200]
+                log.warning("%s: database error (%s); trying again in %.1f s",
+                            fn.__name__, reason, delay)  # fmt: skip
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    return again
 
 
 def _alembic_config():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import re
 import shutil
 import threading
 import time
@@ -15,11 +16,15 @@ import traceback
 
 from ia3engine.errors import IA3Error, SpecError
 from jobs import blobs, queue, registry
-from jobs.db import data_dir, writing
+from jobs.db import data_dir, retried, writing
 from jobs.models import Status
 from jobs.specs import spec_from_dict
+from jobs.time_limit import over_time_message
 
 log = logging.getLogger(__name__)
+# A path on the server (/srv/data/x.csv, ./ia3-data/jobs/3, ~/models/m): in a message a
+# person reads, only its last part is kept. Hub ids (owner/name) and URLs are left alone.
+_SERVER_PATH = re.compile(r"(?<![\w./:~-])(?:~|\.{1,2})?(?:/[^\s/'\"`,;:()\[\]]+)+/?")
 
 
 class LostJob(Exception):
@@ -33,7 +38,12 @@ class JobRun:
         self.worker, self.job, self.db = worker, job, worker.engine
         self.cancelled = threading.Event()
         self.lost = threading.Event()
+        self.timed_out = threading.Event()  # ran past the job's wall-clock limit
         self.done = threading.Event()  # set when the run is over: the heartbeat stops
+        # The wall-clock limit counts from the claim, loading included (monotonic: a clock
+        # change on this machine neither shortens nor lengthens it).
+        limit = job.max_seconds
+        self.deadline = None if limit is None else time.monotonic() + float(limit)
         self.folder = data_dir() / "jobs" / str(job.id) / f"attempt-{job.attempts}"
         self.checkpoint_dir = self.folder / "checkpoint"
         self._pending_step: dict | None = None
@@ -42,7 +52,19 @@ class JobRun:
     # The parts a heartbeat thread and the training loop share ---------------------------
 
     def should_stop(self) -> bool:
-        return self.cancelled.is_set() or self.lost.is_set() or self.worker.stopping.is_set()
+        self.check_time()
+        return (
+            self.cancelled.is_set()
+            or self.lost.is_set()
+            or self.timed_out.is_set()
+            or self.worker.stopping.is_set()
+        )
+
+    def check_time(self) -> bool:
+        """True (and remembered) once the job has run past its wall-clock limit."""
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            self.timed_out.set()
+        return self.timed_out.is_set()
 
     def on_event(self, event: dict) -> None:
         """Training's callback: step events throttled, the last one kept for the next write."""
@@ -88,6 +110,9 @@ class JobRun:
         try:
             return self._run()
         finally:
+            # Only now does the heartbeat stop: registering a big adapter may take a while,
+            # and a job without heartbeats then would be taken (and trained) again.
+            self.done.set()
             logging.getLogger().removeHandler(handler)
             handler.close()
             shutil.rmtree(self.folder, ignore_errors=True)
@@ -98,18 +123,13 @@ class JobRun:
                  self.worker.worker_id)  # fmt: skip
         try:
             spec = self._prepare()
-            try:
-                result = self.worker.train_fn(
-                    spec,
-                    on_event=self.on_event,
-                    should_stop=self.should_stop,
-                    checkpoint_dir=str(self.checkpoint_dir),
-                    base_cache=self.worker.base_cache,
-                )
-            finally:
-                # From here on the job is being finished by this worker: no more heartbeats,
-                # and a heartbeat that finds it no longer running is not a takeover.
-                self.done.set()
+            result = self.worker.train_fn(
+                spec,
+                on_event=self.on_event,
+                should_stop=self.should_stop,
+                checkpoint_dir=str(self.checkpoint_dir),
+                base_cache=self.worker.base_cache,
+            )
             self._flush_step()
             return self._finish(result)
         except LostJob:
@@ -130,7 +150,7 @@ class JobRun:
         spec_dict = dict(job.spec)
         for field, blob_id in (("data", job.data_blob_id), ("eval_data", job.eval_blob_id)):
             if blob_id is not None:
-                spec_dict[field] = str(blobs.materialise_dataset(blob_id, db=self.db))
+                spec_dict[field] = str(retried(blobs.materialise_dataset)(blob_id, db=self.db))
         spec = spec_from_dict(spec_dict)
         try:
             spec.validate()
@@ -139,7 +159,7 @@ class JobRun:
         spec.out_dir = str(self.folder / "adapter")
         if self.worker.device is not None:
             spec.device = self.worker.device
-        step = blobs.restore_checkpoint(job.id, self.checkpoint_dir, db=self.db)
+        step = retried(blobs.restore_checkpoint)(job.id, self.checkpoint_dir, db=self.db)
         if step is not None:
             self._write({"type": "log", "message": f"Resuming from the checkpoint at step {step}."})
         return spec
@@ -157,6 +177,12 @@ class JobRun:
         job, worker_id = self.job, self.worker.worker_id
         if self.lost.is_set():
             return "lost"
+        if result.stopped and self.timed_out.is_set() and not self.cancelled.is_set():
+            steps = job.spec.get("steps") or result.steps
+            self._end(
+                Status.FAILED, over_time_message(job.id, job.max_seconds, result.steps, steps)
+            )
+            return Status.FAILED.value
         if result.stopped and self.cancelled.is_set():
             message = (
                 f"Cancelled at step {result.steps} of {job.spec.get('steps') or result.steps}. "
@@ -167,6 +193,13 @@ class JobRun:
         if result.stopped:  # the worker itself is shutting down: someone else continues
             queue.release_job(job.id, worker_id, "Worker shut down; back in the queue.", db=self.db)
             return Status.QUEUED.value
+        adapter_id = self._register(result)
+        log.info("job %s: done, adapter %s", job.id, adapter_id)
+        return Status.DONE.value
+
+    @retried  # one transaction: a passing database error rolls all of it back, then again
+    def _register(self, result) -> int:
+        job, worker_id = self.job, self.worker.worker_id
         files = registry.read_folder(result.adapter_dir)
         with writing(self.db) as conn:
             adapter_id = registry.register_files(
@@ -184,8 +217,7 @@ class JobRun:
             if not finished:
                 raise LostJob()  # rolls back the registration: the job's new owner registers
             blobs.drop_checkpoint(conn, job.id)
-        log.info("job %s: done, adapter %s", job.id, adapter_id)
-        return Status.DONE.value
+        return adapter_id
 
     def _fail(self, exc: Exception) -> str:
         message = failure_message(exc, self.job.id, self.worker.device)
@@ -233,16 +265,26 @@ def _metric(metrics: dict | None) -> str:
     return f" ({', '.join(shown)})" if shown else ""
 
 
+def without_paths(text: str) -> str:
+    """`text` with every server path cut to its last part (the file or folder name)."""
+    return _SERVER_PATH.sub(lambda m: m.group(0).rstrip("/").rsplit("/", 1)[-1], text)
+
+
 def failure_message(exc: BaseException, job_id: int, device: str | None) -> str:
-    """What a person reads when a job fails: the problem, then what to do about it."""
+    """What a person reads when a job fails: the problem, then what to do about it; never a
+    path on the server (the full text is in the job's log)."""
+    return without_paths(_failure_message(exc, job_id, device))
+
+
+def _failure_message(exc: BaseException, job_id: int, device: str | None) -> str:
     retry = f"then run `ia3 jobs retry {job_id}`"
     if isinstance(exc, IA3Error):
         return str(exc)
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
         where = f" while writing {exc.filename}" if exc.filename else ""
         return (
-            f"The disk is full (no space left on device){where}. Free some space in "
-            f"{data_dir()} or point IA3_DATA_DIR at a larger disk, {retry}."
+            f"The disk is full (no space left on device){where}. Free some space in the data "
+            f"directory or point IA3_DATA_DIR at a larger disk, {retry}."
         )
     if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
         return (

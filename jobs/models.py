@@ -83,6 +83,8 @@ class Job(Base):
     adapter_id: Mapped[int | None] = mapped_column(Integer)
     data_blob_id: Mapped[int | None] = mapped_column(Integer)
     eval_blob_id: Mapped[int | None] = mapped_column(Integer)
+    # Seconds one attempt may run (the limit of the studio that queued it); NULL: no limit.
+    max_seconds: Mapped[float | None] = mapped_column(Float)
 
 
 class JobEvent(Base):

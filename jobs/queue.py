@@ -7,15 +7,16 @@ job is claimed once, finished once, and never deleted when it leaves the queue.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, func, insert, select, text, update
 
 from ia3engine.errors import JobError
 from jobs import blobs
-from jobs.db import reading, writing
+from jobs.db import db_now, reading, retried, writing
 from jobs.events import EventInfo, add_event, finite, job_events  # noqa: F401 (API)
 from jobs.models import FINISHED, Job, Status, as_utc, utcnow
 from jobs.specs import data_paths, validated_spec
@@ -23,6 +24,9 @@ from jobs.specs import data_paths, validated_spec
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_ATTEMPTS = 3
+# Any constant: on PostgreSQL, enqueues and retries take this lock so that counting a
+# person's jobs and adding one happen as one step (SQLite's BEGIN IMMEDIATE already does).
+_ENQUEUE_LOCK_KEY = 4_193_004
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,7 @@ class JobInfo:
     base_model: str | None = None
     data_blob_id: int | None = None
     eval_blob_id: int | None = None
+    max_seconds: float | None = None  # the job's wall-clock limit per attempt; None: none
 
 
 _TIMES = ("created_at", "started_at", "finished_at", "heartbeat_at")
@@ -102,17 +107,28 @@ def enqueue(
     priority: int = 0,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     upload_data: bool = False,
+    max_seconds: float | None = None,
+    room: Callable[[Connection], None] | None = None,
     db=None,
 ) -> int:
     """Validate `spec` (TrainSpec or dict; SpecError names every bad field) and queue it.
 
     With upload_data the dataset files are copied into the database, so a worker on any
     machine can read them; otherwise the paths must exist on the worker when it starts.
+    max_seconds: the wall-clock limit of each attempt, kept with the job so that every
+    worker, wherever it runs, applies the limit of the studio that queued it. `room` is
+    called inside the inserting transaction (after a lock that serialises enqueues) and
+    raises to refuse: a limit it checks holds however many requests arrive together.
     """
     spec_dict = validated_spec(spec)
     if int(max_attempts) < 1:
         raise JobError(f"max_attempts must be at least 1, got {max_attempts}.")
+    if max_seconds is not None and not float(max_seconds) > 0:
+        raise JobError(f"max_seconds must be positive (or None for no limit), got {max_seconds}.")
     with writing(db) as conn:
+        if room is not None:
+            _lock_enqueues(conn)
+            room(conn)
         blob_ids = {}
         if upload_data:
             for field, path in data_paths(spec_dict).items():
@@ -131,11 +147,19 @@ def enqueue(
                 cancel_requested=False,
                 data_blob_id=blob_ids.get("data"),
                 eval_blob_id=blob_ids.get("eval_data"),
+                max_seconds=None if max_seconds is None else float(max_seconds),
             )
             .returning(Job.id)
         )
     log.info("job %s queued (model %s, priority %s)", job_id, spec_dict.get("model"), priority)
     return job_id
+
+
+def _lock_enqueues(conn: Connection) -> None:
+    """Serialise enqueues and retries until this transaction ends (PostgreSQL; SQLite's
+    write transactions are serial already)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ENQUEUE_LOCK_KEY})
 
 
 def set_priority(job_id: int, priority: int, *, db=None) -> JobInfo:
@@ -176,14 +200,17 @@ def cancel_job(job_id: int, *, db=None) -> JobInfo:
     return job
 
 
-def retry_job(job_id: int, *, db=None) -> int:
+def retry_job(job_id: int, *, room: Callable[[Connection], None] | None = None, db=None) -> int:
     """Put a failed or cancelled job back in the queue; returns its id (the same job).
 
     The same row is requeued, not copied: its events stay, it gets max_attempts more
     attempts (numbering goes on, so events of each attempt stay apart), and it resumes
-    from its last stored checkpoint.
+    from its last stored checkpoint. `room` refuses inside the transaction, as in enqueue.
     """
     with writing(db) as conn:
+        if room is not None:
+            _lock_enqueues(conn)
+            room(conn)
         done = conn.execute(
             update(Job)
             .where(Job.id == job_id, Job.status.in_([Status.FAILED.value, Status.CANCELLED.value]))
@@ -209,6 +236,7 @@ def retry_job(job_id: int, *, db=None) -> int:
 # Working (called by workers) ------------------------------------------------------------
 
 
+@retried
 def claim_job(worker: str, *, stale_after_s: float = 60.0, db=None) -> JobInfo | None:
     """Take the next queued job (highest priority, then oldest) for `worker`, or None.
 
@@ -226,15 +254,14 @@ def claim_job(worker: str, *, stale_after_s: float = 60.0, db=None) -> JobInfo |
         )
         if conn.dialect.name == "postgresql":
             candidate = candidate.with_for_update(skip_locked=True)
-        now = utcnow()
         job_id = conn.scalar(
             update(Job)
             .where(Job.id == candidate.scalar_subquery(), Job.status == Status.QUEUED.value)
             .values(
                 status=Status.RUNNING.value,
                 worker=worker,
-                heartbeat_at=now,
-                started_at=func.coalesce(Job.started_at, now),
+                heartbeat_at=db_now(conn),
+                started_at=func.coalesce(Job.started_at, utcnow()),
                 attempts=Job.attempts + 1,
             )
             .returning(Job.id)
@@ -245,8 +272,12 @@ def claim_job(worker: str, *, stale_after_s: float = 60.0, db=None) -> JobInfo |
 
 
 def _recover_stale(conn: Connection, stale_after_s: float) -> None:
-    """Jobs whose worker stopped heartbeating go back to the queue, or fail at max attempts."""
-    cutoff = utcnow() - timedelta(seconds=stale_after_s)
+    """Jobs whose worker stopped heartbeating go back to the queue, or fail at max attempts.
+
+    Heartbeats are written with the database's clock and judged by it: a worker whose own
+    clock runs behind or ahead neither loses its job nor keeps a dead one.
+    """
+    cutoff = db_now(conn, seconds_ago=stale_after_s)
     query = select(Job.id, Job.worker, Job.attempts, Job.max_attempts, Job.cancel_requested).where(
         Job.status == Status.RUNNING.value, Job.heartbeat_at < cutoff
     )
@@ -280,23 +311,34 @@ def _recover_stale(conn: Connection, stale_after_s: float) -> None:
             add_event(conn, row.id, row.attempts, "log", {"message": message, "level": "warning"})
 
 
+@retried
 def heartbeat(job_id: int, worker: str, *, db=None) -> bool | None:
     """Refresh the job's heartbeat; returns cancel_requested, or None if `worker` lost it."""
     with writing(db) as conn:
         row = conn.execute(
             update(Job)
             .where(Job.id == job_id, Job.worker == worker, Job.status == Status.RUNNING.value)
-            .values(heartbeat_at=utcnow())
+            .values(heartbeat_at=db_now(conn))
             .returning(Job.cancel_requested)
         ).first()
     return None if row is None else bool(row.cancel_requested)
 
 
+def running_job(worker: str, *, db=None) -> JobInfo | None:
+    """The job `worker` is running now, if any."""
+    query = select(*_JOB_COLUMNS).where(Job.worker == worker, Job.status == Status.RUNNING.value)
+    with reading(db) as conn:
+        row = conn.execute(query.limit(1)).first()
+    return None if row is None else _job_info(row)
+
+
+@retried
 def cancel_requested(job_id: int, *, db=None) -> bool:
     with reading(db) as conn:
         return bool(conn.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
 
 
+@retried
 def record_event(job_id: int, worker: str, attempt: int, event: dict, *, db=None) -> bool:
     """Store one training event; step events also update the job's progress columns.
 
@@ -315,13 +357,16 @@ def record_event(job_id: int, worker: str, attempt: int, event: dict, *, db=None
         owned = conn.execute(
             update(Job)
             .where(Job.id == job_id, Job.worker == worker, Job.status == Status.RUNNING.value)
-            .values(**{k: v for k, v in progress.items() if v is not None}, heartbeat_at=utcnow())
+            .values(
+                **{k: v for k, v in progress.items() if v is not None}, heartbeat_at=db_now(conn)
+            )
         ).rowcount
         if owned:
             add_event(conn, job_id, attempt, kind, event)
     return bool(owned)
 
 
+@retried
 def record_checkpoint(
     job_id: int, worker: str, attempt: int, event: dict, checkpoint_dir, *, db=None
 ) -> bool:
@@ -335,7 +380,7 @@ def record_checkpoint(
         owned = conn.execute(
             update(Job)
             .where(Job.id == job_id, Job.worker == worker, Job.status == Status.RUNNING.value)
-            .values(heartbeat_at=utcnow())
+            .values(heartbeat_at=db_now(conn))
         ).rowcount
         if owned:
             blobs.store_checkpoint(conn, job_id, event.get("step", 0), relative, data)
@@ -374,12 +419,14 @@ def finish_job(
     return bool(done)
 
 
+@retried
 def finish(job_id: int, worker: str, status: Status, message=None, *, attempt=0, db=None):
     """finish_job in its own transaction."""
     with writing(db) as conn:
         return finish_job(conn, job_id, worker, status, message, attempt=attempt)
 
 
+@retried
 def release_job(job_id: int, worker: str, message: str, *, db=None) -> bool:
     """A worker that is shutting down puts its job back in the queue (attempt not counted)."""
     with writing(db) as conn:
@@ -391,3 +438,24 @@ def release_job(job_id: int, worker: str, message: str, *, db=None) -> bool:
         if done:
             add_event(conn, job_id, 0, "log", {"message": message})
     return bool(done)
+
+
+@retried
+def fail_worker_jobs(worker: str, message: str, *, db=None) -> list[int]:
+    """End as failed the running jobs `worker` holds (a worker process that died); their ids.
+
+    Guarded by the worker's id, which names one process: a job another worker has taken
+    over meanwhile is left alone.
+    """
+    with writing(db) as conn:
+        rows = conn.execute(
+            update(Job)
+            .where(Job.worker == worker, Job.status == Status.RUNNING.value)
+            .values(status=Status.FAILED.value, message=message, finished_at=utcnow())
+            .returning(Job.id, Job.attempts)
+        ).all()
+        for row in rows:
+            add_event(conn, row.id, row.attempts, "log", {"message": message, "level": "error"})
+    for row in rows:
+        log.error("job %s: %s", row.id, message)
+    return [row.id for row in rows]

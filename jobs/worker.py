@@ -16,8 +16,15 @@ from collections.abc import Callable
 
 from jobs import queue
 from jobs.db import resolve
+from jobs.models import FINISHED
 
 log = logging.getLogger(__name__)
+
+
+def worker_name(pid: int, token: str) -> str:
+    """A worker's id: this machine, its process id and a random token, so no two workers
+    (not even a restarted one that got the same pid) ever share an id."""
+    return f"{socket.gethostname()}:{pid}:{token}"
 
 
 def _default_train(*args, **kwargs):
@@ -51,7 +58,7 @@ class Worker:
 
         self.engine = resolve(db_url)
         self.device = device
-        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.worker_id = worker_id or worker_name(os.getpid(), uuid.uuid4().hex[:6])
         self.poll_s, self.stale_after_s = poll_s, stale_after_s
         self.heartbeat_s, self.cancel_poll_s = heartbeat_s, cancel_poll_s
         self.step_event_s = step_event_s
@@ -107,8 +114,8 @@ class Worker:
                     since_beat = 0.0
                     state = queue.heartbeat(run.job.id, self.worker_id, db=self.engine)
                     if state is None:
-                        if run.done.is_set():  # finished between the wait and the beat
-                            return
+                        if run.done.is_set() or self._finished_here(run):
+                            return  # this worker finished it between the wait and the beat
                         log.warning("job %s: taken over by another worker", run.job.id)
                         run.lost.set()
                         return
@@ -118,6 +125,10 @@ class Worker:
                     run.cancelled.set()
             except Exception:  # a missed beat is harmless; many in a row make the job stale
                 log.warning("job %s: heartbeat failed", run.job.id, exc_info=True)
+
+    def _finished_here(self, run) -> bool:
+        job = queue.get_job(run.job.id, db=self.engine)
+        return job.worker == self.worker_id and job.status in FINISHED
 
 
 def _process_main(db_url, device, options) -> None:

@@ -175,3 +175,24 @@ def test_dataset_over_the_cap_is_refused(db_url, spec, monkeypatch):
         queue.enqueue(spec, upload_data=True, db=db_url)
     with reading(db_url) as conn:
         assert conn.scalar(select(func.count()).select_from(Job)) == 0
+
+
+def test_the_job_time_limit_reads_minutes_and_refuses_nonsense():
+    from ia3engine.errors import ConfigError
+    from jobs.time_limit import DEFAULT_MINUTES, VARIABLE, job_seconds
+
+    assert job_seconds({}) == DEFAULT_MINUTES * 60
+    assert job_seconds({}, defaults=False) is None  # the local user: only an explicit limit
+    assert job_seconds({VARIABLE: "0.5"}, defaults=False) == 30.0
+    assert job_seconds({VARIABLE: " none "}) is None
+    for bad in ("0", "-3", "soon", "nan", "inf"):
+        with pytest.raises(ConfigError, match=VARIABLE):
+            job_seconds({VARIABLE: bad})
+
+
+def test_the_time_limit_is_kept_with_the_job(db_url, spec):
+    job_id = queue.enqueue(spec, max_seconds=90, db=db_url)
+    assert queue.get_job(job_id, db=db_url).max_seconds == 90.0
+    assert queue.get_job(queue.enqueue(spec, db=db_url), db=db_url).max_seconds is None
+    with pytest.raises(JobError, match="max_seconds"):
+        queue.enqueue(spec, max_seconds=0, db=db_url)
