@@ -2,7 +2,8 @@
 
 Without it SQLite gives a new row the highest id + 1, so deleting the newest adapter (or job)
 hands its id to the next one: a cache, a link or a person holding the old id would reach the
-new one. PostgreSQL sequences never go back, so nothing changes there.
+new one. PostgreSQL sequences never go back; they are only moved past any id written
+explicitly (a copied database), so the next id is always above every id ever stored.
 
 SQLite cannot alter a primary key in place, and dropping a table with foreign keys on would
 cascade into its children, so every table is copied aside, dropped children first, created
@@ -50,6 +51,9 @@ def _parents_first(conn, tables: list[str]) -> list[str]:
 
 def upgrade() -> None:
     conn = op.get_bind()
+    if conn.dialect.name == "postgresql":
+        _sequences_past_every_id(conn)
+        return
     if conn.dialect.name != "sqlite":
         return
     rows = conn.exec_driver_sql(
@@ -76,3 +80,17 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     pass  # AUTOINCREMENT is harmless to the older schema; the tables stay as they are
+
+
+def _sequences_past_every_id(conn) -> None:
+    """Each id sequence continues above its table's highest id (rows inserted with ids)."""
+    tables = conn.exec_driver_sql(
+        "SELECT table_name FROM information_schema.columns WHERE table_schema = current_schema() "
+        "AND column_name = 'id' AND column_default LIKE 'nextval(%%'"
+    ).fetchall()
+    for (table,) in tables:
+        conn.exec_driver_sql(
+            f"SELECT setval(pg_get_serial_sequence('\"{table}\"', 'id'), "
+            f'GREATEST((SELECT max(id) FROM "{table}"), 1), '
+            f'(SELECT max(id) FROM "{table}") IS NOT NULL)'
+        )
