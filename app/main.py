@@ -20,6 +20,7 @@ from app import (
     adapters_tab,
     api,
     auth,
+    fair_queue,
     job_actions,
     jobs_tab,
     playground_tab,
@@ -105,6 +106,9 @@ def create_app(config: StudioConfig | None = None) -> FastAPI:
     )
     _guard_sessions(app)
     _guard_cross_site(app, web_guard.active())
+    # After the mount: a person's flood is refused when it joins the queue, not after it.
+    limit = fair_queue.events_limit(multi_user=auth.active().multi_user)
+    fair_queue.limit_events_per_user(demo, limit)
     return app
 
 

@@ -39,6 +39,8 @@ def predict(http, adapter_id: int) -> tuple[float, bool]:
     """(seconds, answered) of one predict call over the named API; refused calls answer fast."""
     start = time.perf_counter()
     event = http.post("/gradio_api/call/predict", json={"data": [TEXT, [adapter_id], True]})
+    if event.status_code == 503:  # refused as it joins: too many of this person's calls pending
+        return time.perf_counter() - start, False
     event.raise_for_status()
     stream = http.get(f"/gradio_api/call/predict/{event.json()['event_id']}", timeout=300)
     return time.perf_counter() - start, "event: complete" in stream.text
