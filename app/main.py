@@ -21,6 +21,7 @@ from app import (
     playground_tab,
     share_page,
     train_tab,
+    uploads,
 )
 from app.studio_config import StudioConfig
 
@@ -87,7 +88,7 @@ def create_app(config: StudioConfig | None = None) -> FastAPI:
     share_page.add_routes(app)  # before the mount, so these paths are not Gradio's
     demo = build_studio(config)
     demo.queue(default_concurrency_limit=1)
-    return gr.mount_gradio_app(
+    app = gr.mount_gradio_app(
         app,
         demo,
         path="/",
@@ -97,6 +98,8 @@ def create_app(config: StudioConfig | None = None) -> FastAPI:
         css=CSS,
         footer_links=["api", "settings"],
     )
+    uploads.guard(app)  # an uploaded or handed-out file belongs to one person (app.uploads)
+    return app
 
 
 def serve(config: StudioConfig, host: str = "127.0.0.1", port: int = 7860) -> None:

@@ -9,6 +9,7 @@ studio cannot make another module's tests pass or fail.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -114,3 +115,26 @@ def refused(client: Client, *args, api_name: str) -> str:
     with pytest.raises(AppError) as error:
         client.predict(*args, api_name=api_name)
     return str(error.value)
+
+
+def raw_call(http: httpx.Client, api_name: str, *args) -> tuple[str, object]:
+    """Call a named endpoint over Gradio's plain REST route, arguments sent exactly as given
+    (gradio_client would upload a FileData dict's file from this machine first).
+
+    Returns ("complete", output list) or ("error", the message shown)."""
+    answer = http.post(f"/gradio_api/call/{api_name.strip('/')}", json={"data": list(args)})
+    assert answer.status_code == 200, answer.text
+    event_id = answer.json()["event_id"]
+    last = ("error", None)
+    with http.stream("GET", f"/gradio_api/call/{api_name.strip('/')}/{event_id}") as stream:
+        event = None
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                event = line.removeprefix("event: ").strip()
+            elif line.startswith("data: ") and event in ("complete", "error"):
+                data = json.loads(line.removeprefix("data: "))
+                if event == "error" and isinstance(data, dict):
+                    data = data.get("error") or json.dumps(data)
+                last = (event, data)
+                break
+    return last
