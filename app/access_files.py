@@ -20,7 +20,7 @@ from app import auth, uploads
 logger = logging.getLogger(__name__)
 
 KEEP_S = 3600.0  # copies older than this are removed when the next one is made
-PREFIX = "ia3-"
+PREFIX = uploads.HANDED_OUT
 _lock = threading.Lock()
 _copies: dict[tuple[str, str, int, int], str] = {}  # (user, source, size, mtime) -> copy
 COPIES = 10_000  # copies remembered; the oldest is made again when asked for

@@ -11,6 +11,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from app import uploads
 from app.access_files import servable
 from app.auth import current_actor
 from app.job_actions import _plain
@@ -87,7 +88,8 @@ def import_adapter(path: str, base_model: str = "", name: str = "") -> int:
         raise AdapterError("No file given. Upload an adapter .zip (PEFT format).")
     actor = current_actor()
     if actor.signed_in and Path(path).is_file():
-        quota.check(actor.name, Path(path).stat().st_size)  # the adapter is kept in the database
+        size = Path(path).stat().st_size  # the adapter is kept in the database
+        quota.check(actor.name, size, max(uploads.uploaded_bytes(actor.name) - size, 0))
     return int(
         access.import_adapter(
             Path(path), actor=actor, base_model=base_model or None, name=name or None

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 
@@ -28,6 +29,8 @@ logger = logging.getLogger(__name__)
 
 UPLOAD_ROUTE = "/gradio_api/upload"
 FILE_PREFIX = "/gradio_api/file="
+HANDED_OUT = "ia3-"  # folders of copies handed out for download (app.access_files)
+KEEP_S = 6 * 3600.0  # uploads are removed this long after they were made (at the next upload)
 PER_USER = 2000  # newest files remembered per person; older ones must be uploaded again
 USERS = 10_000  # people remembered at once (a Space may see many)
 NOT_YOURS = (
@@ -80,10 +83,11 @@ def forget(path: str | Path) -> None:
 
 
 def uploaded_bytes(user: str) -> int:
-    """Bytes of this person's uploads and handed-out copies still in the cache."""
+    """Bytes of this person's uploads still in the cache (copies handed out to them are the
+    studio's own files, counted where they come from)."""
     with _lock:
         paths = list(_owned.get(user, {}))
-    return sum(_size(path) for path in paths)
+    return sum(_size(path) for path in paths if not Path(path).parent.name.startswith(HANDED_OUT))
 
 
 # File arguments of handlers -------------------------------------------------------------------
@@ -188,15 +192,32 @@ class FileGuard:
 
 def _admit_upload(user: str, paths: list[str]) -> str | None:
     """Record the uploads, or remove them and say why when they take the user over quota."""
-    sizes = {path: _size(path) for path in paths}
+    _sweep(user)
+    sizes = {path: _size(path) for path in paths if not owns(user, path)}  # new files only
     refusal = quota.refusal(user, sum(sizes.values()), uploaded_bytes(user))
     if refusal:
-        for path in paths:
+        for path in sizes:
             Path(path).unlink(missing_ok=True)
         return refusal
-    for path, size in sizes.items():
-        record(user, path, size)
+    for path in paths:
+        record(user, path, sizes.get(path, 0))
     return None
+
+
+def _sweep(user: str) -> None:
+    """Remove this person's uploads older than KEEP_S: a queued job has its own copy in the
+    database by then, and the page asks for the file again after a reload."""
+    cutoff = time.time() - KEEP_S
+    with _lock:
+        paths = list(_owned.get(user, {}))
+    for path in paths:
+        try:
+            old = os.path.getmtime(path) < cutoff
+        except OSError:  # gone already
+            old = True
+        if old:
+            Path(path).unlink(missing_ok=True)
+            forget(path)
 
 
 def _size(path: str) -> int:

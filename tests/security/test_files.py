@@ -7,37 +7,15 @@ uploads a dataset, bob is the attacker who has somehow learnt where her files si
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import pytest
+from adapter_zips import minilm_adapter_zip
 from attack_support import PASSWORDS, raw_call, running_studio
 from gradio_client import Client, handle_file
 
 SECRET = "TOPSECRET-ROW"
 NOT_YOURS = "not uploaded by you"
-
-
-def _minilm_adapter_zip(folder: Path) -> Path:
-    """A PEFT IA3 adapter for the bundled MiniLM, made without training (peft, offline)."""
-    import peft
-    from transformers import AutoModelForSequenceClassification
-
-    from ia3engine.loading import resolve_model_path
-
-    model = AutoModelForSequenceClassification.from_pretrained(
-        resolve_model_path("minilm"), num_labels=2
-    )
-    config = peft.IA3Config(
-        task_type="SEQ_CLS", target_modules=["key", "value", "output.dense"],
-        feedforward_modules=["output.dense"],
-    )  # fmt: skip
-    peft.get_peft_model(model, config).save_pretrained(folder / "adapter")
-    archive = folder / "anns-adapter.zip"
-    with zipfile.ZipFile(archive, "w") as zipped:
-        for path in sorted((folder / "adapter").iterdir()):
-            zipped.write(path, path.name)
-    return archive
 
 
 def _file_data(path: str) -> dict:
@@ -67,7 +45,7 @@ def _raw_client(studio, name: str) -> Client:
 def studio(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("files-studio")
     secret = _reviews(tmp / "server-secret.csv", SECRET)  # a file on the host, not uploaded
-    archive = _minilm_adapter_zip(tmp)
+    archive = minilm_adapter_zip(tmp)
     with running_studio(tmp, workers=0) as attacked:
         ann, bob = attacked.client("ann"), attacked.client("bob")
         adapter = ann.predict(
