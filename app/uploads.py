@@ -28,7 +28,7 @@ from jobs import quota
 logger = logging.getLogger(__name__)
 
 UPLOAD_ROUTE = "/gradio_api/upload"
-FILE_PREFIX = "/gradio_api/file="
+FILE_PREFIXES = ("/gradio_api/file=", "/gradio_api/file/")  # the second: Gradio's older route
 HANDED_OUT = "ia3-"  # folders of copies handed out for download (app.access_files)
 KEEP_S = 6 * 3600.0  # uploads are removed this long after they were made (at the next upload)
 PER_USER = 2000  # newest files remembered per person; older ones must be uploaded again
@@ -159,8 +159,9 @@ class FileGuard:
         path = scope["path"].removeprefix(scope.get("root_path") or "") or scope["path"]
         if scope["method"] == "POST" and path.rstrip("/") == UPLOAD_ROUTE:
             return await self._upload(scope, receive, send)
-        if scope["method"] in ("GET", "HEAD") and path.startswith(FILE_PREFIX):
-            given = path.removeprefix(FILE_PREFIX)  # decoded once, as Gradio reads it
+        prefix = next((p for p in FILE_PREFIXES if path.startswith(p)), None)
+        if scope["method"] in ("GET", "HEAD") and prefix:
+            given = path.removeprefix(prefix)  # decoded once, as Gradio reads it
             if not given.startswith(("http://", "https://")):
                 inside = Path(_key(given)).is_relative_to(upload_folder())
                 if inside and not owns(_user_of(scope, self.gradio_app), given):

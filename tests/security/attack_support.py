@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -138,3 +139,25 @@ def raw_call(http: httpx.Client, api_name: str, *args) -> tuple[str, object]:
                 last = (event, data)
                 break
     return last
+
+
+def ui_event(http: httpx.Client, elem_id: str, trigger: str, data: list) -> dict:
+    """Fire one event of the page (the component with `elem_id`, e.g. "change" or "click") the
+    way the browser does, over Gradio's queue; returns the process_completed message."""
+    config = http.get("/config").json()
+    component = next(
+        c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == elem_id
+    )
+    fn_index = next(d["id"] for d in config["dependencies"] if [component, trigger] in d["targets"])
+    session = secrets.token_hex(8)
+    body = {"data": data, "fn_index": fn_index, "session_hash": session,
+            "event_data": None, "trigger_id": component}  # fmt: skip
+    answer = http.post("/gradio_api/queue/join", json=body)
+    assert answer.status_code == 200, answer.text
+    with http.stream("GET", "/gradio_api/queue/data", params={"session_hash": session}) as stream:
+        for line in stream.iter_lines():
+            if line.startswith("data: "):
+                message = json.loads(line.removeprefix("data: "))
+                if message.get("msg") == "process_completed":
+                    return message
+    raise AssertionError(f"no answer to the {trigger} event of #{elem_id}")

@@ -7,11 +7,12 @@ uploads a dataset, bob is the attacker who has somehow learnt where her files si
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 from adapter_zips import minilm_adapter_zip
-from attack_support import PASSWORDS, raw_call, running_studio
+from attack_support import PASSWORDS, raw_call, running_studio, ui_event
 from gradio_client import Client, handle_file
 
 SECRET = "TOPSECRET-ROW"
@@ -85,9 +86,11 @@ def test_the_preview_does_not_read_another_persons_upload(studio, form):
     assert event == "complete" and mine[0]["n_rows"] == 12  # the uploader herself is served
 
 
-def test_an_upload_is_fetched_by_its_uploader_only(studio):
-    url = f"/gradio_api/file={studio['ann_upload']}"
+@pytest.mark.parametrize("route", ["/gradio_api/file=", "/gradio_api/file/"])
+def test_an_upload_is_fetched_by_its_uploader_only(studio, route):
+    url = route + studio["ann_upload"]
     assert studio["bob_http"].get(url).status_code == 404
+    assert studio["bob_http"].head(url).status_code == 404
     assert b"ANNS-PRIVATE-ROW" not in studio["bob_http"].get(url).content
     assert b"ANNS-PRIVATE-ROW" in studio["ann_http"].get(url).content
 
@@ -133,3 +136,22 @@ def test_own_uploads_and_samples_by_name_still_work(studio, tmp_path):
     assert own["file"] == "mine.csv" and own["n_rows"] == 12
     sample = ann.predict("sentiment", "", "", "classify", api_name="/describe_dataset")
     assert sample["n_rows"] > 0 and sample["file"] == "sentiment_train.csv"
+
+
+def test_the_train_tabs_upload_box_previews_no_one_elses_file(studio):
+    """The page's own event, fired as the browser would, with ann's upload in the file box."""
+    upload = _file_data(studio["ann_upload"])
+    inputs = ["Upload a file", "sentiment", upload, None, None, "classify"]
+    answer = json.dumps(ui_event(studio["bob_http"], "data-upload", "change", inputs))
+    assert "ANNS-PRIVATE-ROW" not in answer and NOT_YOURS in answer
+    mine = json.dumps(ui_event(studio["ann_http"], "data-upload", "change", inputs))
+    assert "ANNS-PRIVATE-ROW" in mine  # her own upload previews for her
+
+
+def test_the_adapters_tabs_import_button_takes_no_one_elses_zip(studio):
+    stolen = _file_data(studio["ann_download"])
+    answer = json.dumps(
+        ui_event(studio["bob_http"], "import-button", "click", [stolen, "minilm", "bob's"])
+    )
+    assert NOT_YOURS in answer
+    assert studio["bob"].predict("", "", "", api_name="/list_adapters") == []
