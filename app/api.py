@@ -73,7 +73,7 @@ def list_jobs(status: str = "", limit: int = 50) -> list:
 
 def job_log(job_id: int, tail: int = 50) -> list:
     """The last lines of a job's log."""
-    return job_actions.log_lines(job_actions.job_events(job_id), tail)
+    return [scrub(line) for line in job_actions.log_lines(job_actions.job_events(job_id), tail)]
 
 
 def job_curves(job_id: int) -> dict:

@@ -5,6 +5,7 @@ A signed-in user may import one for the bundled MiniLM in a second, where traini
 
 from __future__ import annotations
 
+import json
 import zipfile
 from pathlib import Path
 
@@ -24,6 +25,8 @@ def minilm_adapter_zip(folder: Path, name: str = "anns-adapter.zip") -> Path:
         feedforward_modules=["output.dense"],
     )  # fmt: skip
     peft.get_peft_model(model, config).save_pretrained(folder / "adapter")
+    info = {"task": "classify", "kind": "encoder", "labels": ["neg", "pos"], "base_model": "minilm"}
+    (folder / "adapter" / "training_info.json").write_text(json.dumps(info))
     archive = folder / name
     with zipfile.ZipFile(archive, "w") as zipped:
         for path in sorted((folder / "adapter").iterdir()):

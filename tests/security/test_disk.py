@@ -153,3 +153,20 @@ def test_imports_count_toward_the_storage_quota(studio):
             break
     assert refusal is not None and "IA3_MAX_STORAGE_MB" in refusal, refusal
     assert attempt <= 5
+
+
+def test_deleting_an_adapter_removes_its_downloads_and_merged_exports(studio):
+    archive = minilm_adapter_zip(studio["tmp"] / "to-delete", "to-delete.zip")
+    ann, data = studio["ann"], studio["studio"].data
+    adapter = ann.predict(
+        handle_file(str(archive)), "minilm", "to delete", api_name="/import_adapter"
+    )
+    ann.predict(adapter, api_name="/download_adapter")
+    merged = ann.predict(adapter, api_name="/export_merged")
+    with zipfile.ZipFile(merged) as zipped:
+        assert "config.json" in zipped.namelist()
+    mine = [p for p in data.rglob(f"*{adapter}*") if "exports" in p.parts or "downloads" in p.parts]
+    assert mine  # made on disk, counted in ann's storage
+    ann.predict(adapter, api_name="/delete_adapter")
+    left = [p for p in data.rglob(f"*{adapter}*") if "exports" in p.parts or "downloads" in p.parts]
+    assert left == []

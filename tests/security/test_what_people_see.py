@@ -61,6 +61,7 @@ def test_job_rows_name_the_dataset_by_its_file_name(studio):
     assert status["spec"]["data"] == "reviews.csv"
     _shows_no_server_path(json.dumps(status), studio)
     _shows_no_server_path(json.dumps(ann.predict("", 50, api_name="/list_jobs")), studio)
+    _shows_no_server_path(json.dumps(ann.predict(studio["job"], 200, api_name="/job_log")), studio)
 
 
 def test_the_model_card_names_the_dataset_by_its_file_name(studio):
