@@ -31,8 +31,9 @@ def describe_model(model: str = "minilm", task: str = "classify") -> dict:
 
 
 def samples() -> dict:
-    """Sample datasets shipped with the studio: name -> file on the server."""
-    return preview.sample_datasets()
+    """Sample datasets shipped with the studio: name -> its file's name (pass the name as
+    spec['data'] or as a data_file)."""
+    return {name: Path(path).name for name, path in preview.sample_datasets().items()}
 
 
 def describe_dataset(

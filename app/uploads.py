@@ -171,6 +171,9 @@ class FileGuard:
 
     async def _upload(self, scope, receive, send):
         user = _user_of(scope, self.gradio_app)
+        if not user:  # a visitor who has not signed in stores nothing (OAuth leaves this open)
+            response = PlainTextResponse("Sign in to upload files.", status_code=401)
+            return await response(scope, receive, send)
         status, headers, body = 500, [], b""
 
         async def keep(message):
@@ -181,7 +184,7 @@ class FileGuard:
                 body += message.get("body", b"")
 
         await self.app(scope, receive, keep)  # Gradio's background move is done when it returns
-        if status == 200 and user:
+        if status == 200:
             paths = [str(p) for p in json.loads(body or b"[]")]
             refusal = await anyio.to_thread.run_sync(_admit_upload, user, paths)
             if refusal:

@@ -136,6 +136,13 @@ def test_own_uploads_and_samples_by_name_still_work(studio, tmp_path):
     assert own["file"] == "mine.csv" and own["n_rows"] == 12
     sample = ann.predict("sentiment", "", "", "classify", api_name="/describe_dataset")
     assert sample["n_rows"] > 0 and sample["file"] == "sentiment_train.csv"
+    assert ann.predict(api_name="/samples")["sentiment"] == "sentiment_train.csv"  # no server path
+
+
+def test_a_visitor_who_has_not_signed_in_cannot_upload(studio, tmp_path):
+    with open(_reviews(tmp_path / "anonymous.csv"), "rb") as handle:
+        answer = studio["studio"].http().post("/gradio_api/upload", files={"files": handle})
+    assert answer.status_code in (401, 403)
 
 
 def test_the_train_tabs_upload_box_previews_no_one_elses_file(studio):
