@@ -235,6 +235,7 @@ def _size(path: str) -> int:
 def guard(app: FastAPI) -> None:
     """Put FileGuard inside the mounted Gradio app (call after mount_gradio_app, before the
     first request): innermost, after Gradio's own session and CORS middleware."""
+    quota.limit_bytes()  # a mistyped IA3_MAX_STORAGE_MB stops the start, not the first upload
     for mount in app.routes:
         if isinstance(mount, Mount) and hasattr(mount.app, "tokens"):
             if mount.app.middleware_stack is not None:
