@@ -51,8 +51,12 @@ def servable(path: str | Path) -> str:
     key = (user, str(source.resolve()), stat.st_size, stat.st_mtime_ns)
     with _lock:
         known = _copies.get(key)
+    if known:
+        try:
+            os.utime(Path(known).parent)  # still in use: the sweep keeps it
+        except OSError:  # swept meanwhile: make a new copy below
+            known = None
     if known and os.path.isfile(known):
-        os.utime(Path(known).parent)  # still in use: the sweep keeps it
         uploads.record(user, known, stat.st_size)
         return known
     root = _root()
