@@ -6,8 +6,12 @@ Thin calls into jobs.registry returning plain values (paths as strings) for the 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
+from app import uploads
 from app.access_files import servable
 from app.auth import current_actor
 from app.job_actions import _plain
@@ -78,13 +82,17 @@ def adapter_file(adapter_id: int, filename: str) -> str:
 
 def import_adapter(path: str, base_model: str = "", name: str = "") -> int:
     """Register an adapter zip or folder (safetensors only); returns its id."""
-    from jobs import access
+    from jobs import access, quota
 
     if not path:
         raise AdapterError("No file given. Upload an adapter .zip (PEFT format).")
+    actor = current_actor()
+    if actor.signed_in and Path(path).is_file():
+        size = Path(path).stat().st_size  # the adapter is kept in the database
+        quota.check(actor.name, size, max(uploads.uploaded_bytes(actor.name) - size, 0))
     return int(
         access.import_adapter(
-            Path(path), actor=current_actor(), base_model=base_model or None, name=name or None
+            Path(path), actor=actor, base_model=base_model or None, name=name or None
         )
     )
 
@@ -109,25 +117,34 @@ def delete_adapter(adapter_id: int) -> int:
 
 
 def export_merged(adapter_id: int) -> str:
-    """Zip of the base model with the adapter merged in (a plain transformers folder)."""
-    import shutil
-
+    """Zip of the base model with the adapter merged in (a plain transformers folder); made
+    once per adapter, counted in its owner's storage, removed a day after it was last asked."""
     from ia3engine.export import export_merged as merge_into_base
-    from jobs import access
+    from jobs import access, quota
     from jobs.db import data_dir
 
     actor = current_actor()
     info = access.get_adapter(int(adapter_id), actor=actor)  # refuses what the caller may not see
     folder = Path(access.adapter_folder(int(adapter_id), actor=actor))
-    target = data_dir() / "exports" / f"adapter-{int(adapter_id)}-{info.sha256[:12]}"
-    archive = target.with_suffix(".zip")
-    if not archive.is_file():  # an adapter's files never change, so one export serves all
+    quota.sweep_exports()
+    exports = data_dir() / "exports"
+    archive = exports / f"adapter-{int(adapter_id)}-{info.sha256[:12]}.zip"
+    if archive.is_file():  # an adapter's files never change, so one export serves all
+        os.utime(archive)  # asked again: the sweep keeps it another day
+        return servable(archive)
+    if info.owner:
+        quota.check(info.owner, 0)  # already over: refuse before the costly merge
+    exports.mkdir(parents=True, exist_ok=True)
+    # A folder of its own per call: parallel exports never write into each other's files.
+    work = Path(tempfile.mkdtemp(dir=exports, prefix=archive.stem + ".building-"))
+    try:
         from app.serving import MODEL_LOCK
 
         with MODEL_LOCK:  # one model load at a time in the studio process
-            merge_into_base(folder, target / "model", base_model=info.base_model)
-        partial = shutil.make_archive(str(target) + ".partial", "zip", root_dir=target / "model")
-        Path(partial).replace(archive)  # a reader never sees half a zip
-        shutil.rmtree(target, ignore_errors=True)
-        logger.info("exported adapter %s merged into %s", adapter_id, info.base_model)
+            merge_into_base(folder, work / "model", base_model=info.base_model)
+        made = shutil.make_archive(str(work / "merged"), "zip", root_dir=work / "model")
+        os.replace(made, archive)  # a reader never sees half a zip
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    logger.info("exported adapter %s merged into %s", adapter_id, info.base_model)
     return servable(archive)

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import gradio as gr
 import pandas as pd
 
-from app import adapter_actions
+from app import adapter_actions, uploads
 from app.messages import explain, field_note, note_box
 
 logger = logging.getLogger(__name__)
@@ -132,7 +132,8 @@ def _export(adapter_id):
 
 def _import(path, base_model, name):
     try:
-        adapter_id = adapter_actions.import_adapter(path, base_model, name)
+        # Only a zip this person uploaded, never a path on the server.
+        adapter_id = adapter_actions.import_adapter(uploads.uploaded_file(path), base_model, name)
     except Exception as error:
         return field_note(explain(error))
     return field_note(f"Imported as adapter #{adapter_id}.", "ok")

@@ -10,19 +10,19 @@ import gradio as gr
 from gradio.data_classes import FileData
 
 from app import access_share, adapter_actions, job_actions, preview, serving
-from app.messages import shown_as_error
+from app.messages import scrub, shown_as_error, shown_spec
+from app.uploads import enqueue_with_uploads, uploaded_file
 from ia3engine.errors import DataError
 
 _config = {"data_dir": Path("ia3-data")}
 
 
-def _file_path(file) -> str | None:
-    """The local path of an uploaded file (FileData, its dict form, or a path)."""
-    if file is None:
-        return None
-    if isinstance(file, dict):
-        return file.get("path")
-    return getattr(file, "path", None) or str(file)
+def _shown_job(job: dict) -> dict:
+    """A job as an API client sees it: files by name, no server path in spec or message."""
+    shown = {**job, "spec": shown_spec(job.get("spec"))}
+    if shown.get("message"):
+        shown["message"] = scrub(shown["message"])
+    return shown
 
 
 def describe_model(model: str = "minilm", task: str = "classify") -> dict:
@@ -31,16 +31,17 @@ def describe_model(model: str = "minilm", task: str = "classify") -> dict:
 
 
 def samples() -> dict:
-    """Sample datasets shipped with the studio: name -> file on the server."""
-    return preview.sample_datasets()
+    """Sample datasets shipped with the studio: name -> its file's name (pass the name as
+    spec['data'] or as a data_file)."""
+    return {name: Path(path).name for name, path in preview.sample_datasets().items()}
 
 
 def describe_dataset(
     data_file: FileData, text_column: str = "", label_column: str = "", task: str = "classify"
 ) -> dict:
     """Format, rows, columns, guessed mapping, labels and class balance of a dataset file."""
-    path = preview.keep_upload(_file_path(data_file), _config["data_dir"])
-    return preview.describe_dataset(path, text_column, label_column, task)
+    path = uploaded_file(data_file, preview.sample_datasets())  # yours, or a sample by name
+    return preview.describe_dataset(path or "", text_column, label_column, task)
 
 
 def enqueue(
@@ -48,32 +49,32 @@ def enqueue(
 ) -> int:
     """Queue a training job. `spec` holds TrainSpec fields; `data` may name a sample
     ('sentiment'); an uploaded data_file/eval_file takes the place of data/eval_data."""
-    fields = dict(spec or {})
+    fields, files = dict(spec or {}), {}
     if data_file is not None:
-        fields["data"] = preview.keep_upload(_file_path(data_file), _config["data_dir"])
+        files["data"] = uploaded_file(data_file, preview.sample_datasets())
     elif fields.get("data") in preview.sample_datasets():
         fields["data"] = preview.sample_datasets()[fields["data"]]
         fields.setdefault("eval_data", preview.sample_eval_file(fields["data"]))
     if eval_file is not None:
-        fields["eval_data"] = preview.keep_upload(_file_path(eval_file), _config["data_dir"])
-    if not fields.get("data"):
+        files["eval_data"] = uploaded_file(eval_file)
+    if not (files.get("data") or fields.get("data")):
         raise DataError("No dataset: upload data_file or set spec['data'] to a sample name.")
-    return job_actions.enqueue_training(fields)
+    return enqueue_with_uploads(fields, files, _config["data_dir"])
 
 
 def job_status(job_id: int) -> dict:
     """One job: status, step, total_steps, eta_s, loss, message, adapter_id, ..."""
-    return job_actions.job_status(job_id)
+    return _shown_job(job_actions.job_status(job_id))
 
 
 def list_jobs(status: str = "", limit: int = 50) -> list:
     """Jobs, newest first; status filters (queued, running, done, failed, cancelled)."""
-    return job_actions.list_jobs(status, limit)
+    return [_shown_job(job) for job in job_actions.list_jobs(status, limit)]
 
 
 def job_log(job_id: int, tail: int = 50) -> list:
     """The last lines of a job's log."""
-    return job_actions.log_lines(job_actions.job_events(job_id), tail)
+    return [scrub(line) for line in job_actions.log_lines(job_actions.job_events(job_id), tail)]
 
 
 def job_curves(job_id: int) -> dict:
@@ -123,7 +124,7 @@ def download_adapter_file(adapter_id: int, filename: str) -> FileData:
 
 def import_adapter(adapter_zip: FileData, base_model: str = "", name: str = "") -> int:
     """Register an adapter zip (PEFT format, safetensors only); returns its id."""
-    return adapter_actions.import_adapter(_file_path(adapter_zip), base_model, name)
+    return adapter_actions.import_adapter(uploaded_file(adapter_zip), base_model, name)
 
 
 def rename_adapter(adapter_id: int, name: str) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import html
 import logging
+import re
 from collections.abc import Callable
 
 import gradio as gr
@@ -18,8 +19,56 @@ from ia3engine.errors import IA3Error
 logger = logging.getLogger(__name__)
 
 
+# A URL with a scheme (database, Hub, ...) and an absolute path on this machine (POSIX or Windows).
+_URL = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*)://[^\s'\"<>]+")
+_PATH = re.compile(r"(?<![\w.:/-])(?:/[^\s'\"<>/:;,()]+){2,}/?|\b[A-Za-z]:\\[^\s'\"<>]+")
+_PAGES = ("/adapters/", "/gradio_api/", "/login", "/logout")  # the studio's own pages
+PATH_FIELDS = ("data", "eval_data", "out_dir")  # TrainSpec fields that may hold server paths
+
+
+def _url(match: re.Match) -> str:
+    if match.group(1).lower() in ("http", "https"):
+        return re.sub(r"//[^/@\s]*@", "//", match.group(0))  # no user:password
+    return "the database"  # postgresql://user:pw@host/db, sqlite:////srv/data/jobs.db, ...
+
+
+def _path(match: re.Match) -> str:
+    text = match.group(0)
+    if text.startswith(_PAGES):
+        return text
+    return re.split(r"[/\\]", text.rstrip("/\\"))[-1]  # the file's name, not where it lives
+
+
+def scrub(text: str) -> str:
+    """`text` without server paths (each becomes its file name) or URLs that carry secrets."""
+    return _PATH.sub(_path, _URL.sub(_url, str(text)))
+
+
+def file_name(value):
+    """A dataset or folder as a person should see it: an absolute path becomes its name;
+    a Hub id ("owner/name") or a sample name stays as it is."""
+    if not isinstance(value, str) or not value:
+        return value
+    if value.startswith("/") or re.match(r"^[A-Za-z]:\\", value):
+        return re.split(r"[/\\]", value.rstrip("/\\"))[-1]
+    return value
+
+
+def shown_spec(spec: dict | None) -> dict | None:
+    """A job's spec for the page or an API client: its file fields by name only."""
+    if not isinstance(spec, dict):
+        return spec
+    return {k: file_name(v) if k in PATH_FIELDS else v for k, v in spec.items()}
+
+
 def explain(error: BaseException) -> str:
-    """The text a person sees for `error`; unexpected errors are logged with the traceback."""
+    """The text a person sees for `error`; unexpected errors are logged with the traceback.
+
+    No message shows a server path, a database URL or a stack frame (see scrub)."""
+    return scrub(_explain(error))
+
+
+def _explain(error: BaseException) -> str:
     if isinstance(error, IA3Error):
         return str(error)
     if isinstance(error, gr.Error):

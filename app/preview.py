@@ -5,9 +5,11 @@ Plain functions returning plain values, shared by the page and the API endpoints
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import logging
+import secrets
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 from ia3engine.errors import DataError
@@ -129,11 +131,8 @@ def model_skeleton(name: str, task: str):
         return build.from_config(config), kind
 
 
-def keep_upload(path: str, data_dir: Path) -> str:
-    """Copy an uploaded file out of Gradio's temporary cache into the data directory.
-
-    Gradio clears its cache on restart; a queued job must still find its file.
-    """
+def check_dataset_file(path: str) -> str:
+    """`path` when it is a dataset file this studio reads, else a refusal naming the formats."""
     source = Path(path)
     if not source.is_file():
         raise DataError(f"The uploaded file {source.name!r} is gone; upload it again.")
@@ -142,12 +141,32 @@ def keep_upload(path: str, data_dir: Path) -> str:
             f"{source.name!r} is not a dataset file this studio reads. "
             f"Upload one of: {', '.join(DATA_SUFFIXES)}."
         )
-    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
-    target = data_dir / "uploads" / digest / source.name
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
-    return str(target)
+    return str(source)
+
+
+@contextlib.contextmanager
+def staged_uploads(paths: dict[str, str], data_dir: Path) -> Iterator[dict[str, str]]:
+    """Copies of uploaded dataset files where a queued job may name them (the data directory's
+    uploads), removed once the job is queued: the database keeps the job's own copy.
+
+    Samples pass through as they are. Each call gets its own folder, so two people queueing the
+    same file never remove each other's copy.
+    """
+    folder = Path(data_dir) / "uploads" / secrets.token_hex(16)
+    staged = {}
+    try:
+        for field, path in paths.items():
+            if not path or Path(path).resolve().is_relative_to(EXAMPLES):
+                staged[field] = path
+                continue
+            source = Path(check_dataset_file(path))
+            target = folder / field / source.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+            staged[field] = str(target)
+        yield staged
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def describe_dataset(
@@ -161,11 +180,15 @@ def describe_dataset(
 
     if not path:
         raise DataError("No dataset chosen. Pick a sample or upload a CSV, TSV, JSONL or Parquet.")
+    from app.auth import active
+
+    check_dataset_file(path)
     summary = inspect_dataset(
-        path, text_column=text_column or None, label_column=label_column or None, task=task
-    )
+        path, text_column=text_column or None, label_column=label_column or None, task=task,
+        max_rows=active().limits.max_rows,  # the host's cap, applied while the file is read
+    )  # fmt: skip
     return {
-        "file": str(summary.path),
+        "file": Path(summary.path).name,  # never the server path
         "format": summary.format,
         "n_rows": int(summary.n_rows),
         "columns": list(summary.columns),

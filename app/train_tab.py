@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import gradio as gr
 import pandas as pd
 
-from app import job_actions, preview, settings
+from app import preview, settings, uploads
 from app.messages import explain, field_note, note_box
 from app.studio_config import StudioConfig
 
@@ -146,8 +146,8 @@ def _choose_data(source, sample, upload, text_column, label_column, task, config
     if source == "Sample":
         path = preview.sample_datasets().get(sample, "")
     elif upload:
-        try:
-            path = preview.keep_upload(upload, config.data_dir)
+        try:  # only a file this person uploaded; previewed where it is, never copied
+            path = uploads.uploaded_file(upload)
         except Exception as error:
             return _no_data(task, explain(error))
     else:
@@ -155,15 +155,20 @@ def _choose_data(source, sample, upload, text_column, label_column, task, config
     return _describe(path, text_column, label_column, task, remap=True)
 
 
-def _queue(form, model_src, bundled_name, hub, local, path, task, text, label, *values):
+def _queue(form, data_dir, model_src, bundled_name, hub, local, path, task, text, label, *values):
     """Queue the form as a job: (note under the button, job id or None)."""
     model = _model_name(model_src, bundled_name, hub, local).strip()
     fields = settings.spec_fields(form, values)
-    fields.update(model=model, data=path, task=task, text_column=text, label_column=label)
+    fields.update(model=model, task=task, text_column=text, label_column=label)
+    files = {}
     if eval_path := preview.sample_eval_file(path or ""):
-        fields.setdefault("eval_data", eval_path)
+        fields.update(data=path, eval_data=fields.get("eval_data") or eval_path)
+    elif path in preview.sample_datasets().values():
+        fields["data"] = path
+    else:
+        files["data"] = path  # an upload of this person's (the page keeps the path, not them)
     try:
-        job_id = job_actions.enqueue_training(fields)
+        job_id = uploads.enqueue_with_uploads(fields, files, data_dir)
     except Exception as error:
         return field_note(explain(error)), None
     return field_note(f"Job #{job_id} queued. Follow it in the Jobs tab.", "ok"), job_id
@@ -295,7 +300,7 @@ def build(demo: gr.Blocks, config: StudioConfig) -> TrainTab:
 
     queue_inputs = [source, bundled, hub_id, folder, data_path, task, text_col, label_col]
     queue_event = queue_button.click(
-        lambda *values: _queue(form, *values),
+        lambda *values: _queue(form, config.data_dir, *values),
         queue_inputs + form.inputs(),
         [queue_note, queued_job],
         api_visibility="private",

@@ -7,6 +7,8 @@ with PEFT and with ia3engine, the settings and the metrics.
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path, PurePath
 
 _LOADERS = {
     ("encoder", "classify"): "AutoModelForSequenceClassification",
@@ -51,7 +53,7 @@ def model_card(info: dict) -> str:
     body = [
         f"# {name}",
         "",
-        f"An (IA)^3 adapter for `{base}`, trained with ia3engine on `{spec.get('data', '')}` "
+        f"An (IA)^3 adapter for `{base}`, trained with ia3engine on `{dataset_name(spec)}` "
         f"({task}{', labels: ' + ', '.join(labels) if labels else ''}).",
         f"It scales {', '.join(_names(info.get('target_modules')))} with "
         f"{info.get('trainable_params', 0):,} trainable parameters.",
@@ -91,6 +93,15 @@ def model_card(info: dict) -> str:
     if info.get("stopped"):
         body += ["", "Training was stopped before the last step; these are the last metrics."]
     return "\n".join(front + body) + "\n"
+
+
+def dataset_name(spec: dict) -> str:
+    """The training data as the card names it: a file by its name (never the folder it sat in
+    on the training machine), a Hub dataset by its id."""
+    data = str(spec.get("data") or "")
+    if data.startswith("/") or re.match(r"^[A-Za-z]:[\\/]", data) or Path(data).is_file():
+        return PurePath(data.replace("\\", "/")).name
+    return data
 
 
 def _names(targets) -> list[str]:

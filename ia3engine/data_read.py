@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,26 +90,32 @@ def read_table(path, *, max_rows: int | None = None, role: str = "data") -> Tabl
             "one row per example."
         )
     fmt = sniff_format(file, data)
+    # One row past the cap is enough to refuse: a huge file is never parsed whole.
+    limit = None if max_rows is None else max_rows + 1
     if fmt == "parquet":
-        frame, warnings = _parse_parquet(data, name), []
+        frame, warnings = _parse_parquet(data, name, limit), []
     else:
         text, warnings = decode_text(data, name)
-        frame = _PARSERS[fmt](text, name)
+        frame = _PARSERS[fmt](text, name, limit)
     if len(frame) == 0:
         raise DataError(
             f"The {role}file '{name}' has column names ({', '.join(map(str, frame.columns))}) "
             "but no rows. Add one row per example."
         )
     frame.columns = [str(c) for c in frame.columns]
-    check_row_cap(len(frame), max_rows, name)
+    check_row_cap(len(frame), max_rows, name, counted=False)
     return Table(frame, fmt, hashlib.sha256(data).hexdigest(), warnings)
 
 
-def check_row_cap(n_rows: int, max_rows: int | None, name: str) -> None:
-    """Refuse a table with more rows than the configured cap rather than silently sampling it."""
+def check_row_cap(n_rows: int, max_rows: int | None, name: str, counted: bool = True) -> None:
+    """Refuse a table with more rows than the configured cap rather than silently sampling it.
+
+    `counted` False: reading stopped one row past the cap, so the real count is not known.
+    """
     if max_rows is not None and n_rows > max_rows:
+        size = f"{n_rows:,} rows, more" if counted else "more rows"
         raise DataError(
-            f"'{name}' has {n_rows:,} rows, more than the cap of {max_rows:,} rows. "
+            f"'{name}' has {size} than the cap of {max_rows:,} rows. "
             "Raise the max_rows setting, or use a smaller sample of the file."
         )
 
@@ -205,7 +212,7 @@ def _refuse_control_chars(text: str, name: str) -> str:
     return text
 
 
-def _parse_delimited(text: str, name: str, default_sep: str) -> pd.DataFrame:
+def _parse_delimited(text: str, name: str, default_sep: str, limit: int | None) -> pd.DataFrame:
     header = text.lstrip("\ufeff").split("\n", 1)[0]
     sep = default_sep
     if default_sep not in header:
@@ -216,8 +223,9 @@ def _parse_delimited(text: str, name: str, default_sep: str) -> pd.DataFrame:
     try:
         # dtype=str and only empty cells as missing: a label "None" or "NA" stays a label.
         return pd.read_csv(
-            io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, na_values=[""]
-        )
+            io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, na_values=[""],
+            nrows=limit,
+        )  # fmt: skip
     except pd.errors.EmptyDataError:
         raise DataError(f"'{name}' has no columns. Export it again with a header row.") from None
     except pd.errors.ParserError as err:
@@ -228,37 +236,55 @@ def _parse_delimited(text: str, name: str, default_sep: str) -> pd.DataFrame:
         ) from None
 
 
-def _parse_csv(text: str, name: str) -> pd.DataFrame:
-    return _parse_delimited(text, name, ",")
+def _parse_csv(text: str, name: str, limit: int | None = None) -> pd.DataFrame:
+    return _parse_delimited(text, name, ",", limit)
 
 
-def _parse_tsv(text: str, name: str) -> pd.DataFrame:
-    return _parse_delimited(text, name, "\t")
+def _parse_tsv(text: str, name: str, limit: int | None = None) -> pd.DataFrame:
+    return _parse_delimited(text, name, "\t", limit)
 
 
-def _parse_txt(text: str, name: str) -> pd.DataFrame:
-    lines = [line.rstrip("\r") for line in text.split("\n")]
-    return pd.DataFrame({"text": [line for line in lines if line.strip()]}, dtype=object)
+def _lines(text: str) -> Iterator[tuple[int, str]]:
+    """(number, line) of `text` one at a time, without splitting the whole text at once."""
+    start, number = 0, 0
+    while start <= len(text):
+        end = text.find("\n", start)
+        end = len(text) if end < 0 else end
+        number += 1
+        yield number, text[start:end]
+        start = end + 1
 
 
-def _parse_json(text: str, name: str) -> pd.DataFrame:
+def _parse_txt(text: str, name: str, limit: int | None = None) -> pd.DataFrame:
+    kept = []
+    for _, line in _lines(text):
+        if line.strip():
+            kept.append(line.rstrip("\r"))
+            if limit is not None and len(kept) >= limit:
+                break
+    return pd.DataFrame({"text": kept}, dtype=object)
+
+
+def _parse_json(text: str, name: str, limit: int | None = None) -> pd.DataFrame:
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as err:
         if err.msg == "Extra data":  # several JSON values in a row: it is really JSONL
-            return _parse_jsonl(text, name)
+            return _parse_jsonl(text, name, limit)
         raise DataError(
             f"'{name}' is not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}. "
             "Fix the file there, or export it as a list of records or as JSONL."
         ) from None
-    return _records_frame(obj, name)
+    return _records_frame(obj, name, limit)
 
 
-def _parse_jsonl(text: str, name: str) -> pd.DataFrame:
+def _parse_jsonl(text: str, name: str, limit: int | None = None) -> pd.DataFrame:
     if text.lstrip("\ufeff \t\r\n").startswith("["):
-        return _parse_json(text, name)
+        return _parse_json(text, name, limit)
     records = []
-    for number, line in enumerate(text.split("\n"), start=1):
+    for number, line in _lines(text):
+        if limit is not None and len(records) >= limit:
+            break
         if not line.strip():
             continue
         try:
@@ -277,13 +303,14 @@ def _parse_jsonl(text: str, name: str) -> pd.DataFrame:
     return pd.DataFrame.from_records(records)
 
 
-def _records_frame(obj, name: str) -> pd.DataFrame:
+def _records_frame(obj, name: str, limit: int | None = None) -> pd.DataFrame:
     if isinstance(obj, dict) and len(obj) == 1 and isinstance(next(iter(obj.values())), list):
         obj = next(iter(obj.values()))  # {"data": [...]} wrappers
     if isinstance(obj, dict) and obj and all(isinstance(v, list) for v in obj.values()):
         if len({len(v) for v in obj.values()}) == 1:
-            return pd.DataFrame(obj)
+            return pd.DataFrame({k: v[:limit] for k, v in obj.items()})
     if isinstance(obj, list):
+        obj = obj[:limit]  # the table is built from one row past the cap at most
         for number, record in enumerate(obj, start=1):
             if not isinstance(record, dict):
                 raise DataError(
@@ -297,14 +324,26 @@ def _records_frame(obj, name: str) -> pd.DataFrame:
     )
 
 
-def _parse_parquet(data: bytes, name: str) -> pd.DataFrame:
+def _parse_parquet(data: bytes, name: str, limit: int | None = None) -> pd.DataFrame:
+    import pyarrow.parquet as pq
+
     try:
-        return pd.read_parquet(io.BytesIO(data))
+        file = pq.ParquetFile(io.BytesIO(data))
     except Exception as err:  # pyarrow raises many types for a damaged file
-        raise DataError(
-            f"'{name}' could not be read as Parquet ({type(err).__name__}: {err}). "
-            "Export it again, or save it as CSV or JSONL."
-        ) from None
+        raise _parquet_error(name, err) from None
+    # The row count is in the footer: a file over the cap is refused before any row is read.
+    check_row_cap(file.metadata.num_rows, None if limit is None else limit - 1, name)
+    try:
+        return file.read().to_pandas()
+    except Exception as err:
+        raise _parquet_error(name, err) from None
+
+
+def _parquet_error(name: str, err: Exception) -> DataError:
+    return DataError(
+        f"'{name}' could not be read as Parquet ({type(err).__name__}: {err}). "
+        "Export it again, or save it as CSV or JSONL."
+    )
 
 
 _PARSERS = {

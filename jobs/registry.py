@@ -9,8 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 import shutil
+import tempfile
 import zipfile
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,6 +22,7 @@ from sqlalchemy import Connection, delete, func, insert, or_, select, update
 
 from ia3engine.errors import AdapterError
 from jobs import adapter_files as files_
+from jobs import quota
 from jobs.db import data_dir, reading, writing
 from jobs.models import Adapter, AdapterFile, Job, as_utc, utcnow
 
@@ -92,6 +95,7 @@ def register_files(
     attempts of it ever reached this point.
     """
     config, info, tensors = files_.parse(files)
+    files = _without_server_paths(files)
     base_model = base_model or info.get("base_model") or config.get("base_model_name_or_path")
     metrics = metrics if metrics is not None else info.get("metrics")
     card = files.get(files_.CARD, b"").decode("utf-8", "replace") or _default_card(name, base_model)
@@ -121,6 +125,29 @@ def register_files(
     )
     log.info("adapter %s registered (%s, base %s)", adapter_id, values["name"], base_model)
     return adapter_id
+
+
+# Spec fields of training_info.json that may name files on the machine that trained.
+_PATH_FIELDS = ("data", "eval_data", "out_dir")
+
+
+def _without_server_paths(files: dict[str, bytes]) -> dict[str, bytes]:
+    """The files with training_info.json's dataset and output paths cut to file names: the
+    info is downloaded with the adapter, and where a file sat on the server is nobody's business."""
+    if files_.INFO not in files:
+        return files
+    try:
+        info = json.loads(files[files_.INFO])
+    except ValueError:  # parse() has accepted it already; leave what it accepted alone
+        return files
+    spec = info.get("spec") if isinstance(info, dict) else None
+    if not isinstance(spec, dict):
+        return files
+    for field in _PATH_FIELDS:
+        value = spec.get(field)
+        if isinstance(value, str) and (value.startswith("/") or re.match(r"^[A-Za-z]:", value)):
+            spec[field] = re.split(r"[/\\]", value.rstrip("/\\"))[-1]
+    return {**files, files_.INFO: json.dumps(info, indent=2).encode("utf-8")}
 
 
 def read_folder(folder: str | Path) -> dict[str, bytes]:
@@ -235,38 +262,63 @@ def adapter_files(adapter_id: int, *, db=None) -> dict[str, bytes]:
         return {row.name: bytes(row.data) for row in rows}
 
 
+def _written_once(target: Path, write) -> Path:
+    """`target`, written by `write(partial)` under a unique name and renamed into place, so
+    parallel callers never see (or remove) each other's half-written copy; kept once made."""
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        made = write(partial)
+        try:
+            os.rename(made, target)  # atomic; fails if another caller's copy landed first
+        except OSError:
+            if not target.exists():
+                raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return target
+
+
 def adapter_folder(adapter_id: int, *, db=None) -> Path:
-    """The adapter's files as a PEFT folder under the data directory (written once)."""
+    """The adapter's files as a PEFT folder under the data directory (written once per
+    adapter and content, then reused)."""
     info = get_adapter(adapter_id, db=db)
     folder = data_dir() / "adapters" / f"{adapter_id}-{info.sha256[:12]}"
-    if (folder / files_.WEIGHTS).is_file():
-        return folder
-    partial = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    for name, data in adapter_files(adapter_id, db=db).items():
-        (partial / name).write_bytes(data)
-    try:
-        partial.rename(folder)
-    except OSError:  # another process wrote it first; its copy is identical
-        shutil.rmtree(partial, ignore_errors=True)
-    return folder
+
+    def write(partial: Path) -> Path:
+        made = partial / "adapter"
+        made.mkdir()
+        for name, data in adapter_files(adapter_id, db=db).items():
+            (made / name).write_bytes(data)
+        return made
+
+    return _written_once(folder, write)
 
 
 def package_zip(adapter_id: int, *, db=None) -> Path:
-    """A zip for download: adapter_model.safetensors, adapter_config.json, README.md (+info)."""
+    """A zip for download: adapter_model.safetensors, adapter_config.json, README.md (+info);
+    written once per adapter, content and name, then reused."""
     info = get_adapter(adapter_id, db=db)
-    stored = adapter_files(adapter_id, db=db)
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", info.name).strip("-.") or "adapter"
-    target = data_dir() / "downloads" / f"{slug}-{adapter_id}.zip"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".partial")
-    with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name in files_.KEPT_FILES:
-            if name in stored:
-                archive.writestr(name, stored[name])
-    partial.replace(target)
-    return target
+    folder = data_dir() / "downloads" / f"{adapter_id}-{info.sha256[:12]}"
+    target = folder / f"{slug}-{adapter_id}.zip"
+    if target.is_file():
+        return target
+    for old in folder.glob("*.zip"):  # made under an earlier name of the adapter
+        old.unlink(missing_ok=True)
+
+    def write(partial: Path) -> Path:
+        stored = adapter_files(adapter_id, db=db)
+        made = partial / target.name
+        with zipfile.ZipFile(made, "w", zipfile.ZIP_DEFLATED) as archive:
+            for name in files_.KEPT_FILES:
+                if name in stored:
+                    archive.writestr(name, stored[name])
+        return made
+
+    return _written_once(target, write)
 
 
 # Changing ------------------------------------------------------------------------------
@@ -286,10 +338,16 @@ def delete_adapter(adapter_id: int, *, db=None) -> None:
         conn.execute(delete(AdapterFile).where(AdapterFile.adapter_id == adapter_id))
         conn.execute(delete(Adapter).where(Adapter.id == adapter_id))
         conn.execute(update(Job).where(Job.adapter_id == adapter_id).values(adapter_id=None))
-    for folder in (data_dir() / "adapters").glob(f"{adapter_id}-*"):
-        shutil.rmtree(folder, ignore_errors=True)
-    for archive in (data_dir() / "downloads").glob(f"*-{adapter_id}.zip"):
+    for kind in ("adapters", "downloads"):
+        for folder in (data_dir() / kind).glob(f"{adapter_id}-*"):
+            shutil.rmtree(folder, ignore_errors=True)
+    for archive in (data_dir() / "downloads").glob(f"*-{adapter_id}.zip"):  # older layout
         archive.unlink(missing_ok=True)
+    for export in quota.export_files(adapter_id):
+        if export.is_dir():
+            shutil.rmtree(export, ignore_errors=True)
+        else:
+            export.unlink(missing_ok=True)
     log.info("adapter %s deleted", adapter_id)
 
 

@@ -1,5 +1,7 @@
 """What the Train tab shows before training: targets and counts from the model's skeleton."""
 
+from pathlib import Path
+
 import pytest
 from train_models import save_tiny
 
@@ -55,13 +57,16 @@ def test_every_shipped_sample_is_offered_without_its_eval_file():
     assert not any("_eval" in path for path in samples.values())
 
 
-def test_uploads_are_kept_by_content_and_odd_files_refused(tmp_path):
+def test_staged_uploads_go_once_queued_and_odd_files_are_refused(tmp_path):
     upload = tmp_path / "gradio-cache" / "reviews.csv"
     upload.parent.mkdir()
     upload.write_text("text,label\ngood,pos\nbad,neg\n")
-    kept = preview.keep_upload(str(upload), tmp_path / "data")
-    assert kept == preview.keep_upload(str(upload), tmp_path / "data")
-    assert open(kept).read() == upload.read_text()
+    sample = preview.sample_datasets()["sentiment"]
+    with preview.staged_uploads({"data": str(upload), "eval_data": sample}, tmp_path) as staged:
+        assert Path(staged["data"]).read_text() == upload.read_text()
+        assert Path(staged["data"]).is_relative_to(tmp_path / "uploads")
+        assert staged["eval_data"] == sample  # samples are named where they are
+    assert not Path(staged["data"]).exists() and upload.exists()
     (tmp_path / "photo.exe").write_bytes(b"MZ")
     with pytest.raises(DataError, match="photo.exe"):
-        preview.keep_upload(str(tmp_path / "photo.exe"), tmp_path / "data")
+        preview.check_dataset_file(str(tmp_path / "photo.exe"))

@@ -314,8 +314,47 @@ def test_eval_file_without_the_training_columns(tmp_path, sentiment_csv):
 
 def test_more_rows_than_the_cap_names_cap_and_setting(sentiment_csv):
     message = error_of(prepare_dataset, sentiment_csv, max_rows=5)
-    assert "6 rows, more than the cap of 5 rows" in message and "Raise the max_rows" in message
+    assert "more rows than the cap of 5 rows" in message and "Raise the max_rows" in message
     assert "cap of 5" in error_of(inspect_dataset, sentiment_csv, max_rows=5)
+
+
+def _broken_after(count: int, good: str, broken: str) -> str:
+    """`count` good lines, then a line no reader accepts: only a reader that stops at the cap
+    answers with the cap instead of the broken line."""
+    return "\n".join([good] * count + [broken] * 3) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("name", "header", "good", "broken"),
+    [
+        ("rows.csv", "text,label\n", "a fine film,positive", '"never closed,quote,x,y,z'),
+        ("rows.jsonl", "", '{"text": "a fine film", "label": "positive"}', "{not json"),
+    ],
+)
+def test_the_row_cap_stops_reading_before_the_rest_of_the_file(
+    tmp_path, name, header, good, broken
+):
+    path = write(tmp_path / name, header + _broken_after(20, good, broken))
+    assert "more rows than the cap of 5 rows" in error_of(inspect_dataset, path, max_rows=5)
+    assert "cap" not in error_of(inspect_dataset, path, max_rows=None)  # read whole: it is broken
+
+
+def test_a_parquet_file_over_the_cap_is_refused_from_its_footer(tmp_path, monkeypatch):
+    pq = pytest.importorskip("pyarrow.parquet")
+    path = tmp_path / "rows.parquet"
+    pd.DataFrame({"text": ["a fine film"] * 40, "label": ["positive"] * 40}).to_parquet(path)
+
+    def never_read(*args, **kwargs):
+        raise AssertionError("the rows were read")
+
+    monkeypatch.setattr(pq.ParquetFile, "read", never_read)
+    assert "40 rows, more than the cap of 5 rows" in error_of(inspect_dataset, path, max_rows=5)
+
+
+def test_json_records_over_the_cap_are_refused(tmp_path):
+    records = [{"text": "a fine film", "label": "positive"}] * 30
+    path = write(tmp_path / "rows.json", json.dumps(records))
+    assert "more rows than the cap of 5 rows" in error_of(inspect_dataset, path, max_rows=5)
 
 
 def test_too_few_rows_to_split_says_how_many_are_needed(tmp_path):

@@ -9,7 +9,9 @@ studio cannot make another module's tests pass or fail.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -114,3 +116,48 @@ def refused(client: Client, *args, api_name: str) -> str:
     with pytest.raises(AppError) as error:
         client.predict(*args, api_name=api_name)
     return str(error.value)
+
+
+def raw_call(http: httpx.Client, api_name: str, *args) -> tuple[str, object]:
+    """Call a named endpoint over Gradio's plain REST route, arguments sent exactly as given
+    (gradio_client would upload a FileData dict's file from this machine first).
+
+    Returns ("complete", output list) or ("error", the message shown)."""
+    answer = http.post(f"/gradio_api/call/{api_name.strip('/')}", json={"data": list(args)})
+    assert answer.status_code == 200, answer.text
+    event_id = answer.json()["event_id"]
+    last = ("error", None)
+    with http.stream("GET", f"/gradio_api/call/{api_name.strip('/')}/{event_id}") as stream:
+        event = None
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                event = line.removeprefix("event: ").strip()
+            elif line.startswith("data: ") and event in ("complete", "error"):
+                data = json.loads(line.removeprefix("data: "))
+                if event == "error" and isinstance(data, dict):
+                    data = data.get("error") or json.dumps(data)
+                last = (event, data)
+                break
+    return last
+
+
+def ui_event(http: httpx.Client, elem_id: str, trigger: str, data: list) -> dict:
+    """Fire one event of the page (the component with `elem_id`, e.g. "change" or "click") the
+    way the browser does, over Gradio's queue; returns the process_completed message."""
+    config = http.get("/config").json()
+    component = next(
+        c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == elem_id
+    )
+    fn_index = next(d["id"] for d in config["dependencies"] if [component, trigger] in d["targets"])
+    session = secrets.token_hex(8)
+    body = {"data": data, "fn_index": fn_index, "session_hash": session,
+            "event_data": None, "trigger_id": component}  # fmt: skip
+    answer = http.post("/gradio_api/queue/join", json=body)
+    assert answer.status_code == 200, answer.text
+    with http.stream("GET", "/gradio_api/queue/data", params={"session_hash": session}) as stream:
+        for line in stream.iter_lines():
+            if line.startswith("data: "):
+                message = json.loads(line.removeprefix("data: "))
+                if message.get("msg") == "process_completed":
+                    return message
+    raise AssertionError(f"no answer to the {trigger} event of #{elem_id}")
