@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import gradio as gr
 
+from app import auth
 from ia3engine.errors import IA3Error
 
 logger = logging.getLogger(__name__)
@@ -40,8 +41,10 @@ def _path(match: re.Match) -> str:
 
 
 def scrub(text: str) -> str:
-    """`text` without server paths (each becomes its file name) or URLs that carry secrets."""
-    return _PATH.sub(_path, _URL.sub(_url, str(text)))
+    """`text` without URLs that carry secrets and, when several people share the studio,
+    without server paths (each becomes its file name); the local user sees their own paths."""
+    text = _URL.sub(_url, str(text))
+    return _PATH.sub(_path, text) if auth.active().multi_user else text
 
 
 def file_name(value):

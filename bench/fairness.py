@@ -55,8 +55,9 @@ def flood(url: str, adapter_id: int, calls: int, threads: int, counts: dict) -> 
     """ann's calls, `threads` at a time, until `calls` have been answered or refused."""
     left, lock = [calls], threading.Lock()
 
+    http = signed_in(url, "ann")  # one session for every thread, as one script would hold
+
     def run():
-        http = signed_in(url, "ann")
         while True:
             with lock:
                 if left[0] <= 0:

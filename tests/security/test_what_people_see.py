@@ -17,8 +17,9 @@ import pytest
 from attack_support import refused, running_studio
 from gradio_client import handle_file
 
+from app import auth
 from app.messages import explain
-from ia3engine.errors import AdapterError
+from ia3engine.errors import AdapterError, DataError
 
 
 def _reviews(path: Path) -> Path:
@@ -120,11 +121,19 @@ def test_a_broken_upload_is_explained_without_a_server_path(studio, tmp_path):
         (FileNotFoundError(2, "No such file", "C:\\Users\\ann\\ia3\\data.csv"), "Users"),
     ],
 )
-def test_unexpected_errors_show_no_path_url_or_frame(error, hidden):
+def test_unexpected_errors_show_no_path_url_or_frame(error, hidden, monkeypatch):
+    monkeypatch.setattr(auth, "_settings", auth.AccessSettings(mode="password"))
     shown = explain(error)
     assert hidden not in shown and "studio log" in shown
     kept = "Open /adapters/3, or https://huggingface.co/gpt2 for the base model."
     assert explain(AdapterError(kept)) == kept  # the studio's own pages and Hub links stay
+
+
+def test_the_local_user_sees_their_own_paths_but_never_a_database_password():
+    assert auth.active().mode == "local"  # one person on 127.0.0.1: the server is theirs
+    assert "/home/ann/reviews.csv" in explain(DataError("No file /home/ann/reviews.csv here."))
+    shown = explain(RuntimeError("could not connect to postgresql://ia3:s3cret@db/ia3"))
+    assert "s3cret" not in shown
 
 
 def test_spec_paths_in_a_refusal_are_named_by_file_name(studio):
