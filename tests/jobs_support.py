@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 import uuid
 
 import pytest
@@ -116,3 +117,14 @@ def write_reviews(path, rows: int = 40) -> str:
         )
     path.write_text("\n".join(lines) + "\n")
     return str(path)
+
+
+def wait_for(predicate, timeout_s: float = 60.0, what: str = "condition", poll_s: float = 0.05):
+    """Poll `predicate` until it returns something true (returned) or fail after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll_s)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import errno
 import threading
-import time
 
 import jobs_support
 import pytest
@@ -21,15 +20,7 @@ from jobs.worker import Worker
 db_url = jobs_support.db_url  # the fixture: a fresh SQLite, then PostgreSQL, database
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models train faster on one thread, above all on a busy shared CPU."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -69,16 +60,6 @@ def test_worker_trains_registers_and_keeps_the_base_warm(db_url, base, reviews):
     assert (folder / "adapter_model.safetensors").is_file()
 
 
-def _wait_for(predicate, timeout=60.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _pause_after_first_step(spec, on_event, should_stop, **kwargs):
     """Real training that, after its first step, waits until the worker asks it to stop:
     the cancel then lands at a known step however fast or slow the machine is."""
@@ -87,7 +68,7 @@ def _pause_after_first_step(spec, on_event, should_stop, **kwargs):
     def gated(event):
         on_event(event)
         if event["type"] == "step" and event["step"] == 1:
-            _wait_for(should_stop, what="the cancel to reach should_stop")
+            jobs_support.wait_for(should_stop, what="the cancel to reach should_stop")
 
     return train(spec, on_event=gated, should_stop=should_stop, **kwargs)
 
@@ -97,7 +78,7 @@ def test_cancel_stops_at_the_next_step_keeps_checkpoint_and_retry_resumes(db_url
     worker = Worker(db_url, step_event_s=0, cancel_poll_s=0.1, train_fn=_pause_after_first_step)
     runner = threading.Thread(target=worker.run_one)
     runner.start()
-    _wait_for(lambda: queue.get_job(job_id, db=db_url).step, what="the first step")
+    jobs_support.wait_for(lambda: queue.get_job(job_id, db=db_url).step, what="the first step")
     queue.cancel_job(job_id, db=db_url)
     runner.join(60)
     job = queue.get_job(job_id, db=db_url)
@@ -120,7 +101,7 @@ def test_a_stopping_worker_puts_its_job_back_with_a_checkpoint(db_url, base, rev
     worker = Worker(db_url, step_event_s=0, train_fn=_pause_after_first_step)
     runner = threading.Thread(target=worker.run_one)
     runner.start()
-    _wait_for(lambda: queue.get_job(job_id, db=db_url).step, what="the first step")
+    jobs_support.wait_for(lambda: queue.get_job(job_id, db=db_url).step, what="the first step")
     worker.stopping.set()  # what SIGTERM does in `ia3 worker`
     runner.join(60)
     job = queue.get_job(job_id, db=db_url)

@@ -30,15 +30,6 @@ def paced_train(spec, on_event, **kwargs):
     return train(spec, on_event=paced, **kwargs)
 
 
-def _wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
 @pytest.fixture
 def one_thread(monkeypatch):
     import torch
@@ -60,7 +51,9 @@ def test_killed_worker_job_resumes_from_checkpoint_with_one_adapter(db_url, tmp_
         db_url, heartbeat_s=0.5, step_event_s=0, train_fn=paced_train, worker_id="doomed"
     )
     try:
-        _wait_for(lambda: blobs.checkpoint_step(job_id, db=db_url), 180, "a stored checkpoint")
+        jobs_support.wait_for(
+            lambda: blobs.checkpoint_step(job_id, db=db_url), 180, "a stored checkpoint"
+        )
         os.kill(process.pid, signal.SIGKILL)
         process.join(10)
     finally:

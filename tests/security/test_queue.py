@@ -28,12 +28,7 @@ from jobs.worker import Worker
 db_url = jobs_support.db_url  # the fixture: a fresh SQLite, then PostgreSQL, database
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +161,7 @@ def test_a_remote_worker_applies_the_queuing_studios_time_limit(
     db_url, base, tmp_path, monkeypatch
 ):
     monkeypatch.setenv("IA3_MAX_JOB_MINUTES", "0.02")  # the studio's setting: 1.2 s
-    monkeypatch.setattr("jobs.access_limits.check_model", lambda model: None)  # a local base
+    monkeypatch.setattr("jobs.access_limits.check_model", lambda *args: None)  # a local base
     monkeypatch.setattr("jobs.access_limits.check_data_path", lambda field, path: None)
     actor = access.user("ann")
     job_id = access.enqueue(_spec(base, tmp_path, steps=200), actor=actor, db=db_url)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import pytest
 from attack_support import running_studio
+from jobs_support import wait_for
 from studio_support import alive, children
 
 LONG = {"model": "minilm", "data": "sentiment", "steps": 3000, "eval_every": 0, "max_length": 32}
@@ -26,16 +26,6 @@ def studio(tmp_path_factory):
         yield attacked
 
 
-def _wait(what: str, check, timeout_s: float):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-
-
 def _training_worker(client, job: int) -> int:
     """The pid of the worker once it is past step 1 of `job` (from the job's worker id)."""
 
@@ -43,7 +33,7 @@ def _training_worker(client, job: int) -> int:
         status = client.predict(job, api_name="/job_status")
         return status["status"] == "running" and (status["step"] or 0) >= 1 and status
 
-    status = _wait(f"job {job} to train", training, 240)
+    status = wait_for(training, 240, f"job {job} to train", poll_s=0.5)
     return int(status["worker"].split(":")[1])
 
 
@@ -60,7 +50,11 @@ def _kill_under_a_job(studio, client, sig: int) -> tuple[int, int, dict]:
         status = client.predict(long_job, api_name="/job_status")
         return status["status"] not in ("queued", "running") and status
 
-    return long_job, short_job, _wait(f"job {long_job} to end after the kill", ended, 60)
+    return (
+        long_job,
+        short_job,
+        wait_for(ended, 60, f"job {long_job} to end after the kill", poll_s=0.5),
+    )
 
 
 def _done_on_a_new_worker(studio, client, job: int, dead_pid: int) -> None:
@@ -69,7 +63,7 @@ def _done_on_a_new_worker(studio, client, job: int, dead_pid: int) -> None:
         assert status["status"] in ("queued", "running", "done"), status
         return status["status"] == "done" and status
 
-    status = _wait(f"job {job} to run on a restarted worker", finished, 240)
+    status = wait_for(finished, 240, f"job {job} to run on a restarted worker", poll_s=0.5)
     pid = int(status["worker"].split(":")[1])
     assert pid != dead_pid and alive(pid) and pid in children(studio.process.pid)
 
