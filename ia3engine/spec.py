@@ -6,6 +6,7 @@ Presets fill the fields left as None; `validate()` names every bad field and its
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,6 +86,13 @@ class TrainSpec:
     feedforward_modules: list[str] | None = None  # targets whose input is scaled; None = default
     device: str | None = None  # "cuda:1", "cpu", "mps"; None = the best available
     name: str | None = None  # adapter name; None = derived from the data file and the model
+
+    def __post_init__(self) -> None:
+        # A pathlib.Path is a natural thing to pass from Python; the spec keeps plain text.
+        for key in ("model", "data", "eval_data", "out_dir"):
+            value = getattr(self, key)
+            if isinstance(value, os.PathLike):
+                setattr(self, key, os.fspath(value))
 
     # --- presets -----------------------------------------------------------------------------
     def resolved(self) -> TrainSpec:
