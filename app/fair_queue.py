@@ -1,8 +1,9 @@
 """Fair turns in Gradio's event queue: one signed-in person holds at most a few events in it.
 
 Gradio's queue is one FIFO per endpoint: a person who sends hundreds of calls at once would
-put everyone else behind all of them. Counting each person's events when they join (before
-anything runs) refuses the excess at once, so another person waits behind a handful at most.
+put everyone else behind all of them. Counting each person's events as a new one arrives
+refuses the excess at once (before Gradio reads the request, so a flood costs the studio
+little), and another person waits behind a handful at most.
 """
 
 from __future__ import annotations
@@ -11,11 +12,18 @@ import logging
 import os
 from collections.abc import Mapping
 
+from fastapi import FastAPI
+from starlette.middleware import Middleware
+from starlette.responses import JSONResponse
+from starlette.routing import Mount
+
+from app import uploads
 from ia3engine.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
 VARIABLE = "IA3_MAX_EVENTS_PER_USER"
+JOIN_ROUTES = ("/gradio_api/queue/join", "/gradio_api/call/")  # where an event is queued
 DEFAULT = 16  # a page load fires several events at once; a script needs no more than this
 BUSY = (
     "You already have {count} requests waiting or running in this studio, the most it takes "
@@ -46,11 +54,46 @@ def pending_events(queue, username: str) -> int:
     )
 
 
+class EarlyRefusal:
+    """ASGI middleware inside the Gradio app: a person at their cap is answered 429 (with
+    Retry-After) before Gradio parses the request, checks the sign-in or touches the queue."""
+
+    def __init__(self, app, gradio_app, queue, limit: int):
+        self.app, self.gradio_app, self.queue, self.limit = app, gradio_app, queue, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path = scope["path"].removeprefix(scope.get("root_path") or "") or scope["path"]
+            if path.startswith(JOIN_ROUTES):
+                user = uploads.user_of(scope, self.gradio_app)
+                count = pending_events(self.queue, user) if user else 0
+                if count >= self.limit:
+                    busy = BUSY.format(count=count, limit=self.limit)
+                    refusal = JSONResponse({"detail": busy}, 429, {"Retry-After": "1"})
+                    return await refusal(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
+def guard(app: FastAPI, demo, limit: int | None) -> None:
+    """Cap each person's events in `demo`'s queue, mounted in `app` (call after the mount)."""
+    if limit is None:
+        return
+    limit_events_per_user(demo, limit)
+    for mount in app.routes:
+        if isinstance(mount, Mount) and hasattr(mount.app, "tokens"):
+            mount.app.user_middleware.append(
+                Middleware(EarlyRefusal, gradio_app=mount.app, queue=demo._queue, limit=limit)
+            )
+            return
+    raise RuntimeError("the Gradio app is not mounted; call guard() after mount_gradio_app")
+
+
 def limit_events_per_user(demo, limit: int | None) -> None:
     """Refuse a signed-in person's new event while they hold `limit` events in the queue.
 
-    Wraps the queue's `push` (where Gradio admits an event, with the signed-in name): the
-    refusal is Gradio's own 'queue full' answer (HTTP 503) with a sentence naming the limit.
+    Wraps the queue's `push` (where Gradio admits an event, with the signed-in name), for any
+    way in that EarlyRefusal does not see: Gradio's own 'queue full' answer (HTTP 503) with a
+    sentence naming the limit.
     """
     queue = demo._queue
     if limit is None or queue is None:

@@ -109,8 +109,7 @@ def create_app(config: StudioConfig | None = None) -> FastAPI:
     _guard_cross_site(app, web_guard.active())
     uploads.guard(app)  # an uploaded or handed-out file belongs to one person (app.uploads)
     # After the mount: a person's flood is refused when it joins the queue, not after it.
-    limit = fair_queue.events_limit(multi_user=auth.active().multi_user)
-    fair_queue.limit_events_per_user(demo, limit)
+    fair_queue.guard(app, demo, fair_queue.events_limit(multi_user=auth.active().multi_user))
     return app
 
 

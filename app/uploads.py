@@ -134,7 +134,7 @@ def enqueue_with_uploads(fields: dict, files: dict[str, str], data_dir: Path) ->
 # The routes: record uploads, serve cache files to their owner only ----------------------------
 
 
-def _user_of(scope, gradio_app) -> str | None:
+def user_of(scope, gradio_app) -> str | None:
     """The signed-in name of a raw request, found the way Gradio's own routes find it."""
     settings = auth.active()
     request = Request(scope)
@@ -164,13 +164,13 @@ class FileGuard:
             given = path.removeprefix(prefix)  # decoded once, as Gradio reads it
             if not given.startswith(("http://", "https://")):
                 inside = Path(_key(given)).is_relative_to(upload_folder())
-                if inside and not owns(_user_of(scope, self.gradio_app), given):
+                if inside and not owns(user_of(scope, self.gradio_app), given):
                     response = PlainTextResponse("File not found.", status_code=404)
                     return await response(scope, receive, send)
         return await self.app(scope, receive, send)
 
     async def _upload(self, scope, receive, send):
-        user = _user_of(scope, self.gradio_app)
+        user = user_of(scope, self.gradio_app)
         if not user:  # a visitor who has not signed in stores nothing (OAuth leaves this open)
             response = PlainTextResponse("Sign in to upload files.", status_code=401)
             return await response(scope, receive, send)

@@ -6,6 +6,8 @@ Loaded: ann sends `--calls` predict calls from `--threads` threads at once (each
 counts: the studio answers "too many requests in flight" at once instead of queueing it) while
 bob keeps calling; bob's median latency under load over unloaded is the figure (goal: <= 2x).
 Both users speak raw HTTP to the named API (/gradio_api/call/predict), as any client would.
+An attacker's client runs on their own machine: here ann's flood runs in its own process
+pinned to the last CPU, and the studio and bob to the others (on a 1-CPU machine all share).
 Run: `HF_HUB_OFFLINE=1 .venv/bin/python bench/fairness.py [--calls 500] [--threads 32]`.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import statistics
@@ -39,7 +42,7 @@ def predict(http, adapter_id: int) -> tuple[float, bool]:
     """(seconds, answered) of one predict call over the named API; refused calls answer fast."""
     start = time.perf_counter()
     event = http.post("/gradio_api/call/predict", json={"data": [TEXT, [adapter_id], True]})
-    if event.status_code == 503:  # refused as it joins: too many of this person's calls pending
+    if event.status_code in (429, 503):  # refused as it joins: too many of this person's calls
         return time.perf_counter() - start, False
     event.raise_for_status()
     stream = http.get(f"/gradio_api/call/predict/{event.json()['event_id']}", timeout=300)
@@ -51,8 +54,12 @@ def import_adapter(url: str, name: str, zip_path: Path, password: str) -> int:
     return client.predict(handle_file(str(zip_path)), "minilm", name, api_name="/import_adapter")
 
 
-def flood(url: str, adapter_id: int, calls: int, threads: int, counts: dict) -> None:
-    """ann's calls, `threads` at a time, until `calls` have been answered or refused."""
+def flood(url: str, adapter_id: int, calls: int, threads: int, results) -> None:
+    """ann's calls, `threads` at a time, until `calls` have been answered or refused; the
+    counts go to `results` (a multiprocessing queue: this runs in its own process)."""
+    if len(os.sched_getaffinity(0)) > 1:
+        os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})
+    counts = {"answered": 0, "refused": 0, "ms_answered": [], "ms_refused": []}
     left, lock = [calls], threading.Lock()
 
     http = signed_in(url, "ann")  # one session for every thread, as one script would hold
@@ -73,6 +80,7 @@ def flood(url: str, adapter_id: int, calls: int, threads: int, counts: dict) -> 
         worker.start()
     for worker in workers:
         worker.join()
+    results.put(counts)
 
 
 def bob_latencies(http, adapter_id: int, *, count: int | None = None, until=None) -> list[float]:
@@ -92,25 +100,38 @@ def main() -> None:
     args = parser.parse_args()
     from attack_support import PASSWORDS
 
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) > 1:  # the studio (started below) and bob on all but the flood's CPU
+        os.sched_setaffinity(0, set(cpus[:-1]))
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
         zips = {
             name: adapter_zip(train_adapter(tmp / name / "adapter"), tmp / f"{name}.zip")
             for name in ("ann", "bob")
         }
-        with running_studio(tmp, workers=0) as studio:
+        settings = {k: v for k, v in os.environ.items() if k.startswith("IA3_MAX_")}
+        with running_studio(tmp, workers=0, **settings) as studio:
             ids = {n: import_adapter(studio.url, n, z, PASSWORDS[n]) for n, z in zips.items()}
             bob = signed_in(studio.url, "bob")
             bob_latencies(bob, ids["bob"], count=3)  # load the base and the adapter
             predict(signed_in(studio.url, "ann"), ids["ann"])  # and ann's, before timing
             alone = bob_latencies(bob, ids["bob"], count=args.unloaded)
-            counts = {"answered": 0, "refused": 0, "ms_answered": [], "ms_refused": []}
-            flooding = threading.Thread(
-                target=flood, args=(studio.url, ids["ann"], args.calls, args.threads, counts)
+            spawn = multiprocessing.get_context("spawn")
+            results = spawn.Queue()
+            flooding = spawn.Process(
+                target=flood, args=(studio.url, ids["ann"], args.calls, args.threads, results)
             )
             start = time.perf_counter()
             flooding.start()
-            loaded = bob_latencies(bob, ids["bob"], until=lambda: not flooding.is_alive())
+            got: list[dict] = []  # ann's counts, once her flood is over
+
+            def flood_over() -> bool:
+                if not got and not results.empty():
+                    got.append(results.get())
+                return bool(got)
+
+            loaded = bob_latencies(bob, ids["bob"], until=flood_over)
+            counts = got[0]
             flooding.join()
             seconds = time.perf_counter() - start
     unloaded_ms, loaded_ms = statistics.median(alone) * 1e3, statistics.median(loaded) * 1e3

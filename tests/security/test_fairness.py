@@ -39,9 +39,9 @@ def test_a_second_request_while_the_first_runs_is_refused_and_others_still_get_i
     first = ann.post("/gradio_api/call/predict", json=_text(studio, "ann"))
     assert first.status_code == 200, first.text
     flood = [ann.post("/gradio_api/call/predict", json=_text(studio, "ann")) for _ in range(5)]
-    refused = [r for r in flood if r.status_code == 503]
+    refused = [r for r in flood if r.status_code == 429]
     assert refused, [r.status_code for r in flood]
-    assert "IA3_MAX_EVENTS_PER_USER=1" in refused[0].text
+    assert "IA3_MAX_EVENTS_PER_USER=1" in refused[0].text and refused[0].headers["Retry-After"]
     mine = bob.post("/gradio_api/call/predict", json=_text(studio, "bob"))
     assert mine.status_code == 200, mine.text  # bob's first request is his own share
     assert "event: complete" in _answer(bob, mine)
