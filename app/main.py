@@ -63,7 +63,9 @@ def build_studio(config: StudioConfig | None = None) -> gr.Blocks:
     """The whole page: four tabs, their cross-tab links and the API endpoints."""
     config = config or StudioConfig()
     private = {"api_visibility": "private"}
-    with gr.Blocks(title="IA3 Studio") as demo:
+    # Gradio's cache (uploads, handed-out downloads) is swept hourly of files over 6 hours old,
+    # so uploads of someone who never comes back do not stay until a restart.
+    with gr.Blocks(title="IA3 Studio", delete_cache=(3600, 6 * 3600)) as demo:
         gr.Markdown(INTRO, elem_id="intro")
         auth.login_controls(demo)  # sign-in line when several people share the studio
         with gr.Tabs() as tabs:

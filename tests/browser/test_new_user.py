@@ -34,9 +34,18 @@ def reviews_csv(tmp_path):
 
 
 def set_slider(page, elem_id: str, value) -> None:
+    """Type `value` into a slider's number box until it holds: on a busy machine the box may
+    be drawn again just after the accordion opens and drop the first typing."""
     box = page.locator(f"#{elem_id} input[type=number]")
-    box.fill(str(value))
-    box.press("Tab")
+    for _ in range(3):
+        box.fill(str(value))
+        box.press("Tab")
+        try:
+            expect(box).to_have_value(str(value), timeout=3_000)
+            return
+        except AssertionError:
+            continue
+    expect(box).to_have_value(str(value))
 
 
 def step_shown(page) -> int:
@@ -68,6 +77,7 @@ def test_new_user_trains_follows_compares_and_downloads(
     set_slider(page, "max-length", 64)
     choose(page, "batch-size", "8")
     shots(page, "short-run-settings")
+    expect(page.locator("#steps input[type=number]")).to_have_value(str(STEPS))
     page.locator("#queue-button").click()
 
     progress = page.locator("#job-progress")

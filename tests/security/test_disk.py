@@ -155,6 +155,14 @@ def test_imports_count_toward_the_storage_quota(studio):
     assert attempt <= 5
 
 
+def _kept_for(data: Path, adapter: int) -> list[Path]:
+    """The downloads ({id}-{hash}/) and merged exports (adapter-{id}-...) of one adapter."""
+    return [
+        *(data / "downloads").glob(f"{adapter}-*"),
+        *(data / "exports").glob(f"adapter-{adapter}-*"),
+    ]
+
+
 def test_deleting_an_adapter_removes_its_downloads_and_merged_exports(studio):
     archive = minilm_adapter_zip(studio["tmp"] / "to-delete", "to-delete.zip")
     ann, data = studio["ann"], studio["studio"].data
@@ -165,8 +173,6 @@ def test_deleting_an_adapter_removes_its_downloads_and_merged_exports(studio):
     merged = ann.predict(adapter, api_name="/export_merged")
     with zipfile.ZipFile(merged) as zipped:
         assert "config.json" in zipped.namelist()
-    mine = [p for p in data.rglob(f"*{adapter}*") if "exports" in p.parts or "downloads" in p.parts]
-    assert mine  # made on disk, counted in ann's storage
+    assert _kept_for(data, adapter)  # made on disk, counted in ann's storage
     ann.predict(adapter, api_name="/delete_adapter")
-    left = [p for p in data.rglob(f"*{adapter}*") if "exports" in p.parts or "downloads" in p.parts]
-    assert left == []
+    assert _kept_for(data, adapter) == []
