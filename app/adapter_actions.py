@@ -109,9 +109,11 @@ def rename_adapter(adapter_id: int, name: str) -> dict:
 
 def delete_adapter(adapter_id: int) -> int:
     """Delete an adapter's row and files; returns the id that was deleted."""
+    from app.serving import forget_adapter  # serving imports this module
     from jobs import access
 
     access.delete_adapter(int(adapter_id), actor=current_actor())
+    forget_adapter(int(adapter_id))  # its vectors leave the playground's memory at once
     logger.info("deleted adapter %s", adapter_id)
     return int(adapter_id)
 

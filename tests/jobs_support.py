@@ -128,3 +128,16 @@ def wait_for(predicate, timeout_s: float = 60.0, what: str = "condition", poll_s
             return value
         time.sleep(poll_s)
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def paced_train(spec, on_event, *, pause_s: float = 0.05, **kwargs):
+    """Real training, paused `pause_s` after each step, so a kill, a stop or a time limit
+    lands mid-run on any CPU (a Worker's train_fn)."""
+    from ia3engine.training import train
+
+    def paced(event):
+        on_event(event)
+        if event["type"] == "step":
+            time.sleep(pause_s)
+
+    return train(spec, on_event=paced, **kwargs)

@@ -5,11 +5,14 @@ Used by the API test (through gradio_client) and the browser tests (through Chro
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
+from base64 import b64encode
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -28,6 +31,23 @@ class Studio:
 
     def log_tail(self, chars: int = 4000) -> str:
         return self.log.read_text(errors="replace")[-chars:]
+
+
+def hub_session(name: str, secret: str, expires_in: float | None = 3600) -> str:
+    """The `session` cookie Gradio's SessionMiddleware sets after a Hugging Face sign-in on a
+    Space (gradio/oauth.py signs it so); `expires_in=None` leaves out the expiry."""
+    import itsdangerous
+
+    info = {
+        "access_token": "hf_oauth_token", "scope": "openid profile",
+        "userinfo": {"preferred_username": name, "name": name.title(),
+                     "profile": f"https://huggingface.co/{name}", "picture": ""},
+    }  # fmt: skip
+    if expires_in is not None:
+        info["expires_at"] = time.time() + expires_in
+    key = hashlib.sha256((secret + "-v4").encode()).hexdigest()
+    data = b64encode(json.dumps({"oauth_info": info}).encode())
+    return itsdangerous.TimestampSigner(key).sign(data).decode()
 
 
 def free_port() -> int:

@@ -7,20 +7,16 @@ hers, bob sees none of it, nobody signed in can queue nothing, a forged session 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import signal
 import subprocess
 import sys
-import time
-from base64 import b64encode
 from pathlib import Path
 
 import httpx
 import pytest
 from gradio_client import Client
-from studio_support import free_port, wait_until_up
+from studio_support import free_port, hub_session, wait_until_up
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "space-oauth-secret"
@@ -28,20 +24,6 @@ SPACE = {
     "SYSTEM": "spaces", "SPACE_ID": "team/ia3-studio", "OAUTH_CLIENT_ID": "client-id", "OAUTH_CLIENT_SECRET": SECRET,
     "OAUTH_SCOPES": "openid profile", "OPENID_PROVIDER_URL": "https://huggingface.co",
 }  # fmt: skip
-
-
-def session_cookie(username: str, secret: str = SECRET) -> str:
-    """A session like the one gradio stores after a Hub login (gradio/oauth.py signs it so)."""
-    import itsdangerous
-
-    info = {
-        "access_token": "hf_oauth_token", "scope": "openid profile", "expires_at": time.time() + 3600,
-        "userinfo": {"preferred_username": username, "name": username.title(),
-                     "profile": f"https://huggingface.co/{username}", "picture": ""},
-    }  # fmt: skip
-    key = hashlib.sha256((secret + "-v4").encode()).hexdigest()
-    data = b64encode(json.dumps({"oauth_info": info}).encode())
-    return itsdangerous.TimestampSigner(key).sign(data).decode()
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +57,7 @@ def space(tmp_path_factory):
 
 
 def client(url: str, name: str | None, secret: str = SECRET) -> Client:
-    headers = {"Cookie": f"session={session_cookie(name, secret)}"} if name else {}
+    headers = {"Cookie": f"session={hub_session(name, secret)}"} if name else {}
     return Client(url, headers=headers, verbose=False)
 
 

@@ -114,3 +114,14 @@ def test_turns_go_round_robin_so_a_later_person_is_not_starved():
         thread.join(30)
     # bob came last but goes before ann's third request: one turn per person in line.
     assert order == ["ann-1", "ann-2", "bob-1", "ann-3"]
+
+
+def test_deleting_an_adapter_drops_it_from_the_playground(monkeypatch):
+    from app import adapter_actions
+    from jobs import access
+
+    deleted, forgotten = [], []
+    monkeypatch.setattr(access, "delete_adapter", lambda i, actor: deleted.append(i))
+    monkeypatch.setattr(serving.POOL, "forget", forgotten.append)
+    assert adapter_actions.delete_adapter(7) == 7
+    assert deleted == [7] and forgotten == [7]

@@ -18,18 +18,6 @@ db_url = jobs_support.db_url  # the fixture: a fresh SQLite, then PostgreSQL, da
 STEPS, EVERY = 40, 5
 
 
-def paced_train(spec, on_event, **kwargs):
-    """Real training, paced to at least 50 ms a step so the kill lands mid-run on any CPU."""
-    from ia3engine.training import train
-
-    def paced(event):
-        on_event(event)
-        if event["type"] == "step":
-            time.sleep(0.05)
-
-    return train(spec, on_event=paced, **kwargs)
-
-
 @pytest.fixture
 def one_thread(monkeypatch):
     import torch
@@ -48,7 +36,11 @@ def test_killed_worker_job_resumes_from_checkpoint_with_one_adapter(db_url, tmp_
                      eval_every=EVERY)  # fmt: skip
     job_id = queue.enqueue(spec, db=db_url)
     process = start_worker_process(
-        db_url, heartbeat_s=0.5, step_event_s=0, train_fn=paced_train, worker_id="doomed"
+        db_url,
+        heartbeat_s=0.5,
+        step_event_s=0,
+        train_fn=jobs_support.paced_train,
+        worker_id="doomed",
     )
     try:
         jobs_support.wait_for(

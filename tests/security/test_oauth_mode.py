@@ -9,13 +9,13 @@ browser must not act for her, read her work or sign her out, and sessions it did
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from base64 import b64encode
 
 import httpx
 import pytest
+import studio_support
 from attack_support import running_studio
 from gradio_client import Client
 
@@ -32,18 +32,7 @@ SPEC = {"model": "minilm", "data": "sentiment", "steps": 5, "eval_every": 0}
 
 
 def hub_session(name: str, secret: str = SECRET, expires_in: float | None = 3600) -> str:
-    """The `session` cookie gradio's SessionMiddleware sets after a Hub login (gradio/oauth.py)."""
-    import itsdangerous
-
-    info = {
-        "access_token": "hf_oauth_token", "scope": "openid profile",
-        "userinfo": {"preferred_username": name, "name": name.title()},
-    }  # fmt: skip
-    if expires_in is not None:
-        info["expires_at"] = time.time() + expires_in
-    key = hashlib.sha256((secret + "-v4").encode()).hexdigest()
-    data = b64encode(json.dumps({"oauth_info": info}).encode())
-    return itsdangerous.TimestampSigner(key).sign(data).decode()
+    return studio_support.hub_session(name, secret, expires_in)
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ wall-clock limit is also tried on a real studio with password sign-in.
 
 from __future__ import annotations
 
+import functools
 import io
 import time
 import zipfile
@@ -144,17 +145,7 @@ def test_a_planted_pickle_checkpoint_runs_no_code(db_url, base, tmp_path):
 
 # The wall-clock limit --------------------------------------------------------------------
 
-
-def paced_train(spec, on_event, **kwargs):
-    """Real training at no more than 10 steps a second."""
-    from ia3engine.training import train
-
-    def paced(event):
-        on_event(event)
-        if event["type"] == "step":
-            time.sleep(0.1)
-
-    return train(spec, on_event=paced, **kwargs)
+TEN_STEPS_A_SECOND = functools.partial(jobs_support.paced_train, pause_s=0.1)
 
 
 def test_a_remote_worker_applies_the_queuing_studios_time_limit(
@@ -167,7 +158,7 @@ def test_a_remote_worker_applies_the_queuing_studios_time_limit(
     job_id = access.enqueue(_spec(base, tmp_path, steps=200), actor=actor, db=db_url)
     monkeypatch.delenv("IA3_MAX_JOB_MINUTES")  # the worker's machine has no such setting
     started = time.monotonic()
-    assert Worker(db_url, step_event_s=0, train_fn=paced_train).run_one()
+    assert Worker(db_url, step_event_s=0, train_fn=TEN_STEPS_A_SECOND).run_one()
     assert time.monotonic() - started < 15  # 200 paced steps would take 20 s at least
     job = queue.get_job(job_id, db=db_url)
     assert job.status == "failed" and job.step < 200, job.message
