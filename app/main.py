@@ -1,6 +1,6 @@
 """The studio: gr.Blocks built from one module per tab, mounted on FastAPI with the adapter pages.
 
-`create_app(config)` returns the ASGI app; `serve(config, host, port)` runs it with uvicorn.
+`create_app(config)` returns the ASGI app; `serve(app, config, host, port)` runs it with uvicorn.
 """
 
 from __future__ import annotations
@@ -140,11 +140,10 @@ def _guard_cross_site(app: FastAPI, web: web_guard.WebSettings) -> None:
     app.add_middleware(web_guard.CrossSiteGuard, settings=web)  # outermost: runs first
 
 
-def serve(config: StudioConfig, host: str = "127.0.0.1", port: int = 7860) -> None:
-    """Run the studio until interrupted."""
+def serve(app: FastAPI, config: StudioConfig, host: str = "127.0.0.1", port: int = 7860) -> None:
+    """Run the studio `app` (from create_app) until interrupted."""
     import uvicorn
 
-    app = create_app(config)
     print(f"IA3 Studio on http://{host}:{port}  (data in {config.data_dir})", flush=True)
     # Open event streams (a browser tab, an API client) would hold a graceful stop forever.
     uvicorn.run(

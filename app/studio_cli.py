@@ -112,8 +112,9 @@ def _job_time_limit_ok() -> bool:
 
 
 def run_studio(args: argparse.Namespace) -> int:
-    from app.main import serve
+    from app.main import create_app, serve
     from app.studio_config import StudioConfig
+    from ia3engine.errors import ConfigError
 
     if args.data_dir:
         # Set before any database use and before the workers start, so all of them share it.
@@ -127,6 +128,11 @@ def run_studio(args: argparse.Namespace) -> int:
     workers = 0 if args.no_worker else max(int(args.workers), 0)
     config = StudioConfig(model=args.model, sample=args.sample, workers=workers)
     config.data_dir.mkdir(parents=True, exist_ok=True)
+    try:  # every setting the page reads (limits, origins, cookies) is checked here, once
+        app = create_app(config)
+    except ConfigError as error:
+        logger.error("%s", error)
+        return 2
     pool = start_workers(workers, args.device) if workers else None
     if workers:
         print(f"Started {workers} worker process(es).", flush=True)
@@ -134,7 +140,7 @@ def run_studio(args: argparse.Namespace) -> int:
         print("No worker started: jobs wait until `ia3 worker` runs on this database.", flush=True)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
-        serve(config, host=args.host, port=args.port)
+        serve(app, config, host=args.host, port=args.port)
     finally:
         stop_workers(pool)
     return 0
