@@ -115,6 +115,7 @@ def run_studio(args: argparse.Namespace) -> int:
     from app.main import create_app, serve
     from app.studio_config import StudioConfig
     from ia3engine.errors import ConfigError
+    from jobs.db import get_engine
 
     if args.data_dir:
         # Set before any database use and before the workers start, so all of them share it.
@@ -128,6 +129,7 @@ def run_studio(args: argparse.Namespace) -> int:
     workers = 0 if args.no_worker else max(int(args.workers), 0)
     config = StudioConfig(model=args.model, sample=args.sample, workers=workers)
     config.data_dir.mkdir(parents=True, exist_ok=True)
+    get_engine()  # the database is created and migrated before anyone is served
     try:  # every setting the page reads (limits, origins, cookies) is checked here, once
         app = create_app(config)
     except ConfigError as error:
