@@ -115,7 +115,6 @@ def run_studio(args: argparse.Namespace) -> int:
     from app.main import create_app, serve
     from app.studio_config import StudioConfig
     from ia3engine.errors import ConfigError
-    from jobs.db import get_engine
 
     if args.data_dir:
         # Set before any database use and before the workers start, so all of them share it.
@@ -129,17 +128,17 @@ def run_studio(args: argparse.Namespace) -> int:
     workers = 0 if args.no_worker else max(int(args.workers), 0)
     config = StudioConfig(model=args.model, sample=args.sample, workers=workers)
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    get_engine()  # the database is created and migrated before anyone is served
-    try:  # every setting the page reads (limits, origins, cookies) is checked here, once
-        app = create_app(config)
-    except ConfigError as error:
-        logger.error("%s", error)
-        return 2
     pool = start_workers(workers, args.device) if workers else None
     if workers:
         print(f"Started {workers} worker process(es).", flush=True)
     else:
         print("No worker started: jobs wait until `ia3 worker` runs on this database.", flush=True)
+    try:  # every setting the page reads (limits, origins, cookies) is checked here, once
+        app = create_app(config)
+    except ConfigError as error:
+        logger.error("%s", error)
+        stop_workers(pool)
+        return 2
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         serve(app, config, host=args.host, port=args.port)
