@@ -121,7 +121,7 @@ def delete_adapter(adapter_id: int) -> int:
 def export_merged(adapter_id: int) -> str:
     """Zip of the base model with the adapter merged in (a plain transformers folder); made
     once per adapter, counted in its owner's storage, removed a day after it was last asked."""
-    from ia3engine.export import export_merged as merge_into_base
+    from ia3engine.serve.export import export_merged as merge_into_base
     from jobs import access, quota
     from jobs.db import data_dir
 

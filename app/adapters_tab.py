@@ -48,12 +48,17 @@ def _main_metric(metrics: dict) -> str:
 def adapters_table(adapters: list[dict]) -> pd.DataFrame:
     rows = [
         [
-            a["id"], a["name"], a["base_model"], a["task"],
-            ", ".join(map(str, a.get("labels") or []))[:60], _main_metric(a.get("metrics") or {}),
-            f"{a.get('trainable_params') or 0:,}", str(a.get("created_at") or "")[:16].replace("T", " "),
+            a["id"],
+            a["name"],
+            a["base_model"],
+            a["task"],
+            ", ".join(map(str, a.get("labels") or []))[:60],
+            _main_metric(a.get("metrics") or {}),
+            f"{a.get('trainable_params') or 0:,}",
+            str(a.get("created_at") or "")[:16].replace("T", " "),
         ]
         for a in adapters
-    ]  # fmt: skip
+    ]
     return pd.DataFrame(rows, columns=TABLE_HEADERS)
 
 
@@ -96,9 +101,12 @@ def _details(adapter_id):
         f"Shareable page: [/adapters/{info['id']}](/adapters/{info['id']})"
     )
     metrics = pd.DataFrame(
-        [[k, f"{v:.4f}" if isinstance(v, float) else str(v)] for k, v in (info.get("metrics") or {}).items()],
+        [
+            [k, f"{v:.4f}" if isinstance(v, float) else str(v)]
+            for k, v in (info.get("metrics") or {}).items()
+        ],
         columns=["metric", "value"],
-    )  # fmt: skip
+    )
     card = info.get("card") or ""
     return gr.Row(visible=True), header, metrics, card, zip_path, files, info["name"]
 
@@ -142,25 +150,39 @@ def _import(path, base_model, name):
 def _list_section() -> SimpleNamespace:
     with gr.Row():
         search = gr.Textbox(
-            label="Search", placeholder="name, base model or label", scale=3,
+            label="Search",
+            placeholder="name, base model or label",
+            scale=3,
             elem_id="adapter-search",
-        )  # fmt: skip
+        )
         base_filter = gr.Dropdown(
-            [("All base models", ALL)], value=ALL, label="Base model", scale=2,
+            [("All base models", ALL)],
+            value=ALL,
+            label="Base model",
+            scale=2,
             elem_id="adapter-base",
-        )  # fmt: skip
+        )
         task_filter = gr.Dropdown(
             [("All tasks", ALL), ("classify", "classify"), ("generate", "generate")],
-            value=ALL, label="Task", scale=1, elem_id="adapter-task",
-        )  # fmt: skip
+            value=ALL,
+            label="Task",
+            scale=1,
+            elem_id="adapter-task",
+        )
     table = gr.Dataframe(
-        headers=TABLE_HEADERS, label="Registered adapters", interactive=False, max_height=300,
+        headers=TABLE_HEADERS,
+        label="Registered adapters",
+        interactive=False,
+        max_height=300,
         elem_id="adapters-table",
-    )  # fmt: skip
+    )
     return SimpleNamespace(
-        search=search, base_filter=base_filter, task_filter=task_filter, table=table,
+        search=search,
+        base_filter=base_filter,
+        task_filter=task_filter,
+        table=table,
         note=note_box(),
-    )  # fmt: skip
+    )
 
 
 def _facts_column() -> SimpleNamespace:
@@ -168,9 +190,11 @@ def _facts_column() -> SimpleNamespace:
         selected = gr.Dropdown(label="Adapter", choices=[], elem_id="adapter-select")
         header = gr.Markdown(elem_id="adapter-header")
         metrics = gr.Dataframe(
-            headers=["metric", "value"], label="Metrics", interactive=False,
+            headers=["metric", "value"],
+            label="Metrics",
+            interactive=False,
             elem_id="adapter-metrics",
-        )  # fmt: skip
+        )
         with gr.Accordion("Model card", open=False):
             card = gr.Markdown(elem_id="adapter-card")
     return SimpleNamespace(selected=selected, header=header, metrics=metrics, card=card)
@@ -182,16 +206,20 @@ def _actions_column() -> SimpleNamespace:
             "Download adapter (.zip)", variant="primary", elem_id="adapter-download"
         )
         files = gr.File(
-            label="Files, one by one", file_count="multiple", interactive=False,
+            label="Files, one by one",
+            file_count="multiple",
+            interactive=False,
             elem_id="adapter-files",
-        )  # fmt: skip
+        )
         new_name = gr.Textbox(label="Name", elem_id="adapter-rename-box")
         rename = gr.Button("Rename", elem_id="adapter-rename")
         export = gr.Button("Export merged model", elem_id="adapter-export")
         merged = gr.File(
-            label="Merged model (.zip)", interactive=False, visible=False,
+            label="Merged model (.zip)",
+            interactive=False,
+            visible=False,
             elem_id="adapter-merged",
-        )  # fmt: skip
+        )
         with gr.Row():
             delete = gr.Button("Delete adapter", variant="stop", elem_id="adapter-delete")
             confirm = gr.Button(
@@ -199,23 +227,33 @@ def _actions_column() -> SimpleNamespace:
             )
         note = note_box("adapter-note")
     return SimpleNamespace(
-        download=download, files=files, new_name=new_name, rename=rename, export=export,
-        merged=merged, delete=delete, confirm=confirm, note=note,
-    )  # fmt: skip
+        download=download,
+        files=files,
+        new_name=new_name,
+        rename=rename,
+        export=export,
+        merged=merged,
+        delete=delete,
+        confirm=confirm,
+        note=note,
+    )
 
 
 def _import_section() -> SimpleNamespace:
     with gr.Accordion("Import an adapter", open=False, elem_id="import"):
         with gr.Row():
             upload = gr.File(
-                label="Adapter .zip in PEFT format", file_types=[".zip"], type="filepath",
+                label="Adapter .zip in PEFT format",
+                file_types=[".zip"],
+                type="filepath",
                 elem_id="import-file",
-            )  # fmt: skip
+            )
             with gr.Column():
                 base = gr.Textbox(
                     label="Base model it was trained on",
-                    placeholder="minilm, a Hub id or a folder", elem_id="import-base",
-                )  # fmt: skip
+                    placeholder="minilm, a Hub id or a folder",
+                    elem_id="import-base",
+                )
                 name = gr.Textbox(label="Name (optional)", elem_id="import-name")
                 button = gr.Button("Import", elem_id="import-button")
                 note = note_box("import-note")
@@ -231,8 +269,15 @@ def build(demo: gr.Blocks) -> AdaptersTab:
     selected = facts.selected
     filters = [shown.search, shown.base_filter, shown.task_filter, selected]
     listing = [shown.table, shown.base_filter, selected, shown.note]
-    details = [detail_row, facts.header, facts.metrics, facts.card, acts.download, acts.files,
-               acts.new_name]  # fmt: skip
+    details = [
+        detail_row,
+        facts.header,
+        facts.metrics,
+        facts.card,
+        acts.download,
+        acts.files,
+        acts.new_name,
+    ]
     private = {"api_visibility": "private"}
 
     def refresh_on(listener, *args, **kwargs):
@@ -242,8 +287,12 @@ def build(demo: gr.Blocks) -> AdaptersTab:
             _details, selected, details, **private
         )
 
-    for trigger in (demo.load, shown.search.submit, shown.base_filter.input,
-                    shown.task_filter.input):  # fmt: skip
+    for trigger in (
+        demo.load,
+        shown.search.submit,
+        shown.base_filter.input,
+        shown.task_filter.input,
+    ):
         refresh_on(trigger)
     selected.input(_details, selected, details, **private)
     shown.table.select(_pick_row, shown.table, selected, **private).then(
@@ -251,14 +300,18 @@ def build(demo: gr.Blocks) -> AdaptersTab:
     )
     renamed = acts.rename.click(
         _act(adapter_actions.rename_adapter, "Renamed adapter #{id}."),
-        [selected, acts.new_name], acts.note, **private,
-    )  # fmt: skip
+        [selected, acts.new_name],
+        acts.note,
+        **private,
+    )
     refresh_on(renamed.then)
     acts.delete.click(lambda: gr.Button(visible=True), None, acts.confirm, **private)
     deleted = acts.confirm.click(
-        _act(adapter_actions.delete_adapter, "Deleted adapter #{id}."), selected, acts.note,
+        _act(adapter_actions.delete_adapter, "Deleted adapter #{id}."),
+        selected,
+        acts.note,
         **private,
-    ).then(lambda: gr.Button(visible=False), None, acts.confirm, **private)  # fmt: skip
+    ).then(lambda: gr.Button(visible=False), None, acts.confirm, **private)
     refresh_on(deleted.then)
     acts.export.click(_export, selected, [acts.note, acts.merged], **private)
     imported = imports.button.click(

@@ -143,11 +143,27 @@ def export_merged(adapter_id: int) -> FileData:
 
 
 ENDPOINTS = [
-    describe_model, samples, describe_dataset, enqueue, job_status, list_jobs, job_log,
-    job_curves, cancel_job, retry_job, predict, mix, list_adapters, adapter_info,
-    download_adapter, download_adapter_file, import_adapter, rename_adapter, delete_adapter,
+    describe_model,
+    samples,
+    describe_dataset,
+    enqueue,
+    job_status,
+    list_jobs,
+    job_log,
+    job_curves,
+    cancel_job,
+    retry_job,
+    predict,
+    mix,
+    list_adapters,
+    adapter_info,
+    download_adapter,
+    download_adapter_file,
+    import_adapter,
+    rename_adapter,
+    delete_adapter,
     export_merged,
-]  # fmt: skip
+]
 ENDPOINTS += access_share.ENDPOINTS  # share links: share_adapter, unshare_adapter, share_link
 # Reads may run side by side; predictions share one model pool, so they queue one at a time.
 _READS = {"job_status", "list_jobs", "job_log", "job_curves", "list_adapters", "adapter_info"}

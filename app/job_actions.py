@@ -31,7 +31,7 @@ def _plain(value):
 
 def build_spec(fields: dict):
     """A validated TrainSpec from form fields; empty values fall back to the spec's defaults."""
-    from ia3engine.spec import TrainSpec
+    from ia3engine.training.spec import TrainSpec
 
     given = {k: v for k, v in fields.items() if v is not None and v != ""}
     spec = TrainSpec.from_dict(given)

@@ -57,12 +57,18 @@ def jobs_table(jobs: list[dict]) -> pd.DataFrame:
     for job in jobs:
         model, data = _describe_job(job)
         loss = job.get("loss")
-        rows.append([
-            job["id"], job["status"], model, data, _progress_text(job),
-            f"{loss:.4f}" if isinstance(loss, float) else "—",
-            str(job.get("created_at") or "")[:19].replace("T", " "),
-            f"#{job['adapter_id']}" if job.get("adapter_id") else "",
-        ])  # fmt: skip
+        rows.append(
+            [
+                job["id"],
+                job["status"],
+                model,
+                data,
+                _progress_text(job),
+                f"{loss:.4f}" if isinstance(loss, float) else "—",
+                str(job.get("created_at") or "")[:19].replace("T", " "),
+                f"#{job['adapter_id']}" if job.get("adapter_id") else "",
+            ]
+        )
     return pd.DataFrame(rows, columns=TABLE_HEADERS)
 
 
@@ -197,9 +203,12 @@ def _refresh(selected, drawn, config: StudioConfig):
 def _layout() -> SimpleNamespace:
     """The components, top to bottom: table, job card and buttons, curves, log."""
     table = gr.Dataframe(
-        headers=TABLE_HEADERS, label="Queue and history (newest first; click a row to follow it)",
-        interactive=False, max_height=260, elem_id="jobs-table",
-    )  # fmt: skip
+        headers=TABLE_HEADERS,
+        label="Queue and history (newest first; click a row to follow it)",
+        interactive=False,
+        max_height=260,
+        elem_id="jobs-table",
+    )
     note = note_box("jobs-note")
     with gr.Row(equal_height=False):
         with gr.Column(scale=3, min_width=420):
@@ -217,30 +226,69 @@ def _layout() -> SimpleNamespace:
         # No initial frame: a plot that starts from an empty frame never draws its coloured lines.
         # Colours are fixed and named in the label: the plot's own legend is cut off.
         loss = gr.LinePlot(
-            None, x="step", y="value", color="series", color_map=LOSS_COLORS,
-            colors_in_legend=[], label="Loss: training (blue) and validation (orange)",
-            height=300, x_title="step", y_title="loss", elem_id="loss-plot",
-        )  # fmt: skip
+            None,
+            x="step",
+            y="value",
+            color="series",
+            color_map=LOSS_COLORS,
+            colors_in_legend=[],
+            label="Loss: training (blue) and validation (orange)",
+            height=300,
+            x_title="step",
+            y_title="loss",
+            elem_id="loss-plot",
+        )
         metrics = gr.LinePlot(
-            None, x="step", y="value", label="Validation metric", height=300,
-            x_title="step", y_title="metric", elem_id="metric-plot",
-        )  # fmt: skip
+            None,
+            x="step",
+            y="value",
+            label="Validation metric",
+            height=300,
+            x_title="step",
+            y_title="metric",
+            elem_id="metric-plot",
+        )
     log = gr.Textbox(
-        label="Log (last lines)", lines=10, max_lines=10, interactive=False, autoscroll=True,
+        label="Log (last lines)",
+        lines=10,
+        max_lines=10,
+        interactive=False,
+        autoscroll=True,
         elem_id="job-log",
-    )  # fmt: skip
+    )
     return SimpleNamespace(
-        table=table, note=note, selected=selected, progress=progress, cancel=cancel, retry=retry,
-        try_button=try_button, loss=loss, metrics=metrics, log=log,
-        adapter_id=gr.Number(visible=False, precision=0), drawn=gr.State({}),
-    )  # fmt: skip
+        table=table,
+        note=note,
+        selected=selected,
+        progress=progress,
+        cancel=cancel,
+        retry=retry,
+        try_button=try_button,
+        loss=loss,
+        metrics=metrics,
+        log=log,
+        adapter_id=gr.Number(visible=False, precision=0),
+        drawn=gr.State({}),
+    )
 
 
 def build(demo: gr.Blocks, config: StudioConfig) -> JobsTab:
     """Lay out the tab and wire its refresh, selection, cancel and retry."""
     c = _layout()
-    outputs = [c.table, c.selected, c.note, c.progress, c.loss, c.metrics, c.log, c.cancel,
-               c.retry, c.try_button, c.adapter_id, c.drawn]  # fmt: skip
+    outputs = [
+        c.table,
+        c.selected,
+        c.note,
+        c.progress,
+        c.loss,
+        c.metrics,
+        c.log,
+        c.cancel,
+        c.retry,
+        c.try_button,
+        c.adapter_id,
+        c.drawn,
+    ]
     quiet = {"api_visibility": "private", "show_progress": "hidden"}
 
     def refresh(choice, state):

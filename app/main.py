@@ -81,9 +81,11 @@ def build_studio(config: StudioConfig | None = None) -> gr.Blocks:
         train.queue_event.then(_after_queue, train.queued_job, [tabs, jobs.selected], **private)
         jobs.try_button.click(_try_adapter, jobs.adapter_id, [tabs, play.adapters], **private)
         play_item.select(
-            lambda: gr.Dropdown(choices=playground_tab.adapter_choices()), None, play.adapters,
+            lambda: gr.Dropdown(choices=playground_tab.adapter_choices()),
+            None,
+            play.adapters,
             **private,
-        )  # fmt: skip
+        )
         adapters.refresh_on(adapters_item.select)
         api.register(config.data_dir)
     return demo
@@ -134,9 +136,12 @@ def _guard_cross_site(app: FastAPI, web: web_guard.WebSettings) -> None:
     CORSMiddleware, which here lists the allowed origins only.
     """
     app.add_middleware(
-        CORSMiddleware, allow_origins=sorted(web.allowed_origins), allow_credentials=True,
-        allow_methods=["*"], allow_headers=["*"],
-    )  # fmt: skip
+        CORSMiddleware,
+        allow_origins=sorted(web.allowed_origins),
+        allow_credentials=True,
+        allow_methods=["*"],
+        allow_headers=["*"],
+    )
     app.add_middleware(web_guard.CrossSiteGuard, settings=web)  # outermost: runs first
 
 
@@ -147,9 +152,13 @@ def serve(app: FastAPI, config: StudioConfig, host: str = "127.0.0.1", port: int
     print(f"IA3 Studio on http://{host}:{port}  (data in {config.data_dir})", flush=True)
     # Open event streams (a browser tab, an API client) would hold a graceful stop forever.
     uvicorn.run(
-        app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=3,
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        timeout_graceful_shutdown=3,
         forwarded_allow_ips=_trusted_proxies(),
-    )  # fmt: skip
+    )
 
 
 def _trusted_proxies() -> str | None:

@@ -136,7 +136,7 @@ def _mix_section():
                     label="Weight",
                     visible=False,
                     elem_id=f"mix-weight-{i}",
-                )  # fmt: skip
+                )
                 for i in range(MAX_ADAPTERS)
             ]
         mix = gr.Button("Run the mix", elem_id="mix-run")
@@ -155,16 +155,21 @@ def build(demo: gr.Blocks) -> PlaygroundTab:
     )
     with gr.Row(equal_height=False):
         adapters = gr.Dropdown(
-            label="Adapters to compare (of one base model)", multiselect=True, choices=[],
-            scale=5, elem_id="play-adapters",
-        )  # fmt: skip
+            label="Adapters to compare (of one base model)",
+            multiselect=True,
+            choices=[],
+            scale=5,
+            elem_id="play-adapters",
+        )
         refresh = gr.Button(
             "Refresh list", size="sm", scale=0, min_width=120, elem_id="play-refresh"
         )
     text = gr.Textbox(
-        label="Input", lines=3, placeholder="Type a sentence, e.g. 'A warm, funny film.'",
+        label="Input",
+        lines=3,
+        placeholder="Type a sentence, e.g. 'A warm, funny film.'",
         elem_id="play-input",
-    )  # fmt: skip
+    )
     with gr.Row():
         run = gr.Button("Compare", variant="primary", elem_id="play-run", scale=3)
         include_base = gr.Checkbox(

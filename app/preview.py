@@ -26,11 +26,11 @@ HEAD_MODULES = ["classifier", "score"]
 def bundled_models() -> list[str]:
     """Model names that work offline on a fresh install."""
     try:
-        from ia3engine import loading
+        from ia3engine.training import loading
 
         return [loading.BUNDLED]
     except ImportError:
-        logger.debug("ia3engine.loading is not available yet")
+        logger.debug("ia3engine.training.loading is not available yet")
     return ["minilm"]
 
 
@@ -100,7 +100,7 @@ def model_skeleton(name: str, task: str):
     )
 
     from ia3engine.errors import ModelLoadError
-    from ia3engine.loading import detect_kind, resolve_model_path
+    from ia3engine.training.loading import detect_kind, resolve_model_path
 
     path = resolve_model_path(name)
     try:
@@ -184,9 +184,12 @@ def describe_dataset(
 
     check_dataset_file(path)
     summary = inspect_dataset(
-        path, text_column=text_column or None, label_column=label_column or None, task=task,
+        path,
+        text_column=text_column or None,
+        label_column=label_column or None,
+        task=task,
         max_rows=active().limits.max_rows,  # the host's cap, applied while the file is read
-    )  # fmt: skip
+    )
     return {
         "file": Path(summary.path).name,  # never the server path
         "format": summary.format,

@@ -66,7 +66,7 @@ class PredictorPool:
         self._lock = MODEL_LOCK
 
     def _predictor(self, key: tuple[str, str]):
-        from ia3engine.predict import Predictor
+        from ia3engine.serve.predict import Predictor
 
         if key in self._predictors:
             self._predictors.move_to_end(key)

@@ -29,8 +29,8 @@ PRESET_HELP = {
 
 
 def presets() -> dict[str, dict]:
-    """Preset name -> its hyperparameters, from ia3engine.spec."""
-    from ia3engine.spec import PRESETS
+    """Preset name -> its hyperparameters, from ia3engine.training.spec."""
+    from ia3engine.training.spec import PRESETS
 
     return {name: dict(values) for name, values in PRESETS.items()}
 
@@ -52,9 +52,18 @@ class SettingsForm:
     seed: gr.Slider
 
     FIELDS = (
-        "preset", "name", "steps", "lr", "batch_size", "max_length", "val_fraction",
-        "eval_every", "optimizer", "quantize", "seed",
-    )  # fmt: skip
+        "preset",
+        "name",
+        "steps",
+        "lr",
+        "batch_size",
+        "max_length",
+        "val_fraction",
+        "eval_every",
+        "optimizer",
+        "quantize",
+        "seed",
+    )
 
     def inputs(self) -> list:
         return [getattr(self, f) for f in self.FIELDS]
@@ -87,34 +96,54 @@ def _advanced(start: dict) -> dict:
     with gr.Accordion("Advanced settings", open=False, elem_id="advanced"):
         with gr.Row():
             c["steps"] = gr.Slider(
-                1, 3000, value=start.get("steps", 100), step=1, label="Training steps",
+                1,
+                3000,
+                value=start.get("steps", 100),
+                step=1,
+                label="Training steps",
                 elem_id="steps",
-            )  # fmt: skip
+            )
             c["lr"] = gr.Dropdown(
                 LEARNING_RATES, value=start.get("lr", 3e-3), label="Learning rate", elem_id="lr"
             )
             c["batch_size"] = gr.Dropdown(
-                BATCH_SIZES, value=start.get("batch_size", 8), label="Batch size",
+                BATCH_SIZES,
+                value=start.get("batch_size", 8),
+                label="Batch size",
                 elem_id="batch-size",
-            )  # fmt: skip
+            )
         with gr.Row():
             c["max_length"] = gr.Slider(
-                16, 1024, value=start.get("max_length", 128), step=16,
-                label="Max tokens per example", elem_id="max-length",
-            )  # fmt: skip
+                16,
+                1024,
+                value=start.get("max_length", 128),
+                step=16,
+                label="Max tokens per example",
+                elem_id="max-length",
+            )
             c["val_fraction"] = gr.Slider(
-                0.05, 0.5, value=0.1, step=0.05, label="Validation share (when no eval file)",
+                0.05,
+                0.5,
+                value=0.1,
+                step=0.05,
+                label="Validation share (when no eval file)",
                 elem_id="val-fraction",
-            )  # fmt: skip
+            )
             c["eval_every"] = gr.Slider(
-                0, 500, value=start.get("eval_every", 50), step=1,
-                label="Evaluate every N steps (0 = at the end)", elem_id="eval-every",
-            )  # fmt: skip
+                0,
+                500,
+                value=start.get("eval_every", 50),
+                step=1,
+                label="Evaluate every N steps (0 = at the end)",
+                elem_id="eval-every",
+            )
         with gr.Row():
             c["optimizer"] = gr.Dropdown(
-                OPTIMIZERS, value=start.get("optimizer", "adamw"), label="Optimizer",
+                OPTIMIZERS,
+                value=start.get("optimizer", "adamw"),
+                label="Optimizer",
                 elem_id="optimizer",
-            )  # fmt: skip
+            )
             c["quantize"] = gr.Dropdown(
                 QUANTIZE, value="none", label="Base model precision", elem_id="quantize"
             )
@@ -130,12 +159,17 @@ def build(config: StudioConfig) -> SettingsForm:
     with gr.Row():
         preset = gr.Radio(
             [(f"{name} — {PRESET_HELP.get(name, '')}".rstrip(" —"), name) for name in known],
-            value=default, label="Preset", elem_id="preset", scale=3,
-        )  # fmt: skip
+            value=default,
+            label="Preset",
+            elem_id="preset",
+            scale=3,
+        )
         name = gr.Textbox(
-            label="Adapter name (optional)", placeholder="e.g. sentiment-v1",
-            elem_id="adapter-name", scale=2,
-        )  # fmt: skip
+            label="Adapter name (optional)",
+            placeholder="e.g. sentiment-v1",
+            elem_id="adapter-name",
+            scale=2,
+        )
     controls = _advanced(known[default])
     form = SettingsForm(preset=preset, name=name, **controls)
     preset_driven = ["steps", "lr", "batch_size", "max_length", "eval_every", "optimizer"]

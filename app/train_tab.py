@@ -261,16 +261,36 @@ def _data_section(config: StudioConfig):
         api_visibility="private",
     )
     return (
-        data_source, sample, upload, data_note, task, text_col, label_col, mapping_note, summary,
-        balance, rows,
-    )  # fmt: skip
+        data_source,
+        sample,
+        upload,
+        data_note,
+        task,
+        text_col,
+        label_col,
+        mapping_note,
+        summary,
+        balance,
+        rows,
+    )
 
 
 def build(demo: gr.Blocks, config: StudioConfig) -> TrainTab:
     """Lay out the tab and wire its events; returns what other tabs chain on."""
     source, bundled, hub_id, folder, model_note, model_summary, targets = _model_section(config)
-    (data_source, sample, upload, data_note, task, text_col, label_col, mapping_note,
-     data_summary, balance, rows) = _data_section(config)  # fmt: skip
+    (
+        data_source,
+        sample,
+        upload,
+        data_note,
+        task,
+        text_col,
+        label_col,
+        mapping_note,
+        data_summary,
+        balance,
+        rows,
+    ) = _data_section(config)
     data_path = gr.State("")
     form = settings.build(config)
     queue_button = gr.Button("Queue training", variant="primary", elem_id="queue-button")
@@ -284,8 +304,15 @@ def build(demo: gr.Blocks, config: StudioConfig) -> TrainTab:
         trigger(lambda: "", None, queue_note, api_visibility="private")  # the old verdict is stale
 
     data_views = [
-        data_path, text_col, label_col, data_summary, balance, rows, data_note, mapping_note
-    ]  # fmt: skip
+        data_path,
+        text_col,
+        label_col,
+        data_summary,
+        balance,
+        rows,
+        data_note,
+        mapping_note,
+    ]
     choose = [data_source, sample, upload, text_col, label_col, task]
     for trigger in (data_source.change, sample.change, upload.change):
         trigger(lambda *a: _choose_data(*a, config), choose, data_views, api_visibility="private")

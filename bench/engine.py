@@ -264,29 +264,60 @@ def table(train: dict, infer: dict, many: dict, unmerge: dict) -> list[str]:
     vs_single = many["mixed"] / many["single"]
     ms = 1000
     rows = [
-        ("Training step: ours / PEFT", f"{vs_peft:.3f}x ({train['ours'] * ms:.0f} ms vs "
-         f"{train['peft'] * ms:.0f} ms)", "<= 1.0x", mark(vs_peft <= 1.0)),
-        ("Training step: ours / floor", f"{vs_floor:.3f}x (floor {train['floor'] * ms:.0f} ms)",
-         "<= 1.1x", mark(vs_floor <= 1.1)),
-        ("Unmerged inference over bare model", f"{over:+.1%} (bare {infer['bare'] * ms:.1f} ms;"
-         f" PEFT {over_peft:+.1%})", "<= 3%", mark(over <= 0.03)),
-        ("Merged inference over bare model", f"{over_merged:+.1%} (noise: a merge_and_unload "
-         f"model, no IA3 code, {over_unloaded:+.1%}); aten ops per forward: bare "
-         f"{infer['ops_bare']}, merged {infer['ops_ours_merged']}, unmerged "
-         f"{infer['ops_ours']}", "0% (no IA3 op left)",
-         mark(infer["ops_ours_merged"] == infer["ops_bare"] and over_merged <= noise)),
-        ("64 adapters: PEFT switching / ours mixed batch", f"{speedup:.2f}x throughput "
-         f"({many['mixed'] * ms:.0f} ms vs {many['peft'] * ms:.0f} ms; ceiling, a one-adapter "
-         f"batch: {ceiling:.2f}x)", ">= 3x",
-         mark(speedup >= 3)),
-        ("64 adapters: mixed batch / single-adapter batch", f"{vs_single:.3f}x (single "
-         f"{many['single'] * ms:.0f} ms)", "<= 1.1x", mark(vs_single <= 1.1)),
-        ("Unmerge error, ours: max relative, weights and biases (vectors N(0,1); x 1e-6)",
-         f"{unmerge['ours_normal']:.3g}; {unmerge['ours_small']:.3g}", "0",
-         mark(unmerge["ours_normal"] == 0 and unmerge["ours_small"] == 0)),
-        ("Unmerge error, PEFT: same measure (vectors N(0,1); x 1e-6)",
-         f"{unmerge['peft_normal']:.3g}; {unmerge['peft_small']:.3g}", "printed", "-"),
-    ]  # fmt: skip
+        (
+            "Training step: ours / PEFT",
+            f"{vs_peft:.3f}x ({train['ours'] * ms:.0f} ms vs {train['peft'] * ms:.0f} ms)",
+            "<= 1.0x",
+            mark(vs_peft <= 1.0),
+        ),
+        (
+            "Training step: ours / floor",
+            f"{vs_floor:.3f}x (floor {train['floor'] * ms:.0f} ms)",
+            "<= 1.1x",
+            mark(vs_floor <= 1.1),
+        ),
+        (
+            "Unmerged inference over bare model",
+            f"{over:+.1%} (bare {infer['bare'] * ms:.1f} ms; PEFT {over_peft:+.1%})",
+            "<= 3%",
+            mark(over <= 0.03),
+        ),
+        (
+            "Merged inference over bare model",
+            f"{over_merged:+.1%} (noise: a merge_and_unload "
+            f"model, no IA3 code, {over_unloaded:+.1%}); aten ops per forward: bare "
+            f"{infer['ops_bare']}, merged {infer['ops_ours_merged']}, unmerged "
+            f"{infer['ops_ours']}",
+            "0% (no IA3 op left)",
+            mark(infer["ops_ours_merged"] == infer["ops_bare"] and over_merged <= noise),
+        ),
+        (
+            "64 adapters: PEFT switching / ours mixed batch",
+            f"{speedup:.2f}x throughput "
+            f"({many['mixed'] * ms:.0f} ms vs {many['peft'] * ms:.0f} ms; ceiling, a one-adapter "
+            f"batch: {ceiling:.2f}x)",
+            ">= 3x",
+            mark(speedup >= 3),
+        ),
+        (
+            "64 adapters: mixed batch / single-adapter batch",
+            f"{vs_single:.3f}x (single {many['single'] * ms:.0f} ms)",
+            "<= 1.1x",
+            mark(vs_single <= 1.1),
+        ),
+        (
+            "Unmerge error, ours: max relative, weights and biases (vectors N(0,1); x 1e-6)",
+            f"{unmerge['ours_normal']:.3g}; {unmerge['ours_small']:.3g}",
+            "0",
+            mark(unmerge["ours_normal"] == 0 and unmerge["ours_small"] == 0),
+        ),
+        (
+            "Unmerge error, PEFT: same measure (vectors N(0,1); x 1e-6)",
+            f"{unmerge['peft_normal']:.3g}; {unmerge['peft_small']:.3g}",
+            "printed",
+            "-",
+        ),
+    ]
     lines = ["| Figure | Measured | Goal | Status |", "| --- | --- | --- | --- |"]
     return lines + [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
 
@@ -306,9 +337,11 @@ def machine() -> str:
 
 def write_section(path: Path, body: str) -> None:
     """Replace (or append) the Engine section of `path`, leaving other sections alone."""
-    text = path.read_text(encoding="utf-8") if path.exists() else (
-        "# Benchmarks\n\nEach section is written by its benchmark script under bench/.\n"
-    )  # fmt: skip
+    text = (
+        path.read_text(encoding="utf-8")
+        if path.exists()
+        else ("# Benchmarks\n\nEach section is written by its benchmark script under bench/.\n")
+    )
     lines = text.splitlines()
     start = next((i for i, line in enumerate(lines) if line.strip() == SECTION), None)
     if start is None:
@@ -393,8 +426,10 @@ def main(argv: list[str] | None = None) -> int:
     rounds = args.rounds or (5 if args.quick else 30)
     print(f"rounds: {rounds} (median of each, cases interleaved), clock: {args.clock}")
     results = {"train": bench_training(rounds)}
-    print(f"trainable parameters: ours {results['train']['our_params']:,}, "
-          f"PEFT {results['train']['peft_params']:,}")  # fmt: skip
+    print(
+        f"trainable parameters: ours {results['train']['our_params']:,}, "
+        f"PEFT {results['train']['peft_params']:,}"
+    )
     results["infer"] = bench_inference(rounds * 2)
     results["many"] = bench_many_adapters(max(3, rounds // 3))
     print(f"64 adapters: max |ours mixed - PEFT| logits {results['many']['max_logit_diff']:.2e}")

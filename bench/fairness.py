@@ -138,16 +138,28 @@ def main() -> None:
     ratio = loaded_ms / unloaded_ms
     for key in ("ms_answered", "ms_refused"):  # ann's own median latencies
         counts[key] = round(statistics.median(counts[key])) if counts[key] else None
-    print(json.dumps({"machine": f"{platform.processor() or platform.machine()}, "
-                                 f"{os.cpu_count()} CPUs", "ann_calls": args.calls,
-                      "ann_threads": args.threads, **{f"ann_{k}": v for k, v in counts.items()},
-                      "flood_seconds": round(seconds, 1), "bob_calls_unloaded": len(alone),
-                      "bob_calls_loaded": len(loaded)}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+                "ann_calls": args.calls,
+                "ann_threads": args.threads,
+                **{f"ann_{k}": v for k, v in counts.items()},
+                "flood_seconds": round(seconds, 1),
+                "bob_calls_unloaded": len(alone),
+                "bob_calls_loaded": len(loaded),
+            }
+        )
+    )
     print("| bob's median predict latency | ms |\n|---|---|")
-    print(f"| alone | {unloaded_ms:.0f} |\n| while ann sends {args.calls} calls from "
-          f"{args.threads} threads | {loaded_ms:.0f} |")  # fmt: skip
-    print(f"\nloaded / unloaded: {ratio:.2f}x (goal <= {GOAL:.0f}x): "
-          f"{'met' if ratio <= GOAL else 'NOT met'}")  # fmt: skip
+    print(
+        f"| alone | {unloaded_ms:.0f} |\n| while ann sends {args.calls} calls from "
+        f"{args.threads} threads | {loaded_ms:.0f} |"
+    )
+    print(
+        f"\nloaded / unloaded: {ratio:.2f}x (goal <= {GOAL:.0f}x): "
+        f"{'met' if ratio <= GOAL else 'NOT met'}"
+    )
 
 
 if __name__ == "__main__":

@@ -32,8 +32,13 @@ SECTION = "## Jobs"
 GOAL = 0.1
 # Wide where loading costs and computing does not: a 3M-row embedding (only looked-up rows
 # enter a forward pass) on one narrow layer, so the first step is cheap even on a CPU.
-WIDE = {"vocab_size": 3_000_000, "hidden_size": 256, "num_hidden_layers": 1,
-        "num_attention_heads": 4, "intermediate_size": 512}  # fmt: skip
+WIDE = {
+    "vocab_size": 3_000_000,
+    "hidden_size": 256,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 4,
+    "intermediate_size": 512,
+}
 WORDS = "good great fine love best bad awful poor hate worst the movie film plot was is".split()
 
 
@@ -155,20 +160,33 @@ def claim_to_first_step(worker, clocks: Clocks, spec, db) -> tuple[float, float]
 
 
 def run(rounds: int, work: Path) -> dict:
-    from ia3engine.spec import TrainSpec
+    from ia3engine.training.spec import TrainSpec
     from jobs.db import get_engine
     from jobs.worker import Worker
 
     os.environ["IA3_DATA_DIR"] = str(work / "data")
     db = get_engine(f"sqlite:///{work / 'bench.db'}")
     data = write_reviews(work / "reviews.csv")
-    tiny = build_base(work / "tiny", vocab_size=64, hidden_size=32, num_hidden_layers=1,
-                      num_attention_heads=2, intermediate_size=64)  # fmt: skip
+    tiny = build_base(
+        work / "tiny",
+        vocab_size=64,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+    )
     wide = build_base(Path(tempfile.gettempdir()) / "ia3-bench-wide-bert-3m", **WIDE)
 
     def spec(model, seed):
-        return TrainSpec(model=str(model), data=data, steps=2, batch_size=2, max_length=16,
-                         eval_every=0, seed=seed)  # fmt: skip
+        return TrainSpec(
+            model=str(model),
+            data=data,
+            steps=2,
+            batch_size=2,
+            max_length=16,
+            eval_every=0,
+            seed=seed,
+        )
 
     clocks = Clocks()
 
@@ -191,8 +209,11 @@ def run(rounds: int, work: Path) -> dict:
         each.base_cache.clear()  # frees the base, so its files can leave the page cache
         cold.append(first)
         warm.append(second)
-        print(f"round {r + 1}: wall {first[0]:.2f} -> {second[0]:.2f} s, "
-              f"CPU {first[1]:.2f} -> {second[1]:.2f} s", flush=True)  # fmt: skip
+        print(
+            f"round {r + 1}: wall {first[0]:.2f} -> {second[0]:.2f} s, "
+            f"CPU {first[1]:.2f} -> {second[1]:.2f} s",
+            flush=True,
+        )
     return {"loads": loads, "cold": cold, "warm": warm}
 
 
@@ -231,8 +252,9 @@ def write_section(path: Path, body: str) -> None:
     if start is None:
         new = text.rstrip("\n") + "\n\n" + body
     else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
-                   len(lines))  # fmt: skip
+        end = next(
+            (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
+        )
         new = "\n".join(lines[:start] + body.rstrip("\n").splitlines() + [""] + lines[end:])
     path.write_text(new.rstrip("\n") + "\n", encoding="utf-8")
 

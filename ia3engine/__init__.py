@@ -11,9 +11,9 @@ _EXPORTS = {
     "IA3Model": "model",
     "get_ia3_model": "model",
     "load_ia3_model": "io",
-    "TrainSpec": "spec",
-    "train": "training",
-    "TrainResult": "training",
+    "TrainSpec": "training.spec",
+    "train": "training.run",
+    "TrainResult": "training.run",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -92,7 +92,7 @@ def _guarded(command):
 # ---- train ---------------------------------------------------------------------------------
 def spec_from_args(args):
     """A TrainSpec from the flags of add_train_arguments (and `--demo` where offered)."""
-    from ia3engine.spec import TrainSpec
+    from ia3engine.training.spec import TrainSpec
 
     if getattr(args, "demo", False):
         data, eval_data = EXAMPLES / "sentiment_train.csv", EXAMPLES / "sentiment_eval.csv"
@@ -135,7 +135,7 @@ def spec_from_args(args):
 
 @_guarded
 def run_train(args) -> int:
-    from ia3engine.training import train
+    from ia3engine.training.run import train
 
     spec = spec_from_args(args)
     bar = ProgressBar(enabled=sys.stderr.isatty() and not args.json)
@@ -207,7 +207,7 @@ class ProgressBar:
 # ---- eval ----------------------------------------------------------------------------------
 @_guarded
 def run_eval(args) -> int:
-    from ia3engine.train_eval import evaluate_file
+    from ia3engine.serve.evaluate import evaluate_file
 
     started = time.perf_counter()
     metrics = evaluate_file(

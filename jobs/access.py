@@ -120,7 +120,7 @@ def admit(spec, *, actor: Actor, limits: Limits | None = None, db=None) -> dict:
     Signed-in users may only name uploaded files or samples and Hub (or bundled) models;
     every one of them gets the host's limits. The returned dict has max_rows capped.
     """
-    from ia3engine.spec import TrainSpec
+    from ia3engine.training.spec import TrainSpec
     from jobs.specs import DATA_FIELDS, spec_from_dict, validated_spec
 
     limits = limits or Limits.from_env(defaults=actor != LOCAL)
@@ -159,9 +159,13 @@ def enqueue(
         access_limits.check_queue_room(owner, limits, conn=conn)
 
     job_id = queue.enqueue(
-        admitted, owner=owner, upload_data=upload_data, room=room, db=db,
+        admitted,
+        owner=owner,
+        upload_data=upload_data,
+        room=room,
+        db=db,
         max_seconds=time_limit.job_seconds(defaults=actor != LOCAL),
-    )  # fmt: skip
+    )
     log.info("job %s queued for %s", job_id, actor.name or "the local user")
     return job_id
 

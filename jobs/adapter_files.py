@@ -13,9 +13,9 @@ import stat
 import zipfile
 from pathlib import Path, PurePosixPath
 
+from ia3engine.data.templates import template_problem
 from ia3engine.errors import AdapterFileError
-from ia3engine.spec import BOUNDS
-from ia3engine.templates import template_problem
+from ia3engine.training.spec import BOUNDS
 from jobs.blobs import safe_member_name
 
 log = logging.getLogger(__name__)
@@ -313,7 +313,7 @@ _TASK_CLASSES = {
 
 def base_source(name: str) -> str:
     """A local folder or Hub id for `name`, using the engine's aliases (e.g. `minilm`)."""
-    from ia3engine.loading import resolve_model_path
+    from ia3engine.training.loading import resolve_model_path
 
     return resolve_model_path(name)
 

@@ -41,18 +41,22 @@ def _add_submit(subparsers) -> None:
     queueing.add_argument("--owner", default=None, help="who the job and its adapter belong to")
     queueing.add_argument("--max-attempts", type=int, default=3, help="runs after worker crashes")
     queueing.add_argument(
-        "--upload-data", action="store_true",
+        "--upload-data",
+        action="store_true",
         help="keep the dataset files in the database, so workers on other machines can read them",
-    )  # fmt: skip
+    )
 
 
 def _submit(args) -> int:
     from jobs import queue
 
     job_id = queue.enqueue(
-        spec_from_args(args), owner=args.owner, priority=args.priority,
-        max_attempts=args.max_attempts, upload_data=args.upload_data,
-    )  # fmt: skip
+        spec_from_args(args),
+        owner=args.owner,
+        priority=args.priority,
+        max_attempts=args.max_attempts,
+        upload_data=args.upload_data,
+    )
     _emit(args, {"id": job_id}, str(job_id))
     return 0
 
@@ -95,10 +99,17 @@ def _jobs_list(args) -> int:
 
     jobs = queue.list_jobs(owner=args.owner, status=args.status, limit=args.limit)
     rows = [
-        (j.id, j.status, j.spec.get("model", ""), Path(str(j.spec.get("data", ""))).name,
-         _progress(j), j.owner or "", j.created_at.strftime("%Y-%m-%d %H:%M"))
+        (
+            j.id,
+            j.status,
+            j.spec.get("model", ""),
+            Path(str(j.spec.get("data", ""))).name,
+            _progress(j),
+            j.owner or "",
+            j.created_at.strftime("%Y-%m-%d %H:%M"),
+        )
         for j in jobs
-    ]  # fmt: skip
+    ]
     header = ("ID", "STATUS", "MODEL", "DATA", "PROGRESS", "OWNER", "CREATED")
     _emit(args, [_job_dict(j) for j in jobs], _table(header, rows) if rows else "No jobs.")
     return 0
@@ -177,8 +188,18 @@ def _jobs_logs(args) -> int:
         events = queue.job_events(args.id, after_id=after)
         for event in events:
             if args.json:
-                print(json.dumps({"id": event.id, "type": event.type, "time": str(event.time),
-                                  "attempt": event.attempt, **event.data}, default=str))  # fmt: skip
+                print(
+                    json.dumps(
+                        {
+                            "id": event.id,
+                            "type": event.type,
+                            "time": str(event.time),
+                            "attempt": event.attempt,
+                            **event.data,
+                        },
+                        default=str,
+                    )
+                )
             else:
                 print(_event_line(event))
             after = event.id
@@ -197,9 +218,11 @@ def _add_worker(subparsers) -> None:
     parser.add_argument("--once", action="store_true", help="run at most one job, then exit")
     parser.add_argument("--poll", type=float, default=1.0, help="seconds between queue checks")
     parser.add_argument(
-        "--stale-after", type=float, default=60.0,
+        "--stale-after",
+        type=float,
+        default=60.0,
         help="seconds without a heartbeat before another worker takes a job over",
-    )  # fmt: skip
+    )
 
 
 def _worker(args) -> int:
@@ -215,8 +238,11 @@ def _worker(args) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     if args.once:
         ran = worker.run_one()
-        _emit(args, {"worker": worker.worker_id, "ran": ran},
-              "Ran one job." if ran else "The queue is empty.")  # fmt: skip
+        _emit(
+            args,
+            {"worker": worker.worker_id, "ran": ran},
+            "Ran one job." if ran else "The queue is empty.",
+        )
         return 0
     print(f"Worker {worker.worker_id} waiting for jobs (Ctrl-C to stop).", file=sys.stderr)
     try:

@@ -43,13 +43,26 @@ def add_adapters(subparsers) -> None:
 def _adapters_list(args) -> int:
     from jobs import registry
 
-    adapters = registry.list_adapters(base_model=args.base_model, task=args.task,
-                                      owner=args.owner, search=args.search, sort=args.sort)  # fmt: skip
+    adapters = registry.list_adapters(
+        base_model=args.base_model,
+        task=args.task,
+        owner=args.owner,
+        search=args.search,
+        sort=args.sort,
+    )
     rows = [
-        (a.id, a.name, a.base_model or "", a.task or "", _metrics(a.metrics),
-         f"{a.size_bytes / 1024:.0f} KB", a.owner or "", a.created_at.strftime("%Y-%m-%d %H:%M"))
+        (
+            a.id,
+            a.name,
+            a.base_model or "",
+            a.task or "",
+            _metrics(a.metrics),
+            f"{a.size_bytes / 1024:.0f} KB",
+            a.owner or "",
+            a.created_at.strftime("%Y-%m-%d %H:%M"),
+        )
         for a in adapters
-    ]  # fmt: skip
+    ]
     header = ("ID", "NAME", "BASE MODEL", "TASK", "METRICS", "SIZE", "OWNER", "CREATED")
     summaries = [registry.adapter_summary(a) for a in adapters]
     _emit(args, summaries, _table(header, rows) if rows else "No adapters.")
@@ -67,11 +80,17 @@ def _adapters_show(args) -> int:
     info = registry.get_adapter(args.id)
     lines = [f"Adapter {info.id}: {info.name}"]
     for label, value in (
-        ("base model", info.base_model), ("task", info.task), ("labels", info.labels),
-        ("targets", info.target_modules), ("trainable", info.trainable_params),
-        ("metrics", _metrics(info.metrics)), ("size", f"{info.size_bytes} bytes"),
-        ("sha256", info.sha256), ("job", info.job_id), ("owner", info.owner),
-    ):  # fmt: skip
+        ("base model", info.base_model),
+        ("task", info.task),
+        ("labels", info.labels),
+        ("targets", info.target_modules),
+        ("trainable", info.trainable_params),
+        ("metrics", _metrics(info.metrics)),
+        ("size", f"{info.size_bytes} bytes"),
+        ("sha256", info.sha256),
+        ("job", info.job_id),
+        ("owner", info.owner),
+    ):
         lines.append(f"  {label:11} {value if value not in (None, '') else '-'}")
     lines += ["", info.card or ""]
     _emit(args, registry.adapter_summary(info), "\n".join(lines))
@@ -93,8 +112,9 @@ def _adapters_download(args) -> int:
 def _adapters_import(args) -> int:
     from jobs import registry
 
-    adapter_id = registry.import_adapter(args.path, base_model=args.base_model, name=args.name,
-                                         owner=args.owner)  # fmt: skip
+    adapter_id = registry.import_adapter(
+        args.path, base_model=args.base_model, name=args.name, owner=args.owner
+    )
     _emit(args, {"id": adapter_id}, f"Imported as adapter {adapter_id}.")
     return 0
 

@@ -176,8 +176,9 @@ def retried(fn):
                 if attempt == TRANSIENT_TRIES or not transient(exc):
                     raise
                 reason = str(exc.orig or exc).splitlines()[0][:200]
-                log.warning("%s: database error (%s); trying again in %.1f s",
-                            fn.__name__, reason, delay)  # fmt: skip
+                log.warning(
+                    "%s: database error (%s); trying again in %.1f s", fn.__name__, reason, delay
+                )
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
 

@@ -84,9 +84,13 @@ class JobRun:
         self._flush_step()
         if kind == "checkpoint" and event.get("path"):
             owned = queue.record_checkpoint(
-                self.job.id, self.worker.worker_id, self.job.attempts, event,
-                self.checkpoint_dir, db=self.db,
-            )  # fmt: skip
+                self.job.id,
+                self.worker.worker_id,
+                self.job.attempts,
+                event,
+                self.checkpoint_dir,
+                db=self.db,
+            )
             if not owned:
                 self.lost.set()
             return
@@ -119,8 +123,13 @@ class JobRun:
 
     def _run(self) -> str:
         job = self.job
-        log.info("job %s: attempt %s of %s on %s", job.id, job.attempts, job.max_attempts,
-                 self.worker.worker_id)  # fmt: skip
+        log.info(
+            "job %s: attempt %s of %s on %s",
+            job.id,
+            job.attempts,
+            job.max_attempts,
+            self.worker.worker_id,
+        )
         try:
             spec = self._prepare()
             result = self.worker.train_fn(
@@ -135,8 +144,9 @@ class JobRun:
         except LostJob:
             return "lost"
         except (KeyboardInterrupt, SystemExit):
-            queue.release_job(job.id, self.worker.worker_id, "Worker stopped; back in the queue.",
-                              db=self.db)  # fmt: skip
+            queue.release_job(
+                job.id, self.worker.worker_id, "Worker stopped; back in the queue.", db=self.db
+            )
             raise
         except Exception as exc:  # noqa: BLE001 - every failure must end the job
             self._flush_step()
@@ -203,17 +213,27 @@ class JobRun:
         files = registry.read_folder(result.adapter_dir)
         with writing(self.db) as conn:
             adapter_id = registry.register_files(
-                conn, files, name=_name(job),
-                owner=job.owner, job_id=job.id, base_model=result.base_model,
-                trainable_params=result.trainable_params, metrics=result.metrics,
-            )  # fmt: skip
+                conn,
+                files,
+                name=_name(job),
+                owner=job.owner,
+                job_id=job.id,
+                base_model=result.base_model,
+                trainable_params=result.trainable_params,
+                metrics=result.metrics,
+            )
             message = f"Done in {result.train_seconds:.0f} s: adapter {adapter_id}." + _metric(
                 result.metrics
             )
             finished = queue.finish_job(
-                conn, job.id, worker_id, Status.DONE, message,
-                adapter_id=adapter_id, attempt=job.attempts,
-            )  # fmt: skip
+                conn,
+                job.id,
+                worker_id,
+                Status.DONE,
+                message,
+                adapter_id=adapter_id,
+                attempt=job.attempts,
+            )
             if not finished:
                 raise LostJob()  # rolls back the registration: the job's new owner registers
             blobs.drop_checkpoint(conn, job.id)
@@ -230,15 +250,26 @@ class JobRun:
         if isinstance(exc, MemoryError) or not isinstance(exc, IA3Error):
             self.worker.base_cache.clear()  # the cached model may be half-changed or too big
         try:
-            queue.record_event(self.job.id, self.worker.worker_id, self.job.attempts,
-                               {"type": "failed", **details}, db=self.db)  # fmt: skip
+            queue.record_event(
+                self.job.id,
+                self.worker.worker_id,
+                self.job.attempts,
+                {"type": "failed", **details},
+                db=self.db,
+            )
         finally:
             self._end(Status.FAILED, message)
         return Status.FAILED.value
 
     def _end(self, status: Status, message: str) -> None:
-        queue.finish(self.job.id, self.worker.worker_id, status, message,
-                     attempt=self.job.attempts, db=self.db)  # fmt: skip
+        queue.finish(
+            self.job.id,
+            self.worker.worker_id,
+            status,
+            message,
+            attempt=self.job.attempts,
+            db=self.db,
+        )
 
     def _open_log(self) -> logging.Handler:
         """Everything logged while the job runs also goes to <data dir>/logs/job-<id>.log."""
@@ -255,7 +286,7 @@ class JobRun:
 
 
 def _name(job: queue.JobInfo) -> str:
-    from ia3engine.spec import default_name
+    from ia3engine.training.spec import default_name
 
     return job.spec.get("name") or default_name(job.spec.get("data", ""), job.spec.get("model"))
 

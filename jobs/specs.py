@@ -16,7 +16,7 @@ DATA_FIELDS = ("data", "eval_data")
 
 def spec_from_dict(data: dict):
     """TrainSpec.from_dict, with anything it cannot read turned into a SpecError."""
-    from ia3engine.spec import TrainSpec
+    from ia3engine.training.spec import TrainSpec
 
     if not isinstance(data, dict):
         raise SpecError([f"A spec must be a mapping of field to value, not {type(data).__name__}."])
@@ -30,7 +30,7 @@ def spec_from_dict(data: dict):
 
 def validated_spec(spec) -> dict:
     """Validate a TrainSpec (or its dict form) and return the dict that is stored."""
-    from ia3engine.spec import TrainSpec
+    from ia3engine.training.spec import TrainSpec
 
     if not isinstance(spec, TrainSpec):
         spec = spec_from_dict(spec)

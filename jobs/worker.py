@@ -28,7 +28,7 @@ def worker_name(pid: int, token: str) -> str:
 
 
 def _default_train(*args, **kwargs):
-    from ia3engine.training import train
+    from ia3engine.training.run import train
 
     return train(*args, **kwargs)
 
@@ -54,7 +54,7 @@ class Worker:
         step_event_s: float = 0.5,
         train_fn: Callable | None = None,
     ):
-        from ia3engine.loading import BaseCache
+        from ia3engine.training.loading import BaseCache
 
         self.engine = resolve(db_url)
         self.device = device

@@ -97,9 +97,13 @@ def save_tiny_bert(folder, *, hidden=32, layers=2, intermediate=64, heads=4) -> 
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
     tokenizer = BertTokenizer(vocab={word: i for i, word in enumerate(vocab)})
     config = BertConfig(
-        vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers,
-        num_attention_heads=heads, intermediate_size=intermediate, max_position_embeddings=64,
-    )  # fmt: skip
+        vocab_size=len(vocab),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=intermediate,
+        max_position_embeddings=64,
+    )
     torch.manual_seed(0)
     BertForSequenceClassification(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -133,7 +137,7 @@ def wait_for(predicate, timeout_s: float = 60.0, what: str = "condition", poll_s
 def paced_train(spec, on_event, *, pause_s: float = 0.05, **kwargs):
     """Real training, paused `pause_s` after each step, so a kill, a stop or a time limit
     lands mid-run on any CPU (a Worker's train_fn)."""
-    from ia3engine.training import train
+    from ia3engine.training.run import train
 
     def paced(event):
         on_event(event)

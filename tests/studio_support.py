@@ -39,10 +39,15 @@ def hub_session(name: str, secret: str, expires_in: float | None = 3600) -> str:
     import itsdangerous
 
     info = {
-        "access_token": "hf_oauth_token", "scope": "openid profile",
-        "userinfo": {"preferred_username": name, "name": name.title(),
-                     "profile": f"https://huggingface.co/{name}", "picture": ""},
-    }  # fmt: skip
+        "access_token": "hf_oauth_token",
+        "scope": "openid profile",
+        "userinfo": {
+            "preferred_username": name,
+            "name": name.title(),
+            "profile": f"https://huggingface.co/{name}",
+            "picture": "",
+        },
+    }
     if expires_in is not None:
         info["expires_at"] = time.time() + expires_in
     key = hashlib.sha256((secret + "-v4").encode()).hexdigest()

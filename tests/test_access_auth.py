@@ -19,9 +19,13 @@ from jobs.access import ANONYMOUS, LOCAL
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = {
-    "SYSTEM": "spaces", "SPACE_ID": "team/ia3-studio", "OAUTH_CLIENT_ID": "id", "OAUTH_CLIENT_SECRET": "secret",
-    "OAUTH_SCOPES": "openid profile", "OPENID_PROVIDER_URL": "https://huggingface.co",
-}  # fmt: skip
+    "SYSTEM": "spaces",
+    "SPACE_ID": "team/ia3-studio",
+    "OAUTH_CLIENT_ID": "id",
+    "OAUTH_CLIENT_SECRET": "secret",
+    "OAUTH_SCOPES": "openid profile",
+    "OPENID_PROVIDER_URL": "https://huggingface.co",
+}
 
 
 @pytest.fixture
@@ -55,8 +59,9 @@ def test_loopback_needs_no_sign_in(host):
 
 
 def test_the_mode_follows_the_environment(users_file):
-    password = auth.settings_from_env("0.0.0.0", {"IA3_USERS": str(users_file),
-                                                   "IA3_ADMINS": "root, eve"})  # fmt: skip
+    password = auth.settings_from_env(
+        "0.0.0.0", {"IA3_USERS": str(users_file), "IA3_ADMINS": "root, eve"}
+    )
     assert password.mode == "password" and password.admins == {"root", "eve"}
     assert auth.settings_from_env("0.0.0.0", SPACE).mode == "oauth"
     both = auth.settings_from_env("0.0.0.0", {**SPACE, "IA3_USERS": str(users_file)})
@@ -80,10 +85,23 @@ def test_oauth_off_a_space_is_refused_naming_what_is_missing():
 def test_studio_command_exits_with_the_refusal_before_starting_anything(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("IA3_", "SPACE_", "OAUTH_"))}
     result = subprocess.run(
-        [sys.executable, "-m", "app.studio_cli", "--host", "0.0.0.0", "--port", "1",
-         "--data-dir", str(tmp_path / "data")],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "app.studio_cli",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "1",
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert "will not listen on 0.0.0.0" in result.stderr
     assert "Started" not in result.stdout  # no worker was started
@@ -142,8 +160,9 @@ class FakeRequest:
 
 
 def test_each_request_is_served_as_the_user_it_carries(users_file, monkeypatch):
-    auth.configure(auth.settings_from_env("0.0.0.0", {"IA3_USERS": str(users_file),
-                                                       "IA3_ADMINS": "root"}))  # fmt: skip
+    auth.configure(
+        auth.settings_from_env("0.0.0.0", {"IA3_USERS": str(users_file), "IA3_ADMINS": "root"})
+    )
     request = FakeRequest("ann")
     monkeypatch.setattr(auth, "_gradio_request", lambda: request)
     assert auth.current_actor().name == "ann" and not auth.current_actor().admin
@@ -171,8 +190,9 @@ def test_oauth_user_comes_from_the_space_session_and_expires(monkeypatch):
 def test_local_mode_serves_the_data_directory_and_shared_modes_never_do(users_file, tmp_path):
     auth.configure(auth.AccessSettings())
     assert auth.mount_options(tmp_path)["allowed_paths"] == [str(tmp_path)]
-    auth.configure(auth.settings_from_env("0.0.0.0", {"IA3_USERS": str(users_file),
-                                                       "IA3_MAX_UPLOAD_MB": "2"}))  # fmt: skip
+    auth.configure(
+        auth.settings_from_env("0.0.0.0", {"IA3_USERS": str(users_file), "IA3_MAX_UPLOAD_MB": "2"})
+    )
     options = auth.mount_options(tmp_path)
     assert options["allowed_paths"] == [] and options["blocked_paths"] == [str(tmp_path)]
     assert options["auth"] is sign_in.check_login
@@ -189,9 +209,11 @@ def test_cross_site_settings_come_from_the_environment():
     assert (space.same_site, space.secure_cookies) == ("none", "always")
     assert space.frame_ancestors == ("https://huggingface.co",)
     for variable, bad in (
-        ("IA3_ALLOWED_ORIGINS", "evil.example"), ("IA3_ALLOWED_ORIGINS", "https://a.example/x"),
-        ("IA3_COOKIE_SAMESITE", "off"), ("IA3_SECURE_COOKIES", "yes"),
-    ):  # fmt: skip
+        ("IA3_ALLOWED_ORIGINS", "evil.example"),
+        ("IA3_ALLOWED_ORIGINS", "https://a.example/x"),
+        ("IA3_COOKIE_SAMESITE", "off"),
+        ("IA3_SECURE_COOKIES", "yes"),
+    ):
         with pytest.raises(ConfigError, match=variable):
             web_guard.settings_from_env("0.0.0.0", {variable: bad})
 

@@ -123,10 +123,14 @@ def test_guessed_share_tokens_open_nothing(db_url, adapter_dir):
     for guess in ("", None, token[:-1], token + "x", flipped, token.upper(), "0" * len(token)):
         with pytest.raises(AccessDeniedError, match="No adapter here"):
             access_shares.open_share(shared, guess, db=db_url)
-    tokens = {access_shares.share_adapter(
-        registry.register_adapter(adapter_dir, name=f"n{i}", owner="ann", db=db_url),
-        actor=ANN, db=db_url,
-    ) for i in range(5)}  # fmt: skip
+    tokens = {
+        access_shares.share_adapter(
+            registry.register_adapter(adapter_dir, name=f"n{i}", owner="ann", db=db_url),
+            actor=ANN,
+            db=db_url,
+        )
+        for i in range(5)
+    }
     assert len(tokens) == 5 and token not in tokens
 
 
@@ -168,8 +172,9 @@ def test_signed_in_users_may_only_name_uploaded_files_samples_and_hub_models(
 
 
 def test_host_limits_refuse_with_the_setting_to_change(db_url, upload):
-    limits = Limits(max_upload_mb=0.0005, max_rows=None, max_steps=None, max_jobs_per_user=None,
-                    max_queued=None)  # fmt: skip
+    limits = Limits(
+        max_upload_mb=0.0005, max_rows=None, max_steps=None, max_jobs_per_user=None, max_queued=None
+    )
     with pytest.raises(LimitError, match=r"IA3_MAX_UPLOAD_MB.*Upload a smaller file"):
         access.enqueue(_spec(upload), actor=ANN, limits=limits, db=db_url)
     with pytest.raises(LimitError, match="IA3_MAX_STEPS"):
@@ -224,8 +229,13 @@ def test_work_limits_count_examples_and_micro_batch_tokens_and_read_3e9():
 def test_model_size_is_estimated_from_the_config_alone():
     gpt2 = {"n_embd": 768, "n_layer": 12, "vocab_size": 50257}  # 124M parameters really
     assert 100e6 < access_limits.estimate_params(gpt2) < 130e6
-    mixtral = {"hidden_size": 4096, "num_hidden_layers": 32, "vocab_size": 32000,
-               "intermediate_size": 14336, "num_local_experts": 8}  # fmt: skip
+    mixtral = {
+        "hidden_size": 4096,
+        "num_hidden_layers": 32,
+        "vocab_size": 32000,
+        "intermediate_size": 14336,
+        "num_local_experts": 8,
+    }
     assert access_limits.estimate_params(mixtral) > 30e9  # 46.7B really
     hostile = {"hidden_size": "huge", "num_hidden_layers": -5, "text_config": {"d_model": 8}}
     assert access_limits.estimate_params(hostile) == 0

@@ -21,9 +21,13 @@ from studio_support import free_port, hub_session, wait_until_up
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "space-oauth-secret"
 SPACE = {
-    "SYSTEM": "spaces", "SPACE_ID": "team/ia3-studio", "OAUTH_CLIENT_ID": "client-id", "OAUTH_CLIENT_SECRET": SECRET,
-    "OAUTH_SCOPES": "openid profile", "OPENID_PROVIDER_URL": "https://huggingface.co",
-}  # fmt: skip
+    "SYSTEM": "spaces",
+    "SPACE_ID": "team/ia3-studio",
+    "OAUTH_CLIENT_ID": "client-id",
+    "OAUTH_CLIENT_SECRET": SECRET,
+    "OAUTH_SCOPES": "openid profile",
+    "OPENID_PROVIDER_URL": "https://huggingface.co",
+}
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +42,22 @@ def space(tmp_path_factory):
     env.update(SPACE, HF_HUB_OFFLINE="1", IA3_ADMINS="root", IA3_DATA_DIR=str(tmp / "data"))
     log = open(tmp / "studio.log", "w")  # noqa: SIM115 (closed below)
     process = subprocess.Popen(
-        [sys.executable, "-m", "app.studio_cli", "--host", "127.0.0.1", "--port", str(port),
-         "--no-worker"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "app.studio_cli",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-worker",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(url + "/", process, tmp / "studio.log", timeout_s=120)
@@ -72,8 +88,9 @@ def test_the_page_offers_hugging_face_sign_in(space):
 
 def test_each_hub_user_sees_only_their_own_jobs(space):
     ann, bob, root = client(space, "ann"), client(space, "bob"), client(space, "root")
-    job = ann.predict({"model": "minilm", "data": "sentiment", "steps": 5}, None, None,
-                      api_name="/enqueue")  # fmt: skip
+    job = ann.predict(
+        {"model": "minilm", "data": "sentiment", "steps": 5}, None, None, api_name="/enqueue"
+    )
     assert ann.predict(job, api_name="/job_status")["owner"] == "ann"
     assert job not in {j["id"] for j in bob.predict(api_name="/list_jobs")}
     from gradio_client.exceptions import AppError
@@ -87,12 +104,17 @@ def test_each_hub_user_sees_only_their_own_jobs(space):
 def test_nobody_signed_in_and_forged_sessions_get_nothing(space):
     from gradio_client.exceptions import AppError
 
-    client(space, "ann").predict({"model": "minilm", "data": "sentiment", "steps": 5}, None, None,
-                                 api_name="/enqueue")  # fmt: skip
+    client(space, "ann").predict(
+        {"model": "minilm", "data": "sentiment", "steps": 5}, None, None, api_name="/enqueue"
+    )
     for stranger in (client(space, None), client(space, "ann", secret="guessed-secret")):
         assert stranger.predict(api_name="/list_jobs") == []
         with pytest.raises(AppError, match="not signed in"):  # loading models costs memory
             stranger.predict("distilgpt2", "generate", api_name="/describe_model")
         with pytest.raises(AppError, match="not signed in"):
-            stranger.predict({"model": "minilm", "data": "sentiment", "steps": 5}, None, None,
-                             api_name="/enqueue")  # fmt: skip
+            stranger.predict(
+                {"model": "minilm", "data": "sentiment", "steps": 5},
+                None,
+                None,
+                api_name="/enqueue",
+            )

@@ -48,8 +48,14 @@ def trained(client, studio, tiny):
     model, data = tiny
     ids = []
     for seed in (0, 1):
-        spec = {"model": model, "steps": 6, "eval_every": 3, "batch_size": 8, "seed": seed,
-                "name": f"tiny-{seed}"}  # fmt: skip
+        spec = {
+            "model": model,
+            "steps": 6,
+            "eval_every": 3,
+            "batch_size": 8,
+            "seed": seed,
+            "name": f"tiny-{seed}",
+        }
         ids.append(client.predict(spec, handle_file(data), None, api_name="/enqueue"))
     return [wait_done(client, job_id, studio) for job_id in ids]
 
@@ -163,8 +169,9 @@ def test_a_generation_adapter_answers_with_text_beside_the_base(client, studio, 
     job = wait_done(
         client, client.predict(spec, handle_file(data), None, api_name="/enqueue"), studio
     )
-    result = client.predict("Say it again : the food was good", [job["adapter_id"]], True,
-                            api_name="/predict")  # fmt: skip
+    result = client.predict(
+        "Say it again : the food was good", [job["adapter_id"]], True, api_name="/predict"
+    )
     assert result["task"] == "generate"
     assert isinstance(result["base"]["text"], str)
     assert isinstance(result["adapters"][0]["text"], str)

@@ -30,7 +30,7 @@ class FakePredictor:
 
 @pytest.fixture
 def pool(monkeypatch):
-    from ia3engine import predict
+    from ia3engine.serve import predict
     from jobs import registry
 
     monkeypatch.setattr(predict, "Predictor", FakePredictor)
@@ -39,8 +39,13 @@ def pool(monkeypatch):
 
 
 def _adapter(adapter_id, sha):
-    return {"id": adapter_id, "name": f"a{adapter_id}", "base_model": "m", "task": "generate",
-            "sha256": sha}  # fmt: skip
+    return {
+        "id": adapter_id,
+        "name": f"a{adapter_id}",
+        "base_model": "m",
+        "task": "generate",
+        "sha256": sha,
+    }
 
 
 def _loaded(pool) -> set[str]:

@@ -13,10 +13,17 @@ from ia3engine.errors import DataError, SpecError
 
 def job(**fields):
     base = {
-        "id": 7, "status": "running", "spec": {"model": "minilm", "data": "/x/sentiment_train.csv"},
-        "step": 30, "total_steps": 120, "eta_s": 95.0, "loss": 0.4321, "message": None,
-        "adapter_id": None, "created_at": "2026-01-02T03:04:05",
-    }  # fmt: skip
+        "id": 7,
+        "status": "running",
+        "spec": {"model": "minilm", "data": "/x/sentiment_train.csv"},
+        "step": 30,
+        "total_steps": 120,
+        "eta_s": 95.0,
+        "loss": 0.4321,
+        "message": None,
+        "adapter_id": None,
+        "created_at": "2026-01-02T03:04:05",
+    }
     base.update(fields)
     return base
 

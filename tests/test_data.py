@@ -67,12 +67,13 @@ FORMATS = {
     "data.parquet": lambda p: pd.DataFrame(_records()).to_parquet(p),
     "semicolons.csv": lambda p: write(p, csv_text(sep=";")),
     "lines-in.json": lambda p: write(p, "".join(json.dumps(r) + "\n" for r in _records())),
-    "columns.json": lambda p: write(p, json.dumps({"text": [t for t, _ in ROWS],
-                                                   "label": [lab for _, lab in ROWS]})),
+    "columns.json": lambda p: write(
+        p, json.dumps({"text": [t for t, _ in ROWS], "label": [lab for _, lab in ROWS]})
+    ),
     "no_extension": lambda p: write(p, json.dumps(_records())),
     "bom.csv": lambda p: write(p, codecs.BOM_UTF8 + quoted_csv(ROWS).encode()),
     "utf16.csv": lambda p: write(p, quoted_csv(ROWS).encode("utf-16")),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("name", sorted(FORMATS))
@@ -103,8 +104,11 @@ def test_plain_text_trains_generate_with_one_response_per_line(tmp_path):
     assert summary.n_rows == 3 and summary.label_column == "text"
     data = prepare_dataset(path, task="generate", val_fraction=0.34)
     rows = list(data.train) + list(data.eval)
-    assert sorted(r["response"] for r in rows) == ["roses are red", "sugar is sweet",
-                                                   "violets are blue"]  # fmt: skip
+    assert sorted(r["response"] for r in rows) == [
+        "roses are red",
+        "sugar is sweet",
+        "violets are blue",
+    ]
     assert {r["prompt"] for r in rows} == {""}
 
 
@@ -146,10 +150,15 @@ def test_hub_id_online_loads_train_and_validation_with_label_names(monkeypatch):
 
 
 def test_guesses_longest_text_column_and_few_valued_label(tmp_path):
-    frame = pd.DataFrame({
-        "id": range(6), "title": ["short"] * 6, "review": [t for t, _ in ROWS],
-        "sentiment": [lab for _, lab in ROWS], "stars": [5, 1, 4, 2, 5, 1],
-    })  # fmt: skip
+    frame = pd.DataFrame(
+        {
+            "id": range(6),
+            "title": ["short"] * 6,
+            "review": [t for t, _ in ROWS],
+            "sentiment": [lab for _, lab in ROWS],
+            "stars": [5, 1, 4, 2, 5, 1],
+        }
+    )
     summary = inspect_dataset(write(tmp_path / "r.csv", frame.to_csv(index=False)))
     assert (summary.text_column, summary.label_column) == ("review", "sentiment")
 
@@ -162,8 +171,9 @@ def test_unnamed_few_valued_column_is_guessed_as_label_even_beside_list_cells(tm
 
 
 def test_caller_columns_win_over_guesses(tmp_path):
-    frame = pd.DataFrame({"text": [t for t, _ in ROWS], "label": list("abcabc"),
-                          "stars": [5, 1, 5, 1, 5, 1]})  # fmt: skip
+    frame = pd.DataFrame(
+        {"text": [t for t, _ in ROWS], "label": list("abcabc"), "stars": [5, 1, 5, 1, 5, 1]}
+    )
     path = write(tmp_path / "r.csv", frame.to_csv(index=False))
     summary = inspect_dataset(path, label_column="stars")
     assert summary.label_column == "stars" and summary.labels == ["1", "5"]
@@ -373,8 +383,9 @@ def test_errors_write_nothing(tmp_path, monkeypatch):
 
 
 def test_unguessable_label_column_asks_for_a_choice(tmp_path):
-    frame = pd.DataFrame({"a": [f"first text {i}" for i in range(30)],
-                          "b": [f"second text {i}" for i in range(30)]})  # fmt: skip
+    frame = pd.DataFrame(
+        {"a": [f"first text {i}" for i in range(30)], "b": [f"second text {i}" for i in range(30)]}
+    )
     path = write(tmp_path / "u.csv", frame.to_csv(index=False))
     message = error_of(prepare_dataset, path)
     assert "Could not tell which column holds the label" in message
@@ -454,8 +465,10 @@ def test_classify_template_fills_columns(sentiment_csv):
 
 
 def test_generate_template_builds_the_prompt_and_default_is_the_column(tmp_path):
-    records = [{"instruction": f"Reverse: {a} {b}", "input": "x", "output": f"{b} {a}"}
-               for a, b in [("a", "b"), ("c", "d"), ("e", "f"), ("g", "h")]]  # fmt: skip
+    records = [
+        {"instruction": f"Reverse: {a} {b}", "input": "x", "output": f"{b} {a}"}
+        for a, b in [("a", "b"), ("c", "d"), ("e", "f"), ("g", "h")]
+    ]
     path = write(tmp_path / "g.json", json.dumps(records))
     plain = prepare_dataset(path, task="generate", val_fraction=0.25)
     assert set(plain.train["prompt"]) <= {r["instruction"] for r in records}
@@ -502,8 +515,9 @@ def test_long_rows_are_truncated_and_counted(tmp_path, minilm_path):
     assert max(len(tokenizer(t)["input_ids"]) for t in texts) == 16
     assert " ".join(["wonderful"] * 14) in texts  # cut at a token boundary of the original
     pairs = write(tmp_path / "p.jsonl", json.dumps({"prompt": long, "response": long}) + "\n")
-    generated = prepare_dataset(pairs, eval_path=pairs, task="generate", tokenizer=tokenizer,
-                                max_length=16)  # fmt: skip
+    generated = prepare_dataset(
+        pairs, eval_path=pairs, task="generate", tokenizer=tokenizer, max_length=16
+    )
     row = generated.train[0]
     assert generated.n_truncated == 2
     assert len(tokenizer(row["prompt"] + " " + row["response"])["input_ids"]) <= 16
@@ -544,7 +558,9 @@ def test_samples_are_guessed_right_and_balanced(name, task, columns, n_labels):
 
 def test_sample_train_and_eval_sets_do_not_overlap():
     for stem in ("sentiment", "intent"):
-        data = prepare_dataset(ROOT / f"examples/data/{stem}_train.csv",
-                               eval_path=ROOT / f"examples/data/{stem}_eval.csv")  # fmt: skip
+        data = prepare_dataset(
+            ROOT / f"examples/data/{stem}_train.csv",
+            eval_path=ROOT / f"examples/data/{stem}_eval.csv",
+        )
         assert len(data.train) >= 300 and len(data.eval) >= 100
         assert not set(data.train["text"]) & set(data.eval["text"])

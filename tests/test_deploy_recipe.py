@@ -47,16 +47,25 @@ def build_context(target: Path) -> Path:
 
     def ignored(folder, names):
         rel = Path(folder).relative_to(ROOT)
-        return {n for n in names if any(fnmatch.fnmatch(str(rel / n).removeprefix("./"), p)
-                                        or fnmatch.fnmatch(n, p) for p in patterns)}  # fmt: skip
+        return {
+            n
+            for n in names
+            if any(
+                fnmatch.fnmatch(str(rel / n).removeprefix("./"), p) or fnmatch.fnmatch(n, p)
+                for p in patterns
+            )
+        }
 
     shutil.copytree(ROOT, target, ignore=ignored, symlinks=True)
     return target
 
 
 def _clean_env(**extra) -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("IA3_", "SPACE_", "OAUTH", "SYSTEM", "VIRTUAL_ENV"))}  # fmt: skip
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("IA3_", "SPACE_", "OAUTH", "SYSTEM", "VIRTUAL_ENV"))
+    }
     env["PATH"] = os.pathsep.join(
         p for p in env.get("PATH", "").split(os.pathsep) if ".venv" not in p
     )
@@ -70,15 +79,23 @@ def installed(tmp_path_factory):
     context = build_context(tmp_path_factory.mktemp("image") / "app")
     steps = readme_block("## Install by hand")
     assert steps[:4] == [
-        "python3 -m venv .venv", ". .venv/bin/activate",
-        'pip install "torch==2.13.0"', 'pip install -e ".[demo]"',
-    ]  # fmt: skip
+        "python3 -m venv .venv",
+        ". .venv/bin/activate",
+        'pip install "torch==2.13.0"',
+        'pip install -e ".[demo]"',
+    ]
     assert steps[-1] == "ia3 studio"  # runs until stopped: the tests below start it themselves
     script = "set -euo pipefail\n" + "\n".join(steps[:-1]) + "\nia3 studio --help\n"
     started = time.monotonic()
     # PIP_NO_COMPILE: skip writing .pyc for torch's thousands of files (Python does it lazily).
-    result = subprocess.run(["bash", "-c", script], cwd=context, env=_clean_env(PIP_NO_COMPILE="1"),
-                            capture_output=True, text=True, timeout=1500)  # fmt: skip
+    result = subprocess.run(
+        ["bash", "-c", script],
+        cwd=context,
+        env=_clean_env(PIP_NO_COMPILE="1"),
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     print(f"\nREADME install steps in a fresh venv: {time.monotonic() - started:.0f} s")
     assert "train" in result.stdout and "--host" in result.stdout
@@ -116,8 +133,14 @@ def test_the_image_command_refuses_to_listen_without_an_access_mode(installed, t
     words = [w.strip().strip('"') for w in cmd.split(",")]
     assert words == ["ia3", "studio", "--host", "0.0.0.0", "--port", "7860"]
     env = _clean_env(IA3_DATA_DIR=str(tmp_path / "data"))
-    process = run_readme_line(installed, " ".join(words[:-1] + [str(free_port())]), env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    process = run_readme_line(
+        installed,
+        " ".join(words[:-1] + [str(free_port())]),
+        env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     out, err = process.communicate(timeout=120)
     assert process.returncode == 2
     assert "will not listen on 0.0.0.0" in err and "hf_oauth: true" in err
@@ -127,15 +150,21 @@ def test_gpu_server_section_password_sign_in(installed, tmp_path):
     lines = readme_block("### On a GPU server")
     add = next(line for line in lines if line.startswith("ia3 users add"))
     studio = next(line for line in lines if "ia3 studio --host 0.0.0.0" in line)
-    users = run_readme_line(installed, _server_line(add, tmp_path, 0), _clean_env(),
-                            stdin=subprocess.PIPE, text=True)  # fmt: skip
+    users = run_readme_line(
+        installed, _server_line(add, tmp_path, 0), _clean_env(), stdin=subprocess.PIPE, text=True
+    )
     users.communicate("ann-password\nann-password\n", timeout=120)  # no tty: getpass reads stdin
     assert users.returncode == 0
     port = free_port()
     log = tmp_path / "studio.log"
     with open(log, "w") as out:
-        process = run_readme_line(installed, _server_line(studio, tmp_path, port), _clean_env(),
-                                  stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+        process = run_readme_line(
+            installed,
+            _server_line(studio, tmp_path, port),
+            _clean_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
         try:
             url = f"http://127.0.0.1:{port}"
             wait_until_up(url + "/", process, log, timeout_s=120)
@@ -173,18 +202,29 @@ def test_workers_section_a_worker_needs_only_the_database_url(installed, tmp_pat
     log = tmp_path / "studio.log"
     with open(log, "w") as out:
         env = _clean_env(IA3_DATA_DIR=str(tmp_path / "studio-data"))
-        process = run_readme_line(installed, studio_line + f" --port {port}", env,
-                                  stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+        process = run_readme_line(
+            installed, studio_line + f" --port {port}", env, stdout=out, stderr=subprocess.STDOUT
+        )
         try:
             wait_until_up(f"http://127.0.0.1:{port}/", process, log, timeout_s=120)
             ann = Client(f"http://127.0.0.1:{port}", auth=("ann", "ann-password"), verbose=False)
-            job = ann.predict({"model": "minilm", "data": "sentiment", "steps": 5,
-                               "eval_every": 0}, None, None, api_name="/enqueue")  # fmt: skip
+            job = ann.predict(
+                {"model": "minilm", "data": "sentiment", "steps": 5, "eval_every": 0},
+                None,
+                None,
+                api_name="/enqueue",
+            )
             # Another "machine": its own data folder, nothing but the URL in common.
             worker_env = _clean_env(IA3_DATA_DIR=str(tmp_path / "worker-data"))
             line = _server_line(worker.replace(readme_db, url_db), tmp_path, port) + " --once"
-            ran = run_readme_line(installed, line, worker_env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True)  # fmt: skip
+            ran = run_readme_line(
+                installed,
+                line,
+                worker_env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
             output, _ = ran.communicate(timeout=600)
             assert ran.returncode == 0, output[-3000:]
             status = ann.predict(job, api_name="/job_status")
@@ -195,11 +235,23 @@ def test_workers_section_a_worker_needs_only_the_database_url(installed, tmp_pat
 
 def test_space_section_signs_people_in_with_hugging_face(installed, tmp_path):
     front = README.split("---", 2)[1]
-    for key in ("sdk: docker", "app_port: 7860", "hf_oauth: true", "suggested_hardware:",
-                "suggested_storage:", "title:", "emoji:"):  # fmt: skip
+    for key in (
+        "sdk: docker",
+        "app_port: 7860",
+        "hf_oauth: true",
+        "suggested_hardware:",
+        "suggested_storage:",
+        "title:",
+        "emoji:",
+    ):
         assert key in front
-    for line in ("IA3_DATA_DIR=/data", "HF_HOME=/data/huggingface", "USER user",
-                 "useradd --create-home --uid 1000 user", "EXPOSE 7860"):  # fmt: skip
+    for line in (
+        "IA3_DATA_DIR=/data",
+        "HF_HOME=/data/huggingface",
+        "USER user",
+        "useradd --create-home --uid 1000 user",
+        "EXPOSE 7860",
+    ):
         assert line in DOCKERFILE
     run_lines = [" ".join(m.split()) for m in re.findall(r"&& (pip install [^\n\\]+)", DOCKERFILE)]
     assert run_lines == [
@@ -207,15 +259,26 @@ def test_space_section_signs_people_in_with_hugging_face(installed, tmp_path):
         'pip install -e ".[demo]"',
     ]  # the README's two install lines (with a choosable index for torch)
     # What a Space with hf_oauth: true provides, and the image's command on a free port.
-    space = {"SYSTEM": "spaces", "SPACE_ID": "team/ia3", "OAUTH_CLIENT_ID": "id",
-             "OAUTH_CLIENT_SECRET": "secret", "OAUTH_SCOPES": "openid profile",
-             "OPENID_PROVIDER_URL": "https://huggingface.co", "IA3_ADMINS": "ann",
-             "IA3_DATA_DIR": str(tmp_path / "data")}  # fmt: skip
+    space = {
+        "SYSTEM": "spaces",
+        "SPACE_ID": "team/ia3",
+        "OAUTH_CLIENT_ID": "id",
+        "OAUTH_CLIENT_SECRET": "secret",
+        "OAUTH_SCOPES": "openid profile",
+        "OPENID_PROVIDER_URL": "https://huggingface.co",
+        "IA3_ADMINS": "ann",
+        "IA3_DATA_DIR": str(tmp_path / "data"),
+    }
     port = free_port()
     log = tmp_path / "space.log"
     with open(log, "w") as out:
-        process = run_readme_line(installed, f"ia3 studio --host 0.0.0.0 --port {port}",
-                                  _clean_env(**space), stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+        process = run_readme_line(
+            installed,
+            f"ia3 studio --host 0.0.0.0 --port {port}",
+            _clean_env(**space),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
         try:
             url = f"http://127.0.0.1:{port}"
             wait_until_up(url + "/", process, log, timeout_s=120)

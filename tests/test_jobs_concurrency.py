@@ -9,7 +9,7 @@ import multiprocessing
 import jobs_support
 import pytest
 
-from ia3engine.spec import TrainSpec
+from ia3engine.training.spec import TrainSpec
 from jobs import queue
 from jobs.db import head_revision
 from jobs.models import Status

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from ia3engine.errors import JobError, SpecError
-from ia3engine.spec import TrainSpec
+from ia3engine.training.spec import TrainSpec
 from jobs import blobs, queue
 from jobs.db import reading, writing
 from jobs.models import Job, Status, utcnow

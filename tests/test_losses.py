@@ -6,7 +6,7 @@ import pytest
 import tiny_models
 import torch
 
-from ia3engine.losses import (
+from ia3engine.training.losses import (
     IGNORE,
     causal_alignment,
     causal_choice_batch,

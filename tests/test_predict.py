@@ -6,7 +6,7 @@ import train_models as tm
 
 from ia3engine import TrainSpec, train
 from ia3engine.errors import AdapterError
-from ia3engine.predict import Predictor
+from ia3engine.serve.predict import Predictor
 
 TEXTS = [text for text, _ in tm.sentiment_rows(6, seed=7)]
 

@@ -26,9 +26,17 @@ def test_datasets_in_the_database_count_toward_their_owner_only(tmp_path, monkey
     with writing() as conn:
         conn.execute(
             DatasetBlob.__table__.insert(),
-            [{"name": "a.csv", "sha256": "0" * 64, "size_bytes": 900 * 1024, "data": b"",
-              "owner": "ann", "created_at": utcnow()}],
-        )  # fmt: skip
+            [
+                {
+                    "name": "a.csv",
+                    "sha256": "0" * 64,
+                    "size_bytes": 900 * 1024,
+                    "data": b"",
+                    "owner": "ann",
+                    "created_at": utcnow(),
+                }
+            ],
+        )
     assert quota.stored_bytes("ann") == 900 * 1024 and quota.stored_bytes("bob") == 0
     with pytest.raises(LimitError, match="storage is full.*IA3_MAX_STORAGE_MB.*Delete"):
         quota.check("ann", 200 * 1024)

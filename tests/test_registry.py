@@ -193,9 +193,13 @@ def test_import_refuses_shapes_of_another_base(db_url, peft_adapter, tmp_path):
 
     other = tmp_path / "wider-base"
     config = BertConfig(
-        vocab_size=128, hidden_size=48, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=64, max_position_embeddings=64,
-    )  # fmt: skip
+        vocab_size=128,
+        hidden_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
     BertForSequenceClassification(config).save_pretrained(other)
     folder, _ = peft_adapter
     with pytest.raises(AdapterFileError, match="does not fit base model") as refusal:

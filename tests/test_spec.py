@@ -6,7 +6,7 @@ import pytest
 
 from ia3engine import TrainSpec
 from ia3engine.errors import SpecError
-from ia3engine.spec import BOUNDS, PRESETS
+from ia3engine.training.spec import BOUNDS, PRESETS
 
 
 @pytest.fixture
@@ -114,11 +114,16 @@ def test_target_modules_must_be_a_list_of_names(data_file):
 @pytest.mark.parametrize(
     "field, value",
     [
-        ("batch_size", 10**7), ("grad_accum", 10**6), ("steps", 10**9), ("max_length", 10**7),
-        ("eval_every", 10**9), ("early_stopping_patience", 10**6), ("seed", 2**64),
+        ("batch_size", 10**7),
+        ("grad_accum", 10**6),
+        ("steps", 10**9),
+        ("max_length", 10**7),
+        ("eval_every", 10**9),
+        ("early_stopping_patience", 10**6),
+        ("seed", 2**64),
         ("max_rows", 10**9),
     ],
-)  # fmt: skip
+)
 def test_every_number_has_an_upper_bound_named_in_the_message(data_file, field, value):
     with pytest.raises(SpecError) as caught:
         TrainSpec(data=data_file, **{field: value}).validate()
@@ -132,10 +137,12 @@ def test_every_number_has_an_upper_bound_named_in_the_message(data_file, field, 
 @pytest.mark.parametrize(
     "template, shown",
     [
-        ("{text:>2000000}", "{text:>2000000}"), ("{text!r}", "{text!r}"),
-        ("{text.__class__}", "{text.__class__}"), ("{text[0]}", "{text[0]}"),
+        ("{text:>2000000}", "{text:>2000000}"),
+        ("{text!r}", "{text!r}"),
+        ("{text.__class__}", "{text.__class__}"),
+        ("{text[0]}", "{text[0]}"),
     ],
-)  # fmt: skip
+)
 def test_templates_are_plain_column_placeholders_only(data_file, template, shown):
     with pytest.raises(SpecError) as caught:
         TrainSpec(data=data_file, template=f"Review: {template}").validate()
@@ -147,9 +154,11 @@ def test_templates_are_plain_column_placeholders_only(data_file, template, shown
 def test_long_texts_and_module_lists_are_refused(data_file):
     with pytest.raises(SpecError) as caught:
         TrainSpec(
-            data=data_file, name="n" * 300, template="{text}" + "x" * 5000,
+            data=data_file,
+            name="n" * 300,
+            template="{text}" + "x" * 5000,
             target_modules=[f"m{i}" for i in range(500)],
-        ).validate()  # fmt: skip
+        ).validate()
     message = str(caught.value)
     assert "name has 300 characters; at most 200" in message
     assert "at most 4,000 are allowed" in message and "target_modules lists 500" in message

@@ -69,11 +69,34 @@ def test_default_targets_equal_peft(name):
 
 def test_table_has_every_peft_row_and_feedforward_is_inside_targets():
     expected_types = {
-        "t5", "mt5", "gpt2", "bloom", "roberta", "opt", "gptj", "gpt_neox", "gpt_neo", "bart",
-        "gpt_bigcode", "llama", "llama4", "mistral", "mixtral", "bert", "deberta-v2", "deberta",
-        "RefinedWebModel", "RefinedWeb", "falcon", "phi", "gemma", "gemma2", "gemma3_text",
-        "qwen2", "qwen3",
-    }  # fmt: skip
+        "t5",
+        "mt5",
+        "gpt2",
+        "bloom",
+        "roberta",
+        "opt",
+        "gptj",
+        "gpt_neox",
+        "gpt_neo",
+        "bart",
+        "gpt_bigcode",
+        "llama",
+        "llama4",
+        "mistral",
+        "mixtral",
+        "bert",
+        "deberta-v2",
+        "deberta",
+        "RefinedWebModel",
+        "RefinedWeb",
+        "falcon",
+        "phi",
+        "gemma",
+        "gemma2",
+        "gemma3_text",
+        "qwen2",
+        "qwen3",
+    }
     assert set(TARGET_MODULES) == set(FEEDFORWARD_MODULES) == expected_types
     for model_type, feedforward in FEEDFORWARD_MODULES.items():
         IA3Config(target_modules=TARGET_MODULES[model_type], feedforward_modules=feedforward)

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from ia3engine import TrainSpec, train
 from ia3engine.errors import DataError
-from ia3engine.loading import BaseCache
+from ia3engine.training.loading import BaseCache
 
 
 @pytest.fixture(scope="module")
@@ -233,7 +233,7 @@ def test_saved_adapter_loads_in_peft_and_predicts_the_same(tiny, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from ia3engine.predict import Predictor
+    from ia3engine.serve.predict import Predictor
 
     train(_spec(tiny, tmp_path, steps=6))
     folder = tmp_path / "adapter"

@@ -3,9 +3,9 @@
 import torch
 import train_models as tm
 
-import ia3engine.train_head as head_start
+import ia3engine.training.head as head_start
 from ia3engine import IA3Config, get_ia3_model
-from ia3engine.train_head import last_layer_keys
+from ia3engine.training.head import last_layer_keys
 
 
 def _tiny_bert_classifier():

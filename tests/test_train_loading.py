@@ -9,8 +9,8 @@ from torch import nn
 from ia3engine.config import IA3Config
 from ia3engine.errors import ModelLoadError
 from ia3engine.layers import IA3Layer
-from ia3engine.loading import BaseCache, load_base, resolve_model_path
 from ia3engine.model import get_ia3_model
+from ia3engine.training.loading import BaseCache, load_base, resolve_model_path
 
 
 @pytest.fixture(scope="module")

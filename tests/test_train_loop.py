@@ -6,7 +6,7 @@ import train_models as tm
 from safetensors.torch import load_file
 
 from ia3engine import TrainSpec, train
-from ia3engine.train_loop import make_schedule
+from ia3engine.training.loop import make_schedule
 
 
 def test_schedule_warms_up_linearly_then_decays_to_zero():

@@ -11,7 +11,7 @@ import jobs_support
 import pytest
 from sqlalchemy import insert
 
-from ia3engine.spec import TrainSpec
+from ia3engine.training.spec import TrainSpec
 from jobs import blobs, queue, registry
 from jobs.db import writing
 from jobs.models import Job
@@ -63,7 +63,7 @@ def test_worker_trains_registers_and_keeps_the_base_warm(db_url, base, reviews):
 def _pause_after_first_step(spec, on_event, should_stop, **kwargs):
     """Real training that, after its first step, waits until the worker asks it to stop:
     the cancel then lands at a known step however fast or slow the machine is."""
-    from ia3engine.training import train
+    from ia3engine.training.run import train
 
     def gated(event):
         on_event(event)

@@ -10,7 +10,7 @@ import time
 import jobs_support
 import pytest
 
-from ia3engine.spec import TrainSpec
+from ia3engine.training.spec import TrainSpec
 from jobs import blobs, queue, registry
 from jobs.worker import Worker, start_worker_process
 
@@ -32,8 +32,9 @@ def one_thread(monkeypatch):
 def test_killed_worker_job_resumes_from_checkpoint_with_one_adapter(db_url, tmp_path, one_thread):
     base = jobs_support.save_tiny_bert(tmp_path / "tiny-bert")
     data = jobs_support.write_reviews(tmp_path / "reviews.csv")
-    spec = TrainSpec(model=base, data=data, steps=STEPS, batch_size=8, max_length=16,
-                     eval_every=EVERY)  # fmt: skip
+    spec = TrainSpec(
+        model=base, data=data, steps=STEPS, batch_size=8, max_length=16, eval_every=EVERY
+    )
     job_id = queue.enqueue(spec, db=db_url)
     process = start_worker_process(
         db_url,

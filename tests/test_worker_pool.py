@@ -7,7 +7,7 @@ import signal
 
 import jobs_support
 
-from ia3engine.spec import TrainSpec
+from ia3engine.training.spec import TrainSpec
 from jobs import queue
 from jobs.worker import worker_name
 from jobs.worker_pool import OUT_OF_MEMORY, WorkerPool, death_message

@@ -11,7 +11,7 @@ import zipfile
 from pathlib import Path
 
 from ia3engine import TrainSpec
-from ia3engine.training import train
+from ia3engine.training.run import train
 
 INFO = "training_info.json"
 
@@ -23,9 +23,15 @@ def train_adapter(folder: Path, labels: tuple[str, str] = ("down", "up")) -> Pat
     rows = [f"the film was {'good' if i % 2 else 'bad'} {i},{labels[i % 2]}" for i in range(20)]
     data.write_text("text,label\n" + "\n".join(rows) + "\n")
     spec = TrainSpec(
-        model="minilm", data=str(data), steps=1, batch_size=4, eval_every=0, max_length=32,
-        out_dir=str(folder), name=folder.name,
-    )  # fmt: skip
+        model="minilm",
+        data=str(data),
+        steps=1,
+        batch_size=4,
+        eval_every=0,
+        max_length=32,
+        out_dir=str(folder),
+        name=folder.name,
+    )
     train(spec)
     return folder
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import peft
 from transformers import AutoModelForSequenceClassification
 
-from ia3engine.loading import resolve_model_path
+from ia3engine.training.loading import resolve_model_path
 
 
 def minilm_adapter_zip(folder: Path, name: str = "anns-adapter.zip") -> Path:
@@ -21,9 +21,10 @@ def minilm_adapter_zip(folder: Path, name: str = "anns-adapter.zip") -> Path:
         resolve_model_path("minilm"), num_labels=2
     )
     config = peft.IA3Config(
-        task_type="SEQ_CLS", target_modules=["key", "value", "output.dense"],
+        task_type="SEQ_CLS",
+        target_modules=["key", "value", "output.dense"],
         feedforward_modules=["output.dense"],
-    )  # fmt: skip
+    )
     peft.get_peft_model(model, config).save_pretrained(folder / "adapter")
     info = {"task": "classify", "kind": "encoder", "labels": ["neg", "pos"], "base_model": "minilm"}
     (folder / "adapter" / "training_info.json").write_text(json.dumps(info))

@@ -63,9 +63,13 @@ def studio_env(users: Path, data: Path, **env: str) -> dict[str, str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("IA3_", "SPACE_", "OAUTH"))}
     clean.pop("SYSTEM", None)
     clean.update(
-        HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", IA3_USERS=str(users), IA3_ADMINS="root",
-        IA3_MAX_UPLOAD_MB="1", IA3_DATA_DIR=str(data),
-    )  # fmt: skip
+        HF_HUB_OFFLINE="1",
+        PYTHONUNBUFFERED="1",
+        IA3_USERS=str(users),
+        IA3_ADMINS="root",
+        IA3_MAX_UPLOAD_MB="1",
+        IA3_DATA_DIR=str(data),
+    )
     clean.update(env)
     return clean
 
@@ -84,9 +88,13 @@ def running_studio(
     command += ["--workers", str(workers)] if workers else ["--no-worker"]
     log = open(log_path, "w")  # noqa: SIM115 (closed below)
     process = subprocess.Popen(
-        command, cwd=ROOT, env=studio_env(users, data, **env), stdout=log,
-        stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+        command,
+        cwd=ROOT,
+        env=studio_env(users, data, **env),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(url + "/", process, log_path, timeout_s=180)
@@ -150,8 +158,13 @@ def ui_event(http: httpx.Client, elem_id: str, trigger: str, data: list) -> dict
     )
     fn_index = next(d["id"] for d in config["dependencies"] if [component, trigger] in d["targets"])
     session = secrets.token_hex(8)
-    body = {"data": data, "fn_index": fn_index, "session_hash": session,
-            "event_data": None, "trigger_id": component}  # fmt: skip
+    body = {
+        "data": data,
+        "fn_index": fn_index,
+        "session_hash": session,
+        "event_data": None,
+        "trigger_id": component,
+    }
     answer = http.post("/gradio_api/queue/join", json=body)
     assert answer.status_code == 200, answer.text
     with http.stream("GET", "/gradio_api/queue/data", params={"session_hash": session}) as stream:

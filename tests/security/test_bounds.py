@@ -20,14 +20,24 @@ HEAVY = "bigcorp/heavy-weights"  # a small config, but 120 GB of weights by its 
 def studio(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("bounds-studio")
     hf_home = tmp / "hf"
-    fake_hub_model(hf_home, GIANT, {
-        "model_type": "llama", "hidden_size": 12288, "num_hidden_layers": 96,
-        "vocab_size": 50257, "intermediate_size": 49152, "torch_dtype": "bfloat16",
-    })  # fmt: skip
     fake_hub_model(
-        hf_home, HEAVY, {"model_type": "gpt2", "n_embd": 64, "n_layer": 2, "vocab_size": 100},
+        hf_home,
+        GIANT,
+        {
+            "model_type": "llama",
+            "hidden_size": 12288,
+            "num_hidden_layers": 96,
+            "vocab_size": 50257,
+            "intermediate_size": 49152,
+            "torch_dtype": "bfloat16",
+        },
+    )
+    fake_hub_model(
+        hf_home,
+        HEAVY,
+        {"model_type": "gpt2", "n_embd": 64, "n_layer": 2, "vocab_size": 100},
         index={"metadata": {"total_size": 120 * 10**9}, "weight_map": {}},
-    )  # fmt: skip
+    )
     adapter = train_adapter(tmp / "adapters" / "plain")
     with running_studio(tmp, workers=0, HF_HOME=str(hf_home)) as attacked:
         yield {"ann": attacked.client("ann"), "tmp": tmp, "adapter": adapter, "studio": attacked}
@@ -43,11 +53,16 @@ def _queued(studio) -> list:
 
 @pytest.mark.parametrize(
     "field, value, bound",
-    [("batch_size", 10**7, "4,096"), ("grad_accum", 10**6, "1,024"),
-     ("max_length", 10**7, "32,768"), ("eval_every", 10**12, "1,000,000"),
-     ("early_stopping_patience", 10**9, "10,000"), ("max_rows", 10**12, "10,000,000"),
-     ("seed", 2**70, "4,294,967,295")],
-)  # fmt: skip
+    [
+        ("batch_size", 10**7, "4,096"),
+        ("grad_accum", 10**6, "1,024"),
+        ("max_length", 10**7, "32,768"),
+        ("eval_every", 10**12, "1,000,000"),
+        ("early_stopping_patience", 10**9, "10,000"),
+        ("max_rows", 10**12, "10,000,000"),
+        ("seed", 2**70, "4,294,967,295"),
+    ],
+)
 def test_a_huge_number_in_any_spec_field_is_refused_naming_field_and_bound(
     studio, field, value, bound
 ):

@@ -56,9 +56,7 @@ def test_another_site_cannot_read_a_signed_in_users_session_token(studio):
     token = http.get("/gradio_api/token")
     assert not allows(token, EVIL)
     assert "ann" not in token.text
-    preflight = http.options(
-        "/gradio_api/token", headers={"Access-Control-Request-Method": "GET"}
-    )  # fmt: skip
+    preflight = http.options("/gradio_api/token", headers={"Access-Control-Request-Method": "GET"})
     assert not allows(preflight, EVIL)
     assert preflight.headers.get("access-control-allow-credentials") != "true"
 
@@ -88,7 +86,7 @@ def test_a_job_queued_from_another_site_is_refused_and_nothing_is_queued(studio)
     joined = http.post(
         "/gradio_api/queue/join",
         json={"data": [SPEC, None, None], "fn_index": 0, "session_hash": "evil"},
-    )  # fmt: skip
+    )
     assert joined.status_code == 403
     assert len(jobs_of(studio)) == before
 
@@ -102,9 +100,10 @@ def test_state_changes_without_origin_are_judged_by_fetch_site_and_referer(studi
         )
         assert response.status_code == 403, headers
     upload = http.post(
-        "/gradio_api/upload", files={"files": ("x.csv", b"text,label\na,b\n")},
+        "/gradio_api/upload",
+        files={"files": ("x.csv", b"text,label\na,b\n")},
         headers={"Sec-Fetch-Site": "cross-site"},
-    )  # fmt: skip
+    )
     assert upload.status_code == 403
     assert len(jobs_of(studio)) == before
 
@@ -137,7 +136,7 @@ def test_an_allow_listed_origin_may_use_the_studio(studio):
     assert token.headers.get("access-control-allow-credentials") == "true"
     preflight = http.options(
         "/gradio_api/call/list_jobs", headers={"Access-Control-Request-Method": "POST"}
-    )  # fmt: skip
+    )
     assert allows(preflight, TOOLS)
 
 

@@ -24,8 +24,10 @@ ROWS_CAP = 50
 
 
 def _reviews(path: Path, rows: int) -> Path:
-    lines = [f"{'a fine film' if i % 2 else 'a dull film'} {i},{'pos' if i % 2 else 'neg'}"
-             for i in range(rows)]  # fmt: skip
+    lines = [
+        f"{'a fine film' if i % 2 else 'a dull film'} {i},{'pos' if i % 2 else 'neg'}"
+        for i in range(rows)
+    ]
     path.write_text("text,label\n" + "\n".join(lines) + "\n")
     return path
 
@@ -51,16 +53,18 @@ def test_previewing_a_file_keeps_no_copy_on_the_server(studio, tmp_path):
     data = studio["studio"].data
     for i in range(3):
         upload = _reviews(tmp_path / f"preview-{i}.csv", 12)
-        info = studio["ann"].predict(handle_file(str(upload)), "", "", "classify",
-                                     api_name="/describe_dataset")  # fmt: skip
+        info = studio["ann"].predict(
+            handle_file(str(upload)), "", "", "classify", api_name="/describe_dataset"
+        )
         assert info["n_rows"] == 12
     assert not [p for p in _files_under(data) if p.name.startswith("preview-")]
 
 
 def test_a_file_over_the_row_cap_is_refused_by_the_preview(studio, tmp_path):
     big = _reviews(tmp_path / "many-rows.csv", ROWS_CAP * 40)
-    message = refused(studio["ann"], handle_file(str(big)), "", "", "classify",
-                      api_name="/describe_dataset")  # fmt: skip
+    message = refused(
+        studio["ann"], handle_file(str(big)), "", "", "classify", api_name="/describe_dataset"
+    )
     assert f"cap of {ROWS_CAP}" in message and "many-rows.csv" in message
 
 
@@ -98,16 +102,21 @@ def test_parallel_downloads_of_one_adapter_all_get_a_valid_zip(studio):
 
 
 def test_viewing_an_adapter_again_makes_no_new_copy(studio):
-    raw = Client(studio["studio"].url, auth=("ann", PASSWORDS["ann"]), verbose=False,
-                 download_files=False)  # fmt: skip
+    raw = Client(
+        studio["studio"].url, auth=("ann", PASSWORDS["ann"]), verbose=False, download_files=False
+    )
     first = [raw.predict(studio["adapter"], api_name="/download_adapter")["path"]]
-    first.append(raw.predict(studio["adapter"], "adapter_config.json",
-                             api_name="/download_adapter_file")["path"])  # fmt: skip
+    first.append(
+        raw.predict(studio["adapter"], "adapter_config.json", api_name="/download_adapter_file")[
+            "path"
+        ]
+    )
     for _ in range(3):
         again = raw.predict(studio["adapter"], api_name="/download_adapter")["path"]
         assert again == first[0]
-        single = raw.predict(studio["adapter"], "adapter_config.json",
-                             api_name="/download_adapter_file")["path"]  # fmt: skip
+        single = raw.predict(
+            studio["adapter"], "adapter_config.json", api_name="/download_adapter_file"
+        )["path"]
         assert single == first[1]
     zips = [p for p in _files_under(studio["studio"].data / "downloads") if p.suffix == ".zip"]
     assert len(zips) == 1

@@ -24,8 +24,10 @@ def _file_data(path: str) -> dict:
 
 
 def _reviews(path: Path, secret: str = "") -> Path:
-    rows = [f"{'a fine film' if i % 2 else 'a dull film'} {secret},{'pos' if i % 2 else 'neg'}"
-            for i in range(12)]  # fmt: skip
+    rows = [
+        f"{'a fine film' if i % 2 else 'a dull film'} {secret},{'pos' if i % 2 else 'neg'}"
+        for i in range(12)
+    ]
     path.write_text("text,label\n" + "\n".join(rows) + "\n")
     return path
 
@@ -60,10 +62,16 @@ def studio(tmp_path_factory):
         ann_upload = answer.json()[0]
         download = _raw_client(attacked, "ann").predict(adapter, api_name="/download_adapter")
         yield {
-            "studio": attacked, "ann": ann, "bob": bob, "secret": str(secret),
-            "adapter": adapter, "ann_upload": ann_upload, "ann_download": download["path"],
-            "ann_http": ann_http, "bob_http": attacked.http("bob"),
-        }  # fmt: skip
+            "studio": attacked,
+            "ann": ann,
+            "bob": bob,
+            "secret": str(secret),
+            "adapter": adapter,
+            "ann_upload": ann_upload,
+            "ann_download": download["path"],
+            "ann_http": ann_http,
+            "bob_http": attacked.http("bob"),
+        }
 
 
 @pytest.mark.parametrize("form", ["text", "dict", "filedata"])
@@ -131,8 +139,13 @@ def test_a_server_folder_cannot_be_imported_and_the_answer_names_nothing(studio)
 
 def test_own_uploads_and_samples_by_name_still_work(studio, tmp_path):
     ann = studio["ann"]
-    own = ann.predict(handle_file(str(_reviews(tmp_path / "mine.csv"))), "", "", "classify",
-                      api_name="/describe_dataset")  # fmt: skip
+    own = ann.predict(
+        handle_file(str(_reviews(tmp_path / "mine.csv"))),
+        "",
+        "",
+        "classify",
+        api_name="/describe_dataset",
+    )
     assert own["file"] == "mine.csv" and own["n_rows"] == 12
     sample = ann.predict("sentiment", "", "", "classify", api_name="/describe_dataset")
     assert sample["n_rows"] > 0 and sample["file"] == "sentiment_train.csv"

@@ -19,8 +19,13 @@ def studio(tmp_path_factory):
     first = adapter_zip(train_adapter(tmp / "x" / "first"), tmp / "first.zip")
     second = adapter_zip(train_adapter(tmp / "y" / "second", ("cold", "warm")), tmp / "second.zip")
     with running_studio(tmp, workers=0) as attacked:
-        yield {"ann": attacked.client("ann"), "bob": attacked.client("bob"),
-               "first": first, "second": second, "studio": attacked}  # fmt: skip
+        yield {
+            "ann": attacked.client("ann"),
+            "bob": attacked.client("bob"),
+            "first": first,
+            "second": second,
+            "studio": attacked,
+        }
 
 
 def _import(client, path, name: str) -> int:

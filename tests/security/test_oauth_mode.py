@@ -21,10 +21,14 @@ from gradio_client import Client
 
 SECRET = "space-oauth-secret"
 SPACE = {
-    "IA3_ACCESS": "oauth", "SYSTEM": "spaces", "SPACE_ID": "team/ia3-studio",
-    "OAUTH_CLIENT_ID": "client-id", "OAUTH_CLIENT_SECRET": SECRET, "OAUTH_SCOPES": "openid profile",
+    "IA3_ACCESS": "oauth",
+    "SYSTEM": "spaces",
+    "SPACE_ID": "team/ia3-studio",
+    "OAUTH_CLIENT_ID": "client-id",
+    "OAUTH_CLIENT_SECRET": SECRET,
+    "OAUTH_SCOPES": "openid profile",
     "OPENID_PROVIDER_URL": "https://huggingface.co",
-}  # fmt: skip
+}
 HOST = "ia3.hf.space"
 OWN = f"https://{HOST}"
 EVIL = "https://evil.example"
@@ -43,8 +47,9 @@ def space(tmp_path_factory):
 
 
 def client(space, cookie: str | None) -> Client:
-    return Client(space.url, headers={"Cookie": f"session={cookie}"} if cookie else {},
-                  verbose=False)  # fmt: skip
+    return Client(
+        space.url, headers={"Cookie": f"session={cookie}"} if cookie else {}, verbose=False
+    )
 
 
 def browser(space, origin: str | None, **headers) -> httpx.Client:
@@ -94,7 +99,7 @@ def test_sessions_the_space_did_not_make_are_nobody(space):
         unsigned.decode(),  # not signed at all
         hub_session("ann", expires_in=None),  # a session that never ends
         hub_session("ann", expires_in=-60),  # one that has ended
-    ]  # fmt: skip
+    ]
     for cookie in strangers:
         stranger = client(space, cookie)
         with pytest.raises(AppError, match="not signed in"):

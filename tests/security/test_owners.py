@@ -40,15 +40,22 @@ def studio(tmp_path_factory):
         clients = {name: attacked.client(name) for name in PASSWORDS}
         ann = clients["ann"]
         spec = {"model": "minilm", "steps": 5, "eval_every": 0, "name": "ann-formulas"}
-        job = ann.predict(spec, handle_file(_formula_csv(tmp / "formulas.csv")), None,
-                          api_name="/enqueue")  # fmt: skip
+        job = ann.predict(
+            spec, handle_file(_formula_csv(tmp / "formulas.csv")), None, api_name="/enqueue"
+        )
         deadline = time.monotonic() + 240
         while (status := ann.predict(job, api_name="/job_status"))["status"] != "done":
             assert status["status"] in ("queued", "running"), status
             assert time.monotonic() < deadline, "training the 5-step job took over 4 minutes"
             time.sleep(1)
-        yield {"url": url, "data": data, "tmp": tmp, "job": job,
-               "adapter": status["adapter_id"], **clients}  # fmt: skip
+        yield {
+            "url": url,
+            "data": data,
+            "tmp": tmp,
+            "job": job,
+            "adapter": status["adapter_id"],
+            **clients,
+        }
 
 
 def test_bob_cannot_reach_anns_job_through_any_endpoint(studio):
@@ -64,12 +71,17 @@ def test_bob_cannot_reach_anns_job_through_any_endpoint(studio):
 def test_bob_cannot_see_download_change_or_share_anns_adapter(studio):
     bob, adapter = studio["bob"], studio["adapter"]
     calls = {
-        "/adapter_info": (adapter,), "/download_adapter": (adapter,),
+        "/adapter_info": (adapter,),
+        "/download_adapter": (adapter,),
         "/download_adapter_file": (adapter, "adapter_model.safetensors"),
-        "/rename_adapter": (adapter, "bob's now"), "/delete_adapter": (adapter,),
-        "/share_adapter": (adapter,), "/share_link": (adapter,), "/unshare_adapter": (adapter,),
-        "/predict": ("a fine film", [adapter], True), "/mix": ("a film", [adapter, 99999], [0.5, 0.5]),
-    }  # fmt: skip
+        "/rename_adapter": (adapter, "bob's now"),
+        "/delete_adapter": (adapter,),
+        "/share_adapter": (adapter,),
+        "/share_link": (adapter,),
+        "/unshare_adapter": (adapter,),
+        "/predict": ("a fine film", [adapter], True),
+        "/mix": ("a film", [adapter, 99999], [0.5, 0.5]),
+    }
     for api_name, args in calls.items():
         assert f"No adapter #{adapter} among yours" in refused(bob, *args, api_name=api_name)
     assert bob.predict("", "", "", api_name="/list_adapters") == []
@@ -83,8 +95,11 @@ def test_bob_cannot_see_download_change_or_share_anns_adapter(studio):
 def test_adapter_page_and_downloads_answer_404_without_the_share_token(studio):
     url, adapter = studio["url"], studio["adapter"]
     bob = signed_in(url, "bob")
-    paths = [f"/adapters/{adapter}", f"/adapters/{adapter}/download.zip",
-             f"/adapters/{adapter}/files/adapter_model.safetensors"]  # fmt: skip
+    paths = [
+        f"/adapters/{adapter}",
+        f"/adapters/{adapter}/download.zip",
+        f"/adapters/{adapter}/files/adapter_model.safetensors",
+    ]
     missing = httpx.get(f"{url}/adapters/99999", timeout=30)
     assert missing.status_code == 404
     for path in paths:
@@ -151,8 +166,7 @@ def test_malformed_uploads_get_a_message_not_a_crash(studio, tmp_path):
     ann = studio["ann"]
     junk = tmp_path / "junk.csv"
     junk.write_bytes(bytes(range(256)) * 40)
-    message = refused(ann, handle_file(str(junk)), "", "", "classify",
-                       api_name="/describe_dataset")  # fmt: skip
+    message = refused(ann, handle_file(str(junk)), "", "", "classify", api_name="/describe_dataset")
     assert "Traceback" not in message and len(message) > 20
     not_zip = tmp_path / "adapter.zip"
     not_zip.write_bytes(b"PK\x03\x04 this is not really a zip")
@@ -207,8 +221,9 @@ def test_a_job_spec_naming_files_outside_the_uploads_isrefused(studio):
         spec = {"model": "minilm", "data": path, "steps": 5}
         assert "is not a file you uploaded" in refused(ann, spec, None, None, api_name="/enqueue")
     spec = {"model": str(ROOT), "data": "sentiment", "steps": 5}
-    assert "looks like a folder on the server" in refused(ann, spec, None, None,
-                                                           api_name="/enqueue")  # fmt: skip
+    assert "looks like a folder on the server" in refused(
+        ann, spec, None, None, api_name="/enqueue"
+    )
     assert "looks like a folder" in refused(ann, "/etc", "classify", api_name="/describe_model")
 
 

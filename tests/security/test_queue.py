@@ -20,7 +20,7 @@ from attack_support import running_studio
 from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 
-from ia3engine.spec import TrainSpec
+from ia3engine.training.spec import TrainSpec
 from jobs import access, blobs, queue, registry
 from jobs.db import resolve, writing
 from jobs.models import utcnow

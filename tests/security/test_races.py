@@ -15,8 +15,9 @@ from jobs.access_limits import EXAMPLES, Limits
 from jobs.models import Status
 
 db_url = jobs_support.db_url  # the fixture: a fresh SQLite, then PostgreSQL, database
-LIMITS = Limits(max_upload_mb=None, max_rows=None, max_steps=100, max_jobs_per_user=3,
-                max_queued=100)  # fmt: skip
+LIMITS = Limits(
+    max_upload_mb=None, max_rows=None, max_steps=100, max_jobs_per_user=3, max_queued=100
+)
 SPEC = {"model": "minilm", "data": str(EXAMPLES / "sentiment_train.csv"), "steps": 2}
 
 

@@ -32,9 +32,11 @@ def studio(tmp_path_factory):
 def sign_in_from(studio, address: str | None, name: str, password: str) -> httpx.Response:
     headers = {"X-Forwarded-For": address} if address else {}
     return httpx.post(
-        studio.url + "/login", data={"username": name, "password": password}, headers=headers,
+        studio.url + "/login",
+        data={"username": name, "password": password},
+        headers=headers,
         timeout=30,
-    )  # fmt: skip
+    )
 
 
 def signed_in(http: httpx.Client) -> bool:
@@ -59,7 +61,7 @@ def test_guesses_sent_all_at_once_are_counted_before_they_are_checked(studio):
             tries = [
                 http.post("/login", data={"username": "root", "password": f"guess-{i}"})
                 for i in range(30)
-            ]  # fmt: skip
+            ]
             return [response.status_code for response in await asyncio.gather(*tries)]
 
     answers = asyncio.run(flood())
@@ -112,8 +114,11 @@ def test_password_checks_run_off_the_event_loop(tmp_path, monkeypatch):
         check = auth.mount_options(tmp_path)["auth"]
         threads = []
         real = access_users.check_login
-        monkeypatch.setattr(access_users, "check_login",
-                            lambda *a: threads.append(threading.get_ident()) or real(*a))  # fmt: skip
+        monkeypatch.setattr(
+            access_users,
+            "check_login",
+            lambda *a: threads.append(threading.get_ident()) or real(*a),
+        )
         answer = check("ann", PASSWORDS["ann"])
         assert inspect.isawaitable(answer)  # Gradio awaits it rather than blocking its loop
         assert asyncio.run(answer) is True
@@ -168,9 +173,11 @@ def test_a_page_under_another_name_cannot_reach_the_loopback_studio(studio):
     # DNS rebinding: evil.example resolves to 127.0.0.1, so its page is "same origin".
     rebound = {"Host": "evil.example", "Origin": "http://evil.example"}
     response = httpx.post(
-        studio.url + "/login", data={"username": "ann", "password": PASSWORDS["ann"]},
-        headers=rebound, timeout=30,
-    )  # fmt: skip
+        studio.url + "/login",
+        data={"username": "ann", "password": PASSWORDS["ann"]},
+        headers=rebound,
+        timeout=30,
+    )
     assert response.status_code == 403 and "set-cookie" not in response.headers
     assert httpx.get(studio.url + "/config", headers={"Host": "evil.example"}).status_code == 403
     assert httpx.get(studio.url + "/", headers={"Host": "localhost"}).status_code == 200

@@ -83,7 +83,11 @@ def test_the_share_page_names_no_server_path(studio):
 def test_the_downloaded_adapter_files_name_no_server_path(studio):
     path = studio["ann"].predict(studio["adapter"], api_name="/download_adapter")
     with zipfile.ZipFile(path) as archive:
-        texts = {name: archive.read(name) for name in archive.namelist() if name != "adapter_model.safetensors"}  # fmt: skip
+        texts = {
+            name: archive.read(name)
+            for name in archive.namelist()
+            if name != "adapter_model.safetensors"
+        }
     info = json.loads(texts["training_info.json"])
     assert info["spec"]["data"] == "reviews.csv"
     for data in texts.values():
@@ -91,8 +95,13 @@ def test_the_downloaded_adapter_files_name_no_server_path(studio):
 
 
 def test_the_dataset_preview_names_the_file_not_where_it_sits(studio, tmp_path):
-    info = studio["ann"].predict(handle_file(str(_reviews(tmp_path / "mine.csv"))), "", "", "classify",
-                                 api_name="/describe_dataset")  # fmt: skip
+    info = studio["ann"].predict(
+        handle_file(str(_reviews(tmp_path / "mine.csv"))),
+        "",
+        "",
+        "classify",
+        api_name="/describe_dataset",
+    )
     assert info["file"] == "mine.csv"
     _shows_no_server_path(json.dumps(info), studio)
 
@@ -100,8 +109,9 @@ def test_the_dataset_preview_names_the_file_not_where_it_sits(studio, tmp_path):
 def test_a_broken_upload_is_explained_without_a_server_path(studio, tmp_path):
     broken = tmp_path / "broken.csv"
     broken.write_bytes(b"text,label\n" + b'"never closed,' * 3 + b"\x00\x01\x02" * 50)
-    message = refused(studio["ann"], handle_file(str(broken)), "", "", "classify",
-                      api_name="/describe_dataset")  # fmt: skip
+    message = refused(
+        studio["ann"], handle_file(str(broken)), "", "", "classify", api_name="/describe_dataset"
+    )
     assert "broken.csv" in message
     _shows_no_server_path(message, studio)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from .data_columns import (
+from ia3engine.data.columns import (
     drop_or_refuse,
     label_strings,
     render_template,
@@ -15,8 +15,8 @@ from .data_columns import (
     template_fields,
     text_strings,
 )
-from .data_split import random_split, stratified_split
-from .errors import DataError
+from ia3engine.data.split import random_split, stratified_split
+from ia3engine.errors import DataError
 
 NO_VALIDATION = "No validation set (val_fraction=0 and no eval file): no metrics."
 

@@ -11,7 +11,7 @@ import contextlib
 import torch
 import torch.nn.functional as F
 
-from ia3engine.losses import (
+from ia3engine.training.losses import (
     IGNORE,
     causal_alignment,
     causal_choice_batch,

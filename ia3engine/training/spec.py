@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ia3engine.data.templates import template_names, template_problem
 from ia3engine.errors import SpecError
-from ia3engine.templates import template_names, template_problem
 
 TASKS = ("classify", "generate")
 OPTIMIZERS = ("adamw", "adafactor")
@@ -198,9 +198,15 @@ def _check_choices(spec: TrainSpec) -> list[str]:
 # Text fields and how long each may be: names and modules are short; a longer value is a
 # mistake or an attempt to make every log line and table row huge.
 _TEXT_LIMITS = {
-    "model": 500, "data": 1000, "eval_data": 1000, "text_column": 200, "label_column": 200,
-    "name": 200, "out_dir": 1000, "device": 20,
-}  # fmt: skip
+    "model": 500,
+    "data": 1000,
+    "eval_data": 1000,
+    "text_column": 200,
+    "label_column": 200,
+    "name": 200,
+    "out_dir": 1000,
+    "device": 20,
+}
 MAX_MODULE_NAMES = 200
 
 
@@ -237,7 +243,7 @@ BOUNDS = {
         0,
         10_000,
         "a whole number from 0 to 10,000 (0 = never stop early)",
-    ),  # fmt: skip
+    ),
     "seed": (0, 2**32 - 1, "a whole number from 0 to 4,294,967,295"),
     "max_rows": (1, 10_000_000, "a whole number from 1 to 10,000,000"),
 }

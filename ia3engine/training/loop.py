@@ -15,8 +15,13 @@ from pathlib import Path
 
 import torch
 
-from ia3engine.checkpoint import check_same_spec, load_checkpoint, save_checkpoint, set_rng_state
-from ia3engine.train_tasks import evaluate
+from ia3engine.training.checkpoint import (
+    check_same_spec,
+    load_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+)
+from ia3engine.training.tasks import evaluate
 
 logger = logging.getLogger(__name__)
 

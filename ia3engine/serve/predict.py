@@ -43,7 +43,7 @@ class Predictor:
     """One base model with any number of adapters; `predict` routes each row to its adapter."""
 
     def __init__(self, model: str, task: str = "classify", device=None, quantize=None):
-        from ia3engine.loading import resolve_device
+        from ia3engine.training.loading import resolve_device
 
         self.model_name, self.task_name, self.quantize = model, task, quantize
         self.device = resolve_device(device)
@@ -92,8 +92,8 @@ class Predictor:
         """
         from ia3engine.config import IA3Config
         from ia3engine.model import get_ia3_model
-        from ia3engine.train_tasks import DEFAULT_CHOICE_PROMPT
-        from ia3engine.training import _PEFT_TASK
+        from ia3engine.training.run import _PEFT_TASK
+        from ia3engine.training.tasks import DEFAULT_CHOICE_PROMPT
 
         info = {"task": self.task_name, "labels": list(labels or []), "template": None}
         base = self._load_base(info)
@@ -144,7 +144,7 @@ class Predictor:
         return list(self.adapters[name or self._owner_for([])]["labels"])
 
     def _load_base(self, info: dict):
-        from ia3engine.loading import load_base
+        from ia3engine.training.loading import load_base
 
         labels = info.get("labels") or None
         return load_base(
@@ -157,7 +157,7 @@ class Predictor:
         )
 
     def _task_for(self, info: dict):
-        from ia3engine.train_tasks import ChoiceClassify, EncoderClassify, Generate
+        from ia3engine.training.tasks import ChoiceClassify, EncoderClassify, Generate
 
         length = (info.get("spec") or {}).get("max_length") or 256
         if info["task"] == "generate":

@@ -34,7 +34,7 @@ _SETTINGS = (
 
 def model_card(info: dict) -> str:
     """Markdown with YAML front matter, from training_info.json's content."""
-    from ia3engine.training import portable_base_name
+    from ia3engine.training.run import portable_base_name
 
     spec = info.get("spec", {})
     base = portable_base_name(info.get("base_model", ""))
@@ -72,7 +72,7 @@ def model_card(info: dict) -> str:
         "## Load it with ia3engine",
         "",
         "```python",
-        "from ia3engine.predict import Predictor",
+        "from ia3engine.serve.predict import Predictor",
         "",
         f"p = Predictor({info.get('base_model', base)!r}, task={task!r})",
         'p.add_adapter("mine", "path/to/this/folder")',

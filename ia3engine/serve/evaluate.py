@@ -25,7 +25,7 @@ def evaluate_file(
 ) -> dict:
     """Accuracy and macro F1 (classify) or exact match (generate) over every row of `data`."""
     from ia3engine.data import prepare_dataset
-    from ia3engine.predict import Predictor, read_training_info
+    from ia3engine.serve.predict import Predictor, read_training_info
 
     info = read_training_info(adapter) if adapter else {}
     task = task or info.get("task") or "classify"
@@ -50,7 +50,7 @@ def evaluate_file(
 
 def _untuned(model, task, rows, device):
     """A Predictor on the bare base: the data's labels as choices, vectors at one."""
-    from ia3engine.predict import Predictor
+    from ia3engine.serve.predict import Predictor
 
     predictor = Predictor(model, task=task, device=device)
     predictor.add_untuned(rows.labels)
@@ -60,7 +60,7 @@ def _untuned(model, task, rows, device):
 def _score_classify(predictor, rows, name) -> dict:
     import torch
 
-    from ia3engine.train_tasks import macro_f1
+    from ia3engine.training.tasks import macro_f1
 
     texts, truth_ids = list(rows.eval["text"]), list(rows.eval["label"])
     known = predictor.labels_of(name)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .errors import DataError
+from ia3engine.errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -223,9 +223,13 @@ def _parse_delimited(text: str, name: str, default_sep: str, limit: int | None) 
     try:
         # dtype=str and only empty cells as missing: a label "None" or "NA" stays a label.
         return pd.read_csv(
-            io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, na_values=[""],
+            io.StringIO(text),
+            sep=sep,
+            dtype=str,
+            keep_default_na=False,
+            na_values=[""],
             nrows=limit,
-        )  # fmt: skip
+        )
     except pd.errors.EmptyDataError:
         raise DataError(f"'{name}' has no columns. Export it again with a header row.") from None
     except pd.errors.ParserError as err:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ia3engine.spec import TrainSpec
+from ia3engine.training.spec import TrainSpec
 
 logger = logging.getLogger(__name__)
 
@@ -87,13 +87,13 @@ def _run(spec: TrainSpec, emit, should_stop, checkpoint_dir, base_cache) -> Trai
         )
     finally:
         if base_cache is not None:
-            from ia3engine.loading import strip_adapters
+            from ia3engine.training.loading import strip_adapters
 
             strip_adapters(loaded.model)
 
 
 def _load(model, **kwargs):
-    from ia3engine.loading import load_base
+    from ia3engine.training.loading import load_base
 
     return load_base(model, **kwargs)
 
@@ -103,7 +103,7 @@ def make_accelerator(spec: TrainSpec):
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
-    from ia3engine.loading import resolve_device
+    from ia3engine.training.loading import resolve_device
 
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     device = resolve_device(spec.device) if not distributed else None
@@ -148,7 +148,7 @@ class _Setup:
 def _build(spec, data, loaded, accelerator) -> _Setup:
     from ia3engine.config import IA3Config
     from ia3engine.model import get_ia3_model
-    from ia3engine.train_tasks import (
+    from ia3engine.training.tasks import (
         DEFAULT_CHOICE_PROMPT,
         ChoiceClassify,
         EncoderClassify,
@@ -177,7 +177,7 @@ def _build(spec, data, loaded, accelerator) -> _Setup:
     model = get_ia3_model(loaded.model, config)
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     if kind == "encoder" and spec.task == "classify":
-        from ia3engine.train_head import init_from_class_means
+        from ia3engine.training.head import init_from_class_means
 
         heads = [m.modules_to_save["default"] for _, m in model.saved_modules()]
         init_from_class_means(
@@ -188,7 +188,7 @@ def _build(spec, data, loaded, accelerator) -> _Setup:
 
 def portable_base_name(model: str) -> str:
     """The name written into adapter files: the Hub id of the bundled MiniLM, else as given."""
-    from ia3engine.loading import BUNDLED
+    from ia3engine.training.loading import BUNDLED
 
     return "sentence-transformers/all-MiniLM-L6-v2" if model == BUNDLED else str(model)
 
@@ -196,7 +196,7 @@ def portable_base_name(model: str) -> str:
 def _train_built(
     spec, data, loaded, setup, accelerator, emit, should_stop, checkpoint_dir, started
 ) -> TrainResult:
-    from ia3engine.train_loop import Loop
+    from ia3engine.training.loop import Loop
 
     if spec.batch_size % accelerator.num_processes:
         from ia3engine.errors import SpecError
@@ -267,7 +267,7 @@ def _train_built(
 
 def write_adapter(result: TrainResult, spec, data, loaded, setup) -> None:
     """The adapter folder: PEFT files, README.md model card, training_info.json."""
-    from ia3engine.card import model_card
+    from ia3engine.training.card import model_card
 
     out = Path(result.adapter_dir)
     setup.model.save_pretrained(out)

@@ -16,7 +16,7 @@ from pathlib import Path
 import datasets
 import pandas as pd
 
-from .data_columns import (
+from ia3engine.data.columns import (
     PROMPT_NAMES,
     RESPONSE_NAMES,
     guess_by_name,
@@ -27,16 +27,16 @@ from .data_columns import (
     require_column,
     sort_labels,
 )
-from .data_examples import (
+from ia3engine.data.examples import (
     check_label_set,
     classify_examples,
     classify_splits,
     generate_examples,
     generate_splits,
 )
-from .data_read import Table, read_table
-from .data_split import truncate_pairs, truncate_texts
-from .errors import DataError
+from ia3engine.data.read import Table, read_table
+from ia3engine.data.split import truncate_pairs, truncate_texts
+from ia3engine.errors import DataError
 
 logger = logging.getLogger(__name__)
 

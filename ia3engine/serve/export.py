@@ -17,8 +17,8 @@ def export_merged(adapter_folder, out_dir, *, base_model: str | None = None) -> 
     `base_model` overrides the base named in the adapter's training_info.json (e.g. "minilm").
     """
     from ia3engine.io import load_ia3_model
-    from ia3engine.loading import load_base
-    from ia3engine.predict import read_training_info
+    from ia3engine.serve.predict import read_training_info
+    from ia3engine.training.loading import load_base
 
     info = read_training_info(adapter_folder)
     labels = info.get("labels") or None

@@ -9,7 +9,7 @@ import math
 import random
 from collections import defaultdict
 
-from .errors import DataError
+from ia3engine.errors import DataError
 
 
 def stratified_split(

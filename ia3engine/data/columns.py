@@ -9,18 +9,47 @@ import re
 
 import pandas as pd
 
-from .errors import DataError
-from .templates import template_names, template_problem
+from ia3engine.data.templates import template_names, template_problem
+from ia3engine.errors import DataError
 
 TEXT_NAMES = (
-    "text", "sentence", "review", "content", "input", "question", "prompt", "instruction",
-    "utterance", "document", "body", "comment", "message", "query", "tweet", "description",
-    "premise", "passage", "title",
-)  # fmt: skip
+    "text",
+    "sentence",
+    "review",
+    "content",
+    "input",
+    "question",
+    "prompt",
+    "instruction",
+    "utterance",
+    "document",
+    "body",
+    "comment",
+    "message",
+    "query",
+    "tweet",
+    "description",
+    "premise",
+    "passage",
+    "title",
+)
 LABEL_NAMES = (
-    "label", "labels", "class", "category", "sentiment", "intent", "target", "output", "tag",
-    "topic", "polarity", "emotion", "rating", "stars", "y",
-)  # fmt: skip
+    "label",
+    "labels",
+    "class",
+    "category",
+    "sentiment",
+    "intent",
+    "target",
+    "output",
+    "tag",
+    "topic",
+    "polarity",
+    "emotion",
+    "rating",
+    "stars",
+    "y",
+)
 PROMPT_NAMES = ("instruction", "prompt", "input", "question", "query", "source", "text")
 RESPONSE_NAMES = ("response", "output", "answer", "completion", "target", "summary", "label")
 # Only empty cells and these spellings count as a missing label; "None" or "NA" may be classes.
@@ -178,7 +207,7 @@ def drop_or_refuse(bad: list[int], n_rows: int, what: str, column: str, source: 
 def template_fields(template: str, columns: list[str], source: str) -> list[str]:
     """The column names a "{text}"-style template uses; raises for bad or unknown fields.
 
-    Only plain `{column}` placeholders pass (see ia3engine.templates): a format spec such as
+    Only plain `{column}` placeholders pass (see ia3engine.data.templates): a format spec such as
     `{text:>2000000}` would make every row megabytes long."""
     example = "like 'Review: {text}'"
     problem = template_problem(template)

@@ -1,0 +1,3 @@
+"""Using adapters: predict (one base, many adapters, mixed batches), evaluate a file,
+export a merged model. Uses the method, the data pipeline and the trainer's task code.
+"""
