@@ -37,7 +37,7 @@ if [ -z "${IA3_TEST_POSTGRES_URL:-}" ] && [ -z "$(pg_bin)" ]; then
 fi
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
-    say "the tests need ${missing[*]}, which is not installed. Install it once with:"
+    say "not installed: ${missing[*]} (the tests use it). Install it once with:"
     say "    sudo apt-get install -y ${missing[*]}"
     say "(or run without: IA3_TEST_SERVICES=none make test; see the README's Tests)"
     exit 1
