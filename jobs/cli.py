@@ -179,27 +179,31 @@ def _event_line(event) -> str:
     return line
 
 
+def _event_dict(event) -> dict:
+    return {
+        "id": event.id,
+        "type": event.type,
+        "time": str(event.time),
+        "attempt": event.attempt,
+        **event.data,
+    }
+
+
 def _jobs_logs(args) -> int:
+    """The events so far (--json: one array); --follow prints them as they come (--json: one
+    object per line, JSON Lines) until the job finishes."""
     from jobs import queue
 
     queue.get_job(args.id)  # a clear error for an unknown id
+    if args.json and not args.follow:
+        _emit(args, [_event_dict(e) for e in queue.job_events(args.id)], "")
+        return 0
     after = 0
     while True:
         events = queue.job_events(args.id, after_id=after)
         for event in events:
             if args.json:
-                print(
-                    json.dumps(
-                        {
-                            "id": event.id,
-                            "type": event.type,
-                            "time": str(event.time),
-                            "attempt": event.attempt,
-                            **event.data,
-                        },
-                        default=str,
-                    )
-                )
+                print(json.dumps(_event_dict(event), default=str))
             else:
                 print(_event_line(event))
             after = event.id
@@ -249,4 +253,6 @@ def _worker(args) -> int:
         worker.run_forever(stop)
     except KeyboardInterrupt:
         print("Stopped.", file=sys.stderr)
+    if args.json:
+        _emit(args, {"worker": worker.worker_id, "stopped": True}, "")
     return 0

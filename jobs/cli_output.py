@@ -13,7 +13,9 @@ def command(subparsers, name, help_, func, *, json_flag=True):
     # "resolve": flags borrowed from `ia3 train` (which has its own --json) may repeat ours.
     parser = subparsers.add_parser(name, help=help_, description=help_, conflict_handler="resolve")
     if json_flag:
-        parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+        parser.add_argument(
+            "--json", action="store_true", help="print one JSON document on stdout, nothing else"
+        )
     parser.set_defaults(func=guarded(func))
     return parser
 

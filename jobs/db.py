@@ -21,6 +21,11 @@ from sqlalchemy import Connection, Engine, Interval, create_engine, event, func,
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 log = logging.getLogger(__name__)
+# Alembic logs each step at INFO ("Context impl SQLiteImpl.", "Running upgrade ..."): noise on
+# every command's stderr. It says only warnings unless the application set its level;
+# migrate() says in one line what it changed.
+if logging.getLogger("alembic").level == logging.NOTSET:
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 # Any constant works; it only has to be the same in every process that migrates.
 _MIGRATION_LOCK_KEY = 4_193_003
@@ -186,8 +191,6 @@ def retried(fn):
 
 
 def _alembic_config():
-    # Alembic announces its plugins at INFO on first import: noise in every CLI command.
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     from alembic.config import Config
 
     cfg = Config()
@@ -217,11 +220,17 @@ def migrate(engine: Engine, revision: str = "head") -> None:
 
     # Alembic's config is an ini parser: a literal % in a password must be doubled.
     cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(False).replace("%", "%%"))
+    target = head_revision() if revision == "head" else revision
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK_KEY})
-        if revision == "head" and _current_revision(conn) == head_revision():
-            return  # the usual case: nothing to do, and nothing for Alembic to log
+        current = _current_revision(conn)
+        if current == target:
+            return  # the usual case: nothing to do, and nothing to say
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
-    log.debug("database %s at schema %s", engine.url.render_as_string(True), revision)
+    where = engine.url.render_as_string(True)
+    if current is None:
+        log.info("Created the database's tables (schema %s) in %s", target, where)
+    else:
+        log.info("Upgraded the database's schema from %s to %s in %s", current, target, where)
