@@ -11,9 +11,10 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from ia3engine.errors import AccessDeniedError, AdapterError, JobError
+from ia3engine.errors import AdapterError
 from jobs import access_limits, queue, registry, time_limit
 from jobs.access_limits import Limits
+from jobs.errors import AccessDeniedError, JobError
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,9 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from ia3engine.errors import AccessDeniedError, ConfigError, LimitError
+from ia3engine.errors import ConfigError
 from jobs.db import data_dir, reading
+from jobs.errors import AccessDeniedError, LimitError
 from jobs.models import Job, Status
 
 log = logging.getLogger(__name__)

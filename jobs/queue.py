@@ -14,9 +14,9 @@ from typing import Any
 
 from sqlalchemy import Connection, func, insert, select, text, update
 
-from ia3engine.errors import JobError
 from jobs import blobs
 from jobs.db import db_now, reading, retried, writing
+from jobs.errors import JobError
 from jobs.events import EventInfo, add_event, finite, job_events  # noqa: F401 (API)
 from jobs.models import FINISHED, Job, Status, as_utc, utcnow
 from jobs.specs import data_paths, validated_spec
