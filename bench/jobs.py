@@ -149,12 +149,13 @@ class Clocks:
 def claim_to_first_step(worker, clocks: Clocks, spec, db) -> tuple[float, float]:
     """(wall, CPU) seconds from the worker's claim to the job's first training step."""
     from jobs import queue
+    from jobs.status import Status
 
     job_id = queue.enqueue(spec, db=db)
     if not worker.run_one():
         raise RuntimeError("the worker found no job to run")
     job = queue.get_job(job_id, db=db)
-    if job.status != "done":
+    if job.status != Status.DONE:
         raise RuntimeError(f"job {job_id} ended {job.status}: {job.message}")
     return clocks.seconds()
 

@@ -17,8 +17,7 @@ from jobs.cli_adapters import add_adapters
 from jobs.cli_output import command as _command
 from jobs.cli_output import emit as _emit
 from jobs.cli_output import table as _table
-
-_FINISHED = ("done", "failed", "cancelled")
+from jobs.status import FINISHED, Status
 
 
 def add_commands(subparsers) -> None:
@@ -68,7 +67,7 @@ def _add_jobs(subparsers) -> None:
     parser = subparsers.add_parser("jobs", help="list, inspect, cancel and retry training jobs")
     commands = parser.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")
     listing = _command(commands, "list", "jobs, newest first", _jobs_list)
-    listing.add_argument("--status", choices=("queued", "running", *_FINISHED))
+    listing.add_argument("--status", choices=[status.value for status in Status])
     listing.add_argument("--owner")
     listing.add_argument("--limit", type=int, default=50)
     for name, help_, func in (
@@ -124,7 +123,7 @@ def _jobs_show(args) -> int:
         f"  model     {job.spec.get('model')}",
         f"  data      {job.spec.get('data')}",
         f"  progress  {_progress(job) or '-'}"
-        + (f", about {job.eta_s:.0f} s left" if job.eta_s and job.status == "running" else ""),
+        + (f", about {job.eta_s:.0f} s left" if job.eta_s and job.status == Status.RUNNING else ""),
         f"  attempts  {job.attempts} of {job.max_attempts}"
         + (f" on {job.worker}" if job.worker else ""),
         f"  owner     {job.owner or '-'}   priority {job.priority}",
@@ -144,7 +143,7 @@ def _jobs_cancel(args) -> int:
     job = queue.cancel_job(args.id)
     text = (
         f"Job {job.id} cancelled."
-        if job.status == "cancelled"
+        if job.status == Status.CANCELLED
         else f"Job {job.id} will stop at its next step and keep its last checkpoint."
     )
     _emit(args, _job_dict(job), text)
@@ -204,7 +203,7 @@ def _jobs_logs(args) -> int:
                 print(_event_line(event))
             after = event.id
         sys.stdout.flush()
-        if not args.follow or queue.get_job(args.id).status in _FINISHED:
+        if not args.follow or queue.get_job(args.id).status in FINISHED:
             return 0
         time.sleep(1.0)
 

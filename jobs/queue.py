@@ -1,7 +1,9 @@
 """The job queue: enqueue, claim, heartbeat, cancel, retry, recover, finish.
 
-Every change of a job's status happens in this module, each as one guarded UPDATE, so a
-job is claimed once, finished once, and never deleted when it leaves the queue.
+Every change of a job's status happens in this module, each as one guarded UPDATE whose
+`status IN (...)` comes from jobs/status.py's table, and every write a worker makes is guarded
+by `_held_by`, so a job is claimed once, finished once, and never deleted when it leaves the
+queue.
 """
 
 from __future__ import annotations
@@ -12,14 +14,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, text, update
+from sqlalchemy import ColumnElement, Connection, and_, func, insert, select, text, update
 
 from jobs import blobs
 from jobs.db import db_now, reading, retried, writing
 from jobs.errors import JobError
 from jobs.events import EventInfo, add_event, finite, job_events  # noqa: F401 (API)
-from jobs.models import FINISHED, Job, Status, as_utc, utcnow
+from jobs.models import Job, as_utc, utcnow
 from jobs.specs import data_paths, validated_spec
+from jobs.status import Status, sources, targets
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +35,7 @@ _ENQUEUE_LOCK_KEY = 4_193_004
 @dataclass(frozen=True)
 class JobInfo:
     id: int
-    status: str
+    status: Status
     spec: dict
     owner: str | None
     priority: int
@@ -64,10 +67,24 @@ def _job_info(row) -> JobInfo:
     for name in _TIMES:
         values[name] = as_utc(values[name])
     values["cancel_requested"] = bool(values["cancel_requested"])
+    values["status"] = Status(values["status"])
     return JobInfo(**values)
 
 
 _JOB_COLUMNS = [getattr(Job, name) for name in JobInfo.__dataclass_fields__]
+
+
+def _leaving(action: str) -> ColumnElement[bool]:
+    """The guard of a move: the job is in a status the table lets `action` move it out of."""
+    return Job.status.in_(sources(action))
+
+
+def _held_by(worker: str) -> ColumnElement[bool]:
+    """The guard of every write a worker makes: `worker` still holds the job and it runs.
+
+    A worker that lost its job (paused, then taken over) changes nothing.
+    """
+    return and_(Job.worker == worker, Job.status == Status.RUNNING)
 
 
 def _fetch(conn: Connection, job_id: int) -> JobInfo:
@@ -136,7 +153,7 @@ def enqueue(
         job_id = conn.scalar(
             insert(Job)
             .values(
-                status=Status.QUEUED.value,
+                status=Status.QUEUED,
                 spec=spec_dict,
                 owner=owner,
                 priority=int(priority),
@@ -167,7 +184,7 @@ def set_priority(job_id: int, priority: int, *, db=None) -> JobInfo:
     with writing(db) as conn:
         done = conn.execute(
             update(Job)
-            .where(Job.id == job_id, Job.status == Status.QUEUED.value)
+            .where(Job.id == job_id, Job.status == Status.QUEUED)
             .values(priority=int(priority))
         ).rowcount
         job = _fetch(conn, job_id)
@@ -182,20 +199,20 @@ def cancel_job(job_id: int, *, db=None) -> JobInfo:
         now = utcnow()
         conn.execute(
             update(Job)
-            .where(Job.id == job_id, Job.status == Status.QUEUED.value)
+            .where(Job.id == job_id, _leaving("cancel"))
             .values(
-                status=Status.CANCELLED.value,
+                status=Status.CANCELLED,
                 finished_at=now,
                 message="Cancelled before it started.",
             )
         )
         conn.execute(
             update(Job)
-            .where(Job.id == job_id, Job.status == Status.RUNNING.value)
+            .where(Job.id == job_id, Job.status == Status.RUNNING)
             .values(cancel_requested=True)
         )
         job = _fetch(conn, job_id)
-    if job.status in (Status.DONE.value, Status.FAILED.value):
+    if job.status in (Status.DONE, Status.FAILED):
         raise JobError(f"Job {job_id} is already {job.status}; there is nothing to cancel.")
     return job
 
@@ -213,9 +230,9 @@ def retry_job(job_id: int, *, room: Callable[[Connection], None] | None = None, 
             room(conn)
         done = conn.execute(
             update(Job)
-            .where(Job.id == job_id, Job.status.in_([Status.FAILED.value, Status.CANCELLED.value]))
+            .where(Job.id == job_id, _leaving("retry"))
             .values(
-                status=Status.QUEUED.value,
+                status=Status.QUEUED,
                 max_attempts=Job.attempts + DEFAULT_MAX_ATTEMPTS,
                 cancel_requested=False,
                 finished_at=None,
@@ -247,18 +264,15 @@ def claim_job(worker: str, *, stale_after_s: float = 60.0, db=None) -> JobInfo |
     with writing(db) as conn:
         _recover_stale(conn, stale_after_s)
         candidate = (
-            select(Job.id)
-            .where(Job.status == Status.QUEUED.value)
-            .order_by(Job.priority.desc(), Job.id)
-            .limit(1)
+            select(Job.id).where(_leaving("claim")).order_by(Job.priority.desc(), Job.id).limit(1)
         )
         if conn.dialect.name == "postgresql":
             candidate = candidate.with_for_update(skip_locked=True)
         job_id = conn.scalar(
             update(Job)
-            .where(Job.id == candidate.scalar_subquery(), Job.status == Status.QUEUED.value)
+            .where(Job.id == candidate.scalar_subquery(), _leaving("claim"))
             .values(
-                status=Status.RUNNING.value,
+                status=Status.RUNNING,
                 worker=worker,
                 heartbeat_at=db_now(conn),
                 started_at=func.coalesce(Job.started_at, utcnow()),
@@ -279,31 +293,31 @@ def _recover_stale(conn: Connection, stale_after_s: float) -> None:
     """
     cutoff = db_now(conn, seconds_ago=stale_after_s)
     query = select(Job.id, Job.worker, Job.attempts, Job.max_attempts, Job.cancel_requested).where(
-        Job.status == Status.RUNNING.value, Job.heartbeat_at < cutoff
+        _leaving("recover"), Job.heartbeat_at < cutoff
     )
     if conn.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
     for row in conn.execute(query).all():
         gone = f"Worker {row.worker} stopped responding (no heartbeat for {stale_after_s:g} s)"
         if row.cancel_requested:
-            status, message = Status.CANCELLED.value, f"{gone}; the job was being cancelled."
+            status, message = Status.CANCELLED, f"{gone}; the job was being cancelled."
         elif row.attempts >= row.max_attempts:
-            status = Status.FAILED.value
+            status = Status.FAILED
             message = (
                 f"{gone} on attempt {row.attempts} of {row.max_attempts}; giving up. A worker "
                 "that dies repeatedly has often run out of memory: try a smaller batch size "
                 f"or model. The last checkpoint is kept; `ia3 jobs retry {row.id}` resumes."
             )
         else:
-            status = Status.QUEUED.value
+            status = Status.QUEUED
             message = f"{gone} on attempt {row.attempts}; back in the queue to resume."
         done = conn.execute(
             update(Job)
-            .where(Job.id == row.id, Job.status == Status.RUNNING.value, Job.heartbeat_at < cutoff)
+            .where(Job.id == row.id, _leaving("recover"), Job.heartbeat_at < cutoff)
             .values(
                 status=status,
-                message=None if status == Status.QUEUED.value else message,
-                finished_at=None if status == Status.QUEUED.value else utcnow(),
+                message=None if status == Status.QUEUED else message,
+                finished_at=None if status == Status.QUEUED else utcnow(),
             )
         ).rowcount
         if done:
@@ -317,7 +331,7 @@ def heartbeat(job_id: int, worker: str, *, db=None) -> bool | None:
     with writing(db) as conn:
         row = conn.execute(
             update(Job)
-            .where(Job.id == job_id, Job.worker == worker, Job.status == Status.RUNNING.value)
+            .where(Job.id == job_id, _held_by(worker))
             .values(heartbeat_at=db_now(conn))
             .returning(Job.cancel_requested)
         ).first()
@@ -326,7 +340,7 @@ def heartbeat(job_id: int, worker: str, *, db=None) -> bool | None:
 
 def running_job(worker: str, *, db=None) -> JobInfo | None:
     """The job `worker` is running now, if any."""
-    query = select(*_JOB_COLUMNS).where(Job.worker == worker, Job.status == Status.RUNNING.value)
+    query = select(*_JOB_COLUMNS).where(_held_by(worker))
     with reading(db) as conn:
         row = conn.execute(query.limit(1)).first()
     return None if row is None else _job_info(row)
@@ -356,7 +370,7 @@ def record_event(job_id: int, worker: str, attempt: int, event: dict, *, db=None
     with writing(db) as conn:
         owned = conn.execute(
             update(Job)
-            .where(Job.id == job_id, Job.worker == worker, Job.status == Status.RUNNING.value)
+            .where(Job.id == job_id, _held_by(worker))
             .values(
                 **{k: v for k, v in progress.items() if v is not None}, heartbeat_at=db_now(conn)
             )
@@ -378,9 +392,7 @@ def record_checkpoint(
     relative, data = blobs.pack_checkpoint(event["path"], checkpoint_dir)
     with writing(db) as conn:
         owned = conn.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.worker == worker, Job.status == Status.RUNNING.value)
-            .values(heartbeat_at=db_now(conn))
+            update(Job).where(Job.id == job_id, _held_by(worker)).values(heartbeat_at=db_now(conn))
         ).rowcount
         if owned:
             blobs.store_checkpoint(conn, job_id, event.get("step", 0), relative, data)
@@ -403,15 +415,13 @@ def finish_job(
     Returns False when the worker no longer holds it; the caller must then roll back
     anything it did in the same transaction (such as registering the adapter).
     """
-    if status.value not in FINISHED:
+    if status not in targets("finish"):
         raise JobError(f"finish_job takes a finished status, not {status.value}.")
-    values: dict[str, Any] = {"status": status.value, "message": message, "finished_at": utcnow()}
+    values: dict[str, Any] = {"status": status, "message": message, "finished_at": utcnow()}
     if adapter_id is not None:
         values["adapter_id"] = adapter_id
     done = conn.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.worker == worker, Job.status == Status.RUNNING.value)
-        .values(**values)
+        update(Job).where(Job.id == job_id, _held_by(worker)).values(**values)
     ).rowcount
     if done:
         data = {"message": message or status.value, "status": status.value}
@@ -432,8 +442,8 @@ def release_job(job_id: int, worker: str, message: str, *, db=None) -> bool:
     with writing(db) as conn:
         done = conn.execute(
             update(Job)
-            .where(Job.id == job_id, Job.worker == worker, Job.status == Status.RUNNING.value)
-            .values(status=Status.QUEUED.value, attempts=Job.attempts - 1, message=None)
+            .where(Job.id == job_id, _held_by(worker))
+            .values(status=Status.QUEUED, attempts=Job.attempts - 1, message=None)
         ).rowcount
         if done:
             add_event(conn, job_id, 0, "log", {"message": message})
@@ -450,8 +460,8 @@ def fail_worker_jobs(worker: str, message: str, *, db=None) -> list[int]:
     with writing(db) as conn:
         rows = conn.execute(
             update(Job)
-            .where(Job.worker == worker, Job.status == Status.RUNNING.value)
-            .values(status=Status.FAILED.value, message=message, finished_at=utcnow())
+            .where(_held_by(worker))
+            .values(status=Status.FAILED, message=message, finished_at=utcnow())
             .returning(Job.id, Job.attempts)
         ).all()
         for row in rows:

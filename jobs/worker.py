@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from jobs import queue
 from jobs.db import resolve
-from jobs.models import FINISHED
+from jobs.status import FINISHED
 
 log = logging.getLogger(__name__)
 

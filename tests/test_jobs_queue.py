@@ -14,7 +14,8 @@ from ia3engine.training.spec import TrainSpec
 from jobs import blobs, queue
 from jobs.db import reading, writing
 from jobs.errors import JobError
-from jobs.models import Job, Status, utcnow
+from jobs.models import Job, utcnow
+from jobs.status import Status
 
 db_url = jobs_support.db_url  # the fixture: a fresh SQLite, then PostgreSQL, database
 

@@ -12,7 +12,7 @@ import pytest
 from jobs import access, access_limits, queue
 from jobs.access_limits import EXAMPLES, Limits
 from jobs.errors import LimitError
-from jobs.models import Status
+from jobs.status import Status
 
 db_url = jobs_support.db_url  # the fixture: a fresh SQLite, then PostgreSQL, database
 LIMITS = Limits(
