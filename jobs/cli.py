@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
 from ia3engine.cli import add_train_arguments, spec_from_args
+from jobs import queue
 from jobs.cli_adapters import add_adapters
 from jobs.cli_output import command as _command
 from jobs.cli_output import emit as _emit
@@ -47,8 +50,6 @@ def _add_submit(subparsers) -> None:
 
 
 def _submit(args) -> int:
-    from jobs import queue
-
     job_id = queue.enqueue(
         spec_from_args(args),
         owner=args.owner,
@@ -94,8 +95,6 @@ def _progress(job) -> str:
 
 
 def _jobs_list(args) -> int:
-    from jobs import queue
-
     jobs = queue.list_jobs(owner=args.owner, status=args.status, limit=args.limit)
     rows = [
         (
@@ -115,8 +114,6 @@ def _jobs_list(args) -> int:
 
 
 def _jobs_show(args) -> int:
-    from jobs import queue
-
     job = queue.get_job(args.id)
     lines = [
         f"Job {job.id}: {job.status}" + (" (cancel requested)" if job.cancel_requested else ""),
@@ -138,8 +135,6 @@ def _jobs_show(args) -> int:
 
 
 def _jobs_cancel(args) -> int:
-    from jobs import queue
-
     job = queue.cancel_job(args.id)
     text = (
         f"Job {job.id} cancelled."
@@ -151,8 +146,6 @@ def _jobs_cancel(args) -> int:
 
 
 def _jobs_retry(args) -> int:
-    from jobs import queue
-
     job_id = queue.retry_job(args.id)
     _emit(
         args,
@@ -179,8 +172,6 @@ def _event_line(event) -> str:
 
 
 def _jobs_logs(args) -> int:
-    from jobs import queue
-
     queue.get_job(args.id)  # a clear error for an unknown id
     after = 0
     while True:
@@ -225,10 +216,8 @@ def _add_worker(subparsers) -> None:
 
 
 def _worker(args) -> int:
-    import signal
-    import threading
-
-    from jobs.worker import Worker
+    # Here, not at the top: the worker loads torch, and `ia3 jobs ...` must start without it.
+    from jobs.worker import Worker  # noqa: PLC0415
 
     worker = Worker(device=args.device, poll_s=args.poll, stale_after_s=args.stale_after)
     stop = threading.Event()

@@ -15,6 +15,7 @@ import time
 import traceback
 
 from ia3engine.errors import IA3Error, SpecError
+from ia3engine.training.spec import default_name
 from jobs import blobs, queue, registry
 from jobs.db import data_dir, retried, writing
 from jobs.specs import spec_from_dict
@@ -286,8 +287,6 @@ class JobRun:
 
 
 def _name(job: queue.JobInfo) -> str:
-    from ia3engine.training.spec import default_name
-
     return job.spec.get("name") or default_name(job.spec.get("data", ""), job.spec.get("model"))
 
 
