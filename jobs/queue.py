@@ -3,15 +3,13 @@
 Every change of a job's status happens in this module, each as one guarded UPDATE whose
 `status IN (...)` comes from jobs/status.py's table, and every write a worker makes is guarded
 by `_held_by`, so a job is claimed once, finished once, and never deleted when it leaves the
-queue.
+queue. Reading jobs and their events (job_info.py, events.py) is handed on from here too.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, and_, func, insert, select, text, update
@@ -20,58 +18,24 @@ from jobs import blobs
 from jobs.db import db_now, reading, retried, writing
 from jobs.errors import JobError
 from jobs.events import EventInfo, add_event, finite, job_events  # noqa: F401 (API)
-from jobs.models import Job, as_utc, utcnow
+from jobs.job_info import (  # noqa: F401 (API: reading jobs)
+    DEFAULT_MAX_ATTEMPTS,
+    JOB_COLUMNS,
+    JobInfo,
+    as_job_info,
+    fetch,
+    get_job,
+    list_jobs,
+)
+from jobs.models import Job, utcnow
 from jobs.specs import data_paths, validated_spec
 from jobs.status import Status, sources, targets
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_ATTEMPTS = 3
 # Any constant: on PostgreSQL, enqueues and retries take this lock so that counting a
 # person's jobs and adding one happen as one step (SQLite's BEGIN IMMEDIATE already does).
 _ENQUEUE_LOCK_KEY = 4_193_004
-
-
-@dataclass(frozen=True)
-class JobInfo:
-    id: int
-    status: Status
-    spec: dict
-    owner: str | None
-    priority: int
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    step: int | None
-    total_steps: int | None
-    eta_s: float | None
-    loss: float | None
-    message: str | None
-    adapter_id: int | None
-    attempts: int
-    worker: str | None
-    cancel_requested: bool
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS
-    heartbeat_at: datetime | None = None
-    base_model: str | None = None
-    data_blob_id: int | None = None
-    eval_blob_id: int | None = None
-    max_seconds: float | None = None  # the job's wall-clock limit per attempt; None: none
-
-
-_TIMES = ("created_at", "started_at", "finished_at", "heartbeat_at")
-
-
-def _job_info(row) -> JobInfo:
-    values = {name: getattr(row, name) for name in JobInfo.__dataclass_fields__}
-    for name in _TIMES:
-        values[name] = as_utc(values[name])
-    values["cancel_requested"] = bool(values["cancel_requested"])
-    values["status"] = Status(values["status"])
-    return JobInfo(**values)
-
-
-_JOB_COLUMNS = [getattr(Job, name) for name in JobInfo.__dataclass_fields__]
 
 
 def _leaving(action: str) -> ColumnElement[bool]:
@@ -85,33 +49,6 @@ def _held_by(worker: str) -> ColumnElement[bool]:
     A worker that lost its job (paused, then taken over) changes nothing.
     """
     return and_(Job.worker == worker, Job.status == Status.RUNNING)
-
-
-def _fetch(conn: Connection, job_id: int) -> JobInfo:
-    row = conn.execute(select(*_JOB_COLUMNS).where(Job.id == job_id)).first()
-    if row is None:
-        raise JobError(f"No job with id {job_id}; `ia3 jobs list` shows the jobs there are.")
-    return _job_info(row)
-
-
-# Reading -------------------------------------------------------------------------------
-
-
-def get_job(job_id: int, *, db=None) -> JobInfo:
-    with reading(db) as conn:
-        return _fetch(conn, job_id)
-
-
-def list_jobs(*, owner=None, status=None, limit: int = 200, db=None) -> list[JobInfo]:
-    """Newest first; `status` is one status or a list of them."""
-    query = select(*_JOB_COLUMNS).order_by(Job.id.desc()).limit(limit)
-    if owner is not None:
-        query = query.where(Job.owner == owner)
-    if status is not None:
-        statuses = [status] if isinstance(status, str) else list(status)
-        query = query.where(Job.status.in_(statuses))
-    with reading(db) as conn:
-        return [_job_info(row) for row in conn.execute(query)]
 
 
 # Submitting ----------------------------------------------------------------------------
@@ -187,7 +124,7 @@ def set_priority(job_id: int, priority: int, *, db=None) -> JobInfo:
             .where(Job.id == job_id, Job.status == Status.QUEUED)
             .values(priority=int(priority))
         ).rowcount
-        job = _fetch(conn, job_id)
+        job = fetch(conn, job_id)
     if not done:
         raise JobError(f"Job {job_id} is {job.status}; only a queued job's priority can change.")
     return job
@@ -211,7 +148,7 @@ def cancel_job(job_id: int, *, db=None) -> JobInfo:
             .where(Job.id == job_id, Job.status == Status.RUNNING)
             .values(cancel_requested=True)
         )
-        job = _fetch(conn, job_id)
+        job = fetch(conn, job_id)
     if job.status in (Status.DONE, Status.FAILED):
         raise JobError(f"Job {job_id} is already {job.status}; there is nothing to cancel.")
     return job
@@ -239,7 +176,7 @@ def retry_job(job_id: int, *, room: Callable[[Connection], None] | None = None, 
                 message=None,
             )
         ).rowcount
-        job = _fetch(conn, job_id)
+        job = fetch(conn, job_id)
         if done:
             add_event(conn, job_id, 0, "log", {"message": "Retried: back in the queue."})
     if not done:
@@ -282,7 +219,7 @@ def claim_job(worker: str, *, stale_after_s: float = 60.0, db=None) -> JobInfo |
         )
         if job_id is None:
             return None
-        return _fetch(conn, job_id)
+        return fetch(conn, job_id)
 
 
 def _recover_stale(conn: Connection, stale_after_s: float) -> None:
@@ -340,10 +277,10 @@ def heartbeat(job_id: int, worker: str, *, db=None) -> bool | None:
 
 def running_job(worker: str, *, db=None) -> JobInfo | None:
     """The job `worker` is running now, if any."""
-    query = select(*_JOB_COLUMNS).where(_held_by(worker))
+    query = select(*JOB_COLUMNS).where(_held_by(worker))
     with reading(db) as conn:
         row = conn.execute(query.limit(1)).first()
-    return None if row is None else _job_info(row)
+    return None if row is None else as_job_info(row)
 
 
 @retried
