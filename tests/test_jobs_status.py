@@ -18,10 +18,10 @@ from jobs.models import Job, utcnow
 from jobs.status import FINISHED, MOVES, Mover, Status, sources
 
 
-@pytest.fixture
-def db(tmp_path, monkeypatch):
+@pytest.fixture(params=jobs_support.DB_KINDS)
+def db(request, tmp_path, monkeypatch):
     monkeypatch.setenv("IA3_DATA_DIR", str(tmp_path / "data"))
-    url, cleanup = jobs_support.make_database("sqlite", tmp_path)
+    url, cleanup = jobs_support.make_database(request.param, tmp_path)
     yield url
     dispose_engines()
     cleanup()
