@@ -270,8 +270,8 @@ def share_visit(adapter_id: int, token: str | None) -> Iterator[Actor]:
     Any refusal inside reads the same, so a page answers 404 alike for missing adapters,
     other people's adapters and wrong tokens.
     """
-    from ia3engine.errors import AccessDeniedError
     from jobs import access_shares
+    from jobs.errors import AccessDeniedError
 
     try:
         actor = access_shares.open_share(adapter_id, token) if token else current_actor()
@@ -285,9 +285,9 @@ def check_model_choice(model: str) -> None:
     """Signed-in users may load Hub ids and bundled models only, never a folder on the server;
     a visitor who has not signed in may look at the bundled model only (loading others costs
     the studio memory)."""
-    from ia3engine.errors import AccessDeniedError
     from jobs.access import SIGN_IN
     from jobs.access_limits import BUNDLED_MODELS, check_model
+    from jobs.errors import AccessDeniedError
 
     actor = current_actor()
     if actor == LOCAL:

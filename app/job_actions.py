@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import enum
 import logging
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-ACTIVE = ("queued", "running")
 LOG_TAIL_LINES = 200
 
 
@@ -26,6 +26,8 @@ def _plain(value):
         return [_plain(v) for v in value]
     if isinstance(value, dt.datetime):
         return value.isoformat()
+    if isinstance(value, enum.Enum):  # a job's Status: its plain text, as the API always sent
+        return value.value
     return value
 
 

@@ -19,6 +19,7 @@ import pandas as pd
 from app import job_actions
 from app.messages import explain, field_note, note_box
 from app.studio_config import StudioConfig
+from jobs.status import ACTIVE, Status, sources
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ def job_choices(jobs: list[dict]) -> list[tuple[str, int]]:
 
 def default_job(jobs: list[dict]) -> int | None:
     """The job a fresh page shows: the newest running one, else the newest queued, else newest."""
-    for status in ("running", "queued"):
+    for status in (Status.RUNNING, Status.QUEUED):
         for job in jobs:
             if job["status"] == status:
                 return job["id"]
@@ -92,15 +93,15 @@ def default_job(jobs: list[dict]) -> int | None:
 def progress_html(job: dict) -> str:
     step, total = job.get("step") or 0, job.get("total_steps") or 0
     status = job["status"]
-    share = 100.0 if status == "done" else (100.0 * step / total if total else 0.0)
+    share = 100.0 if status == Status.DONE else (100.0 * step / total if total else 0.0)
     model, data = _describe_job(job)
     facts = [f"Step {step} of {total} ({share:.0f} %)" if total else "Waiting for a worker"]
-    if status == "running":
+    if status == Status.RUNNING:
         facts.append(f"ETA {_eta(job.get('eta_s'))}")
     if isinstance(job.get("loss"), float):
         facts.append(f"loss {job['loss']:.4f}")
     message = job.get("message") or ""
-    if status == "done" and job.get("adapter_id"):
+    if status == Status.DONE and job.get("adapter_id"):
         message = message or f"Adapter #{job['adapter_id']} is ready."
     return (
         f'<div class="job-progress" data-status="{status}">'
@@ -146,8 +147,8 @@ def _detail(job_id, config: StudioConfig):
     events = job_actions.job_events(int(job_id))
     curves = job_actions.curves(events)
     log = "\n".join(job_actions.log_lines(events))
-    active = job["status"] in job_actions.ACTIVE
-    retry = job["status"] in ("failed", "cancelled")
+    active = job["status"] in ACTIVE
+    retry = job["status"] in sources("retry")
     return (
         progress_html(job),
         _curve_frame(curves["loss"]),
@@ -155,7 +156,7 @@ def _detail(job_id, config: StudioConfig):
         log,
         active,
         retry,
-        job.get("adapter_id") if job["status"] == "done" else None,
+        job.get("adapter_id") if job["status"] == Status.DONE else None,
     )
 
 

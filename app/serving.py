@@ -15,7 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from app import auth
-from ia3engine.errors import AdapterError, LimitError
+from ia3engine.errors import AdapterError
+from jobs.errors import LimitError
 
 logger = logging.getLogger(__name__)
 

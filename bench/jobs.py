@@ -39,6 +39,7 @@ from transformers import (  # noqa: E402
 from ia3engine.training.spec import TrainSpec  # noqa: E402
 from jobs import queue  # noqa: E402
 from jobs.db import get_engine  # noqa: E402
+from jobs.status import Status  # noqa: E402
 from jobs.worker import Worker  # noqa: E402
 
 SECTION = "## Jobs"
@@ -158,7 +159,7 @@ def claim_to_first_step(worker, clocks: Clocks, spec, db) -> tuple[float, float]
     if not worker.run_one():
         raise RuntimeError("the worker found no job to run")
     job = queue.get_job(job_id, db=db)
-    if job.status != "done":
+    if job.status != Status.DONE:
         raise RuntimeError(f"job {job_id} ended {job.status}: {job.message}")
     return clocks.seconds()
 

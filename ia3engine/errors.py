@@ -47,18 +47,3 @@ class SpecError(IA3Error, ValueError):
 
 class ModelLoadError(IA3Error, ValueError):
     """A base model could not be found or loaded."""
-
-
-class JobError(IA3Error, ValueError):
-    """A job id is unknown, or the job is in a state that forbids the request."""
-
-
-class AccessDeniedError(IA3Error, PermissionError):
-    """The signed-in user may not see or change this job, dataset or adapter (or none is signed in).
-
-    Its message never says whether the thing exists, so ids cannot be probed.
-    """
-
-
-class LimitError(IA3Error, ValueError):
-    """A request goes over a limit the host set (upload size, rows, steps, jobs in the queue)."""

@@ -11,9 +11,12 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from ia3engine.errors import AccessDeniedError, AdapterError, JobError
-from jobs import access_limits, queue, registry, time_limit
+from ia3engine.errors import AdapterError
+from ia3engine.training.spec import TrainSpec
+from jobs import access_limits, adapter_files, queue, registry, time_limit
 from jobs.access_limits import Limits
+from jobs.errors import AccessDeniedError, JobError
+from jobs.specs import DATA_FIELDS, spec_from_dict, validated_spec
 
 log = logging.getLogger(__name__)
 
@@ -120,9 +123,6 @@ def admit(spec, *, actor: Actor, limits: Limits | None = None, db=None) -> dict:
     Signed-in users may only name uploaded files or samples and Hub (or bundled) models;
     every one of them gets the host's limits. The returned dict has max_rows capped.
     """
-    from ia3engine.training.spec import TrainSpec
-    from jobs.specs import DATA_FIELDS, spec_from_dict, validated_spec
-
     limits = limits or Limits.from_env(defaults=actor != LOCAL)
     owner = owner_for(actor)
     spec = spec if isinstance(spec, TrainSpec) else spec_from_dict(spec)
@@ -237,7 +237,5 @@ def import_adapter(
 
 def _named_base(path) -> str | None:
     """The base model an adapter's own files name (checked before anything loads it)."""
-    from jobs import adapter_files
-
     config, info, _ = adapter_files.parse(adapter_files.read_source(path))
     return info.get("base_model") or config.get("base_model_name_or_path")

@@ -16,9 +16,11 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from ia3engine.errors import AccessDeniedError, ConfigError, LimitError
+from ia3engine.errors import ConfigError
 from jobs.db import data_dir, reading
-from jobs.models import Job, Status
+from jobs.errors import AccessDeniedError, LimitError
+from jobs.models import Job
+from jobs.status import ACTIVE, Status
 
 log = logging.getLogger(__name__)
 
@@ -164,14 +166,11 @@ def check_queue_room(owner: str | None, limits: Limits, *, db=None, conn=None) -
     if conn is None:
         with reading(db) as conn:
             return check_queue_room(owner, limits, conn=conn)
-    active = [Status.QUEUED.value, Status.RUNNING.value]
-    queued = conn.scalar(
-        select(func.count()).select_from(Job).where(Job.status == Status.QUEUED.value)
-    )
+    queued = conn.scalar(select(func.count()).select_from(Job).where(Job.status == Status.QUEUED))
     mine = 0
     if owner is not None:
         mine = conn.scalar(
-            select(func.count()).select_from(Job).where(Job.owner == owner, Job.status.in_(active))
+            select(func.count()).select_from(Job).where(Job.owner == owner, Job.status.in_(ACTIVE))
         )
     if owner is not None and limits.max_jobs_per_user is not None:
         if mine >= limits.max_jobs_per_user:

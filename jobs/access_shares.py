@@ -13,10 +13,10 @@ from datetime import datetime
 from sqlalchemy import DateTime, ForeignKey, Integer, String, delete, insert, select
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ia3engine.errors import AccessDeniedError
 from jobs import access
 from jobs.access import Actor
 from jobs.db import reading, writing
+from jobs.errors import AccessDeniedError
 from jobs.models import Base, utcnow
 
 log = logging.getLogger(__name__)

@@ -13,8 +13,12 @@ import stat
 import zipfile
 from pathlib import Path, PurePosixPath
 
+import torch
+from safetensors.torch import load as load_safetensors
+
 from ia3engine.data.templates import template_problem
 from ia3engine.errors import AdapterFileError
+from ia3engine.training.loading import resolve_model_path
 from ia3engine.training.spec import BOUNDS
 from jobs.blobs import safe_member_name
 
@@ -109,8 +113,6 @@ def _from_zip(path: Path) -> dict[str, bytes]:
 
 def parse(files: dict[str, bytes]) -> tuple[dict, dict, dict]:
     """(adapter config, training info, tensors) from the files, or a clear refusal."""
-    from safetensors.torch import load as load_safetensors
-
     config = _json(files[CONFIG], CONFIG)
     info = _json(files[INFO], INFO) if INFO in files else {}
     if str(config.get("peft_type", "")).upper() != "IA3":
@@ -313,14 +315,11 @@ _TASK_CLASSES = {
 
 def base_source(name: str) -> str:
     """A local folder or Hub id for `name`, using the engine's aliases (e.g. `minilm`)."""
-    from ia3engine.training.loading import resolve_model_path
-
     return resolve_model_path(name)
 
 
 def meta_model(base_name: str, task_type: str | None, num_labels: int | None = None):
     """The base model's architecture on the meta device: shapes without loading weights."""
-    import torch
     import transformers
 
     try:

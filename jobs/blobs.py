@@ -16,8 +16,9 @@ from pathlib import Path, PurePosixPath
 
 from sqlalchemy import Connection, delete, insert, select
 
-from ia3engine.errors import DataError, JobError
+from ia3engine.errors import DataError
 from jobs.db import data_dir, reading
+from jobs.errors import JobError
 from jobs.models import Checkpoint, DatasetBlob, utcnow
 
 log = logging.getLogger(__name__)

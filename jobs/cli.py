@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
 from ia3engine.cli import add_train_arguments, spec_from_args
+from jobs import queue
 from jobs.cli_adapters import add_adapters
 from jobs.cli_output import command as _command
 from jobs.cli_output import emit as _emit
 from jobs.cli_output import table as _table
-
-_FINISHED = ("done", "failed", "cancelled")
+from jobs.status import FINISHED, Status
 
 
 def add_commands(subparsers) -> None:
@@ -48,8 +50,6 @@ def _add_submit(subparsers) -> None:
 
 
 def _submit(args) -> int:
-    from jobs import queue
-
     job_id = queue.enqueue(
         spec_from_args(args),
         owner=args.owner,
@@ -68,7 +68,7 @@ def _add_jobs(subparsers) -> None:
     parser = subparsers.add_parser("jobs", help="list, inspect, cancel and retry training jobs")
     commands = parser.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")
     listing = _command(commands, "list", "jobs, newest first", _jobs_list)
-    listing.add_argument("--status", choices=("queued", "running", *_FINISHED))
+    listing.add_argument("--status", choices=[status.value for status in Status])
     listing.add_argument("--owner")
     listing.add_argument("--limit", type=int, default=50)
     for name, help_, func in (
@@ -95,8 +95,6 @@ def _progress(job) -> str:
 
 
 def _jobs_list(args) -> int:
-    from jobs import queue
-
     jobs = queue.list_jobs(owner=args.owner, status=args.status, limit=args.limit)
     rows = [
         (
@@ -116,15 +114,13 @@ def _jobs_list(args) -> int:
 
 
 def _jobs_show(args) -> int:
-    from jobs import queue
-
     job = queue.get_job(args.id)
     lines = [
         f"Job {job.id}: {job.status}" + (" (cancel requested)" if job.cancel_requested else ""),
         f"  model     {job.spec.get('model')}",
         f"  data      {job.spec.get('data')}",
         f"  progress  {_progress(job) or '-'}"
-        + (f", about {job.eta_s:.0f} s left" if job.eta_s and job.status == "running" else ""),
+        + (f", about {job.eta_s:.0f} s left" if job.eta_s and job.status == Status.RUNNING else ""),
         f"  attempts  {job.attempts} of {job.max_attempts}"
         + (f" on {job.worker}" if job.worker else ""),
         f"  owner     {job.owner or '-'}   priority {job.priority}",
@@ -139,12 +135,10 @@ def _jobs_show(args) -> int:
 
 
 def _jobs_cancel(args) -> int:
-    from jobs import queue
-
     job = queue.cancel_job(args.id)
     text = (
         f"Job {job.id} cancelled."
-        if job.status == "cancelled"
+        if job.status == Status.CANCELLED
         else f"Job {job.id} will stop at its next step and keep its last checkpoint."
     )
     _emit(args, _job_dict(job), text)
@@ -152,8 +146,6 @@ def _jobs_cancel(args) -> int:
 
 
 def _jobs_retry(args) -> int:
-    from jobs import queue
-
     job_id = queue.retry_job(args.id)
     _emit(
         args,
@@ -192,8 +184,6 @@ def _event_dict(event) -> dict:
 def _jobs_logs(args) -> int:
     """The events so far (--json: one array); --follow prints them as they come (--json: one
     object per line, JSON Lines) until the job finishes."""
-    from jobs import queue
-
     queue.get_job(args.id)  # a clear error for an unknown id
     if args.json and not args.follow:
         _emit(args, [_event_dict(e) for e in queue.job_events(args.id)], "")
@@ -208,7 +198,7 @@ def _jobs_logs(args) -> int:
                 print(_event_line(event))
             after = event.id
         sys.stdout.flush()
-        if not args.follow or queue.get_job(args.id).status in _FINISHED:
+        if not args.follow or queue.get_job(args.id).status in FINISHED:
             return 0
         time.sleep(1.0)
 
@@ -230,10 +220,8 @@ def _add_worker(subparsers) -> None:
 
 
 def _worker(args) -> int:
-    import signal
-    import threading
-
-    from jobs.worker import Worker
+    # Here, not at the top: the worker loads torch, and `ia3 jobs ...` must start without it.
+    from jobs.worker import Worker  # noqa: PLC0415
 
     worker = Worker(device=args.device, poll_s=args.poll, stale_after_s=args.stale_after)
     stop = threading.Event()

@@ -9,6 +9,9 @@ from jobs.cli_output import command as _command
 from jobs.cli_output import emit as _emit
 from jobs.cli_output import table as _table
 
+# jobs.registry is imported in each command, not here: it loads torch (to read safetensors
+# and check shapes), and every `ia3` command imports this module to build its parser.
+
 
 def add_adapters(subparsers) -> None:
     parser = subparsers.add_parser("adapters", help="the adapter registry")
@@ -41,7 +44,7 @@ def add_adapters(subparsers) -> None:
 
 
 def _adapters_list(args) -> int:
-    from jobs import registry
+    from jobs import registry  # noqa: PLC0415 - loads torch (see the top)
 
     adapters = registry.list_adapters(
         base_model=args.base_model,
@@ -75,7 +78,7 @@ def _metrics(metrics) -> str:
 
 
 def _adapters_show(args) -> int:
-    from jobs import registry
+    from jobs import registry  # noqa: PLC0415 - loads torch (see the top)
 
     info = registry.get_adapter(args.id)
     lines = [f"Adapter {info.id}: {info.name}"]
@@ -98,7 +101,7 @@ def _adapters_show(args) -> int:
 
 
 def _adapters_download(args) -> int:
-    from jobs import registry
+    from jobs import registry  # noqa: PLC0415 - loads torch (see the top)
 
     out = Path(args.out)
     if out.is_dir():
@@ -110,7 +113,7 @@ def _adapters_download(args) -> int:
 
 
 def _adapters_import(args) -> int:
-    from jobs import registry
+    from jobs import registry  # noqa: PLC0415 - loads torch (see the top)
 
     adapter_id = registry.import_adapter(
         args.path, base_model=args.base_model, name=args.name, owner=args.owner
@@ -120,7 +123,7 @@ def _adapters_import(args) -> int:
 
 
 def _adapters_delete(args) -> int:
-    from jobs import registry
+    from jobs import registry  # noqa: PLC0415 - loads torch (see the top)
 
     registry.delete_adapter(args.id)
     _emit(args, {"id": args.id, "deleted": True}, f"Deleted adapter {args.id}.")
@@ -128,7 +131,7 @@ def _adapters_delete(args) -> int:
 
 
 def _adapters_rename(args) -> int:
-    from jobs import registry
+    from jobs import registry  # noqa: PLC0415 - loads torch (see the top)
 
     info = registry.rename_adapter(args.id, args.name)
     _emit(args, registry.adapter_summary(info), f"Adapter {info.id} is now '{info.name}'.")

@@ -17,7 +17,20 @@ from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, Interval, create_engine, event, func, literal, text
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Interval,
+    create_engine,
+    event,
+    func,
+    inspect,
+    literal,
+    text,
+)
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 log = logging.getLogger(__name__)
@@ -191,8 +204,6 @@ def retried(fn):
 
 
 def _alembic_config():
-    from alembic.config import Config
-
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
     return cfg
@@ -200,14 +211,10 @@ def _alembic_config():
 
 def head_revision() -> str:
     """The newest migration's revision id."""
-    from alembic.script import ScriptDirectory
-
     return ScriptDirectory.from_config(_alembic_config()).get_current_head()
 
 
 def _current_revision(conn: Connection) -> str | None:
-    from sqlalchemy import inspect
-
     if not inspect(conn).has_table("alembic_version"):
         return None
     return conn.scalar(text("SELECT version_num FROM alembic_version"))
@@ -216,8 +223,6 @@ def _current_revision(conn: Connection) -> str | None:
 def migrate(engine: Engine, revision: str = "head") -> None:
     """Apply Alembic migrations up to `revision`; rows survive every step."""
     cfg = _alembic_config()
-    from alembic import command
-
     # Alembic's config is an ini parser: a literal % in a password must be doubled.
     cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(False).replace("%", "%%"))
     target = head_revision() if revision == "head" else revision

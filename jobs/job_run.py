@@ -15,10 +15,11 @@ import time
 import traceback
 
 from ia3engine.errors import IA3Error, SpecError
+from ia3engine.training.spec import default_name
 from jobs import blobs, queue, registry
 from jobs.db import data_dir, retried, writing
-from jobs.models import Status
 from jobs.specs import spec_from_dict
+from jobs.status import Status
 from jobs.time_limit import over_time_message
 
 log = logging.getLogger(__name__)
@@ -192,20 +193,20 @@ class JobRun:
             self._end(
                 Status.FAILED, over_time_message(job.id, job.max_seconds, result.steps, steps)
             )
-            return Status.FAILED.value
+            return Status.FAILED
         if result.stopped and self.cancelled.is_set():
             message = (
                 f"Cancelled at step {result.steps} of {job.spec.get('steps') or result.steps}. "
                 f"The last checkpoint is kept: `ia3 jobs retry {job.id}` resumes from it."
             )
             self._end(Status.CANCELLED, message)
-            return Status.CANCELLED.value
+            return Status.CANCELLED
         if result.stopped:  # the worker itself is shutting down: someone else continues
             queue.release_job(job.id, worker_id, "Worker shut down; back in the queue.", db=self.db)
-            return Status.QUEUED.value
+            return Status.QUEUED
         adapter_id = self._register(result)
         log.info("job %s: done, adapter %s", job.id, adapter_id)
-        return Status.DONE.value
+        return Status.DONE
 
     @retried  # one transaction: a passing database error rolls all of it back, then again
     def _register(self, result) -> int:
@@ -259,7 +260,7 @@ class JobRun:
             )
         finally:
             self._end(Status.FAILED, message)
-        return Status.FAILED.value
+        return Status.FAILED
 
     def _end(self, status: Status, message: str) -> None:
         queue.finish(
@@ -286,8 +287,6 @@ class JobRun:
 
 
 def _name(job: queue.JobInfo) -> str:
-    from ia3engine.training.spec import default_name
-
     return job.spec.get("name") or default_name(job.spec.get("data", ""), job.spec.get("model"))
 
 

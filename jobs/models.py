@@ -6,7 +6,6 @@ Files are kept as blobs so that the database alone is the whole state.
 
 from __future__ import annotations
 
-import enum
 from datetime import datetime, timezone
 
 from sqlalchemy import (
@@ -25,6 +24,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from jobs.status import Status
+
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
@@ -37,15 +38,6 @@ def as_utc(value: datetime | None) -> datetime | None:
     return value
 
 
-class Status(str, enum.Enum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-FINISHED = (Status.DONE.value, Status.FAILED.value, Status.CANCELLED.value)
 Time = DateTime(timezone=True)
 # An id is never handed out twice, even after the newest row is deleted (SQLite would reuse it
 # without AUTOINCREMENT; PostgreSQL sequences never do). Migration 0004 converts old databases.
@@ -61,7 +53,7 @@ class Job(Base):
     __table_args__ = (Index("ix_jobs_claim", "status", "priority", "id"), _NEVER_REUSED)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    status: Mapped[str] = mapped_column(String(16), default=Status.QUEUED.value)
+    status: Mapped[str] = mapped_column(String(16), default=Status.QUEUED)
     spec: Mapped[dict] = mapped_column(JSON)
     owner: Mapped[str | None] = mapped_column(String(200), index=True)
     priority: Mapped[int] = mapped_column(Integer, default=0)

@@ -1,100 +1,54 @@
 """The job queue: enqueue, claim, heartbeat, cancel, retry, recover, finish.
 
-Every change of a job's status happens in this module, each as one guarded UPDATE, so a
-job is claimed once, finished once, and never deleted when it leaves the queue.
+Every change of a job's status happens in this module, each as one guarded UPDATE whose
+`status IN (...)` comes from jobs/status.py's table, and every write a worker makes is guarded
+by `_held_by`, so a job is claimed once, finished once, and never deleted when it leaves the
+queue. Reading jobs and their events (job_info.py, events.py) is handed on from here too.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, text, update
+from sqlalchemy import ColumnElement, Connection, and_, func, insert, select, text, update
 
-from ia3engine.errors import JobError
 from jobs import blobs
 from jobs.db import db_now, reading, retried, writing
+from jobs.errors import JobError
 from jobs.events import EventInfo, add_event, finite, job_events  # noqa: F401 (API)
-from jobs.models import FINISHED, Job, Status, as_utc, utcnow
+from jobs.job_info import (  # noqa: F401 (API: reading jobs)
+    DEFAULT_MAX_ATTEMPTS,
+    JOB_COLUMNS,
+    JobInfo,
+    as_job_info,
+    fetch,
+    get_job,
+    list_jobs,
+)
+from jobs.models import Job, utcnow
 from jobs.specs import data_paths, validated_spec
+from jobs.status import Status, sources, targets
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_ATTEMPTS = 3
 # Any constant: on PostgreSQL, enqueues and retries take this lock so that counting a
 # person's jobs and adding one happen as one step (SQLite's BEGIN IMMEDIATE already does).
 _ENQUEUE_LOCK_KEY = 4_193_004
 
 
-@dataclass(frozen=True)
-class JobInfo:
-    id: int
-    status: str
-    spec: dict
-    owner: str | None
-    priority: int
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    step: int | None
-    total_steps: int | None
-    eta_s: float | None
-    loss: float | None
-    message: str | None
-    adapter_id: int | None
-    attempts: int
-    worker: str | None
-    cancel_requested: bool
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS
-    heartbeat_at: datetime | None = None
-    base_model: str | None = None
-    data_blob_id: int | None = None
-    eval_blob_id: int | None = None
-    max_seconds: float | None = None  # the job's wall-clock limit per attempt; None: none
+def _leaving(action: str) -> ColumnElement[bool]:
+    """The guard of a move: the job is in a status the table lets `action` move it out of."""
+    return Job.status.in_(sources(action))
 
 
-_TIMES = ("created_at", "started_at", "finished_at", "heartbeat_at")
+def _held_by(worker: str) -> ColumnElement[bool]:
+    """The guard of every write a worker makes: `worker` still holds the job and it runs.
 
-
-def _job_info(row) -> JobInfo:
-    values = {name: getattr(row, name) for name in JobInfo.__dataclass_fields__}
-    for name in _TIMES:
-        values[name] = as_utc(values[name])
-    values["cancel_requested"] = bool(values["cancel_requested"])
-    return JobInfo(**values)
-
-
-_JOB_COLUMNS = [getattr(Job, name) for name in JobInfo.__dataclass_fields__]
-
-
-def _fetch(conn: Connection, job_id: int) -> JobInfo:
-    row = conn.execute(select(*_JOB_COLUMNS).where(Job.id == job_id)).first()
-    if row is None:
-        raise JobError(f"No job with id {job_id}; `ia3 jobs list` shows the jobs there are.")
-    return _job_info(row)
-
-
-# Reading -------------------------------------------------------------------------------
-
-
-def get_job(job_id: int, *, db=None) -> JobInfo:
-    with reading(db) as conn:
-        return _fetch(conn, job_id)
-
-
-def list_jobs(*, owner=None, status=None, limit: int = 200, db=None) -> list[JobInfo]:
-    """Newest first; `status` is one status or a list of them."""
-    query = select(*_JOB_COLUMNS).order_by(Job.id.desc()).limit(limit)
-    if owner is not None:
-        query = query.where(Job.owner == owner)
-    if status is not None:
-        statuses = [status] if isinstance(status, str) else list(status)
-        query = query.where(Job.status.in_(statuses))
-    with reading(db) as conn:
-        return [_job_info(row) for row in conn.execute(query)]
+    A worker that lost its job (paused, then taken over) changes nothing.
+    """
+    return and_(Job.worker == worker, Job.status == Status.RUNNING)
 
 
 # Submitting ----------------------------------------------------------------------------
@@ -136,7 +90,7 @@ def enqueue(
         job_id = conn.scalar(
             insert(Job)
             .values(
-                status=Status.QUEUED.value,
+                status=Status.QUEUED,
                 spec=spec_dict,
                 owner=owner,
                 priority=int(priority),
@@ -167,10 +121,10 @@ def set_priority(job_id: int, priority: int, *, db=None) -> JobInfo:
     with writing(db) as conn:
         done = conn.execute(
             update(Job)
-            .where(Job.id == job_id, Job.status == Status.QUEUED.value)
+            .where(Job.id == job_id, Job.status == Status.QUEUED)
             .values(priority=int(priority))
         ).rowcount
-        job = _fetch(conn, job_id)
+        job = fetch(conn, job_id)
     if not done:
         raise JobError(f"Job {job_id} is {job.status}; only a queued job's priority can change.")
     return job
@@ -182,20 +136,20 @@ def cancel_job(job_id: int, *, db=None) -> JobInfo:
         now = utcnow()
         conn.execute(
             update(Job)
-            .where(Job.id == job_id, Job.status == Status.QUEUED.value)
+            .where(Job.id == job_id, _leaving("cancel"))
             .values(
-                status=Status.CANCELLED.value,
+                status=Status.CANCELLED,
                 finished_at=now,
                 message="Cancelled before it started.",
             )
         )
         conn.execute(
             update(Job)
-            .where(Job.id == job_id, Job.status == Status.RUNNING.value)
+            .where(Job.id == job_id, Job.status == Status.RUNNING)
             .values(cancel_requested=True)
         )
-        job = _fetch(conn, job_id)
-    if job.status in (Status.DONE.value, Status.FAILED.value):
+        job = fetch(conn, job_id)
+    if job.status in (Status.DONE, Status.FAILED):
         raise JobError(f"Job {job_id} is already {job.status}; there is nothing to cancel.")
     return job
 
@@ -213,16 +167,16 @@ def retry_job(job_id: int, *, room: Callable[[Connection], None] | None = None, 
             room(conn)
         done = conn.execute(
             update(Job)
-            .where(Job.id == job_id, Job.status.in_([Status.FAILED.value, Status.CANCELLED.value]))
+            .where(Job.id == job_id, _leaving("retry"))
             .values(
-                status=Status.QUEUED.value,
+                status=Status.QUEUED,
                 max_attempts=Job.attempts + DEFAULT_MAX_ATTEMPTS,
                 cancel_requested=False,
                 finished_at=None,
                 message=None,
             )
         ).rowcount
-        job = _fetch(conn, job_id)
+        job = fetch(conn, job_id)
         if done:
             add_event(conn, job_id, 0, "log", {"message": "Retried: back in the queue."})
     if not done:
@@ -247,18 +201,15 @@ def claim_job(worker: str, *, stale_after_s: float = 60.0, db=None) -> JobInfo |
     with writing(db) as conn:
         _recover_stale(conn, stale_after_s)
         candidate = (
-            select(Job.id)
-            .where(Job.status == Status.QUEUED.value)
-            .order_by(Job.priority.desc(), Job.id)
-            .limit(1)
+            select(Job.id).where(_leaving("claim")).order_by(Job.priority.desc(), Job.id).limit(1)
         )
         if conn.dialect.name == "postgresql":
             candidate = candidate.with_for_update(skip_locked=True)
         job_id = conn.scalar(
             update(Job)
-            .where(Job.id == candidate.scalar_subquery(), Job.status == Status.QUEUED.value)
+            .where(Job.id == candidate.scalar_subquery(), _leaving("claim"))
             .values(
-                status=Status.RUNNING.value,
+                status=Status.RUNNING,
                 worker=worker,
                 heartbeat_at=db_now(conn),
                 started_at=func.coalesce(Job.started_at, utcnow()),
@@ -268,7 +219,7 @@ def claim_job(worker: str, *, stale_after_s: float = 60.0, db=None) -> JobInfo |
         )
         if job_id is None:
             return None
-        return _fetch(conn, job_id)
+        return fetch(conn, job_id)
 
 
 def _recover_stale(conn: Connection, stale_after_s: float) -> None:
@@ -279,31 +230,31 @@ def _recover_stale(conn: Connection, stale_after_s: float) -> None:
     """
     cutoff = db_now(conn, seconds_ago=stale_after_s)
     query = select(Job.id, Job.worker, Job.attempts, Job.max_attempts, Job.cancel_requested).where(
-        Job.status == Status.RUNNING.value, Job.heartbeat_at < cutoff
+        _leaving("recover"), Job.heartbeat_at < cutoff
     )
     if conn.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
     for row in conn.execute(query).all():
         gone = f"Worker {row.worker} stopped responding (no heartbeat for {stale_after_s:g} s)"
         if row.cancel_requested:
-            status, message = Status.CANCELLED.value, f"{gone}; the job was being cancelled."
+            status, message = Status.CANCELLED, f"{gone}; the job was being cancelled."
         elif row.attempts >= row.max_attempts:
-            status = Status.FAILED.value
+            status = Status.FAILED
             message = (
                 f"{gone} on attempt {row.attempts} of {row.max_attempts}; giving up. A worker "
                 "that dies repeatedly has often run out of memory: try a smaller batch size "
                 f"or model. The last checkpoint is kept; `ia3 jobs retry {row.id}` resumes."
             )
         else:
-            status = Status.QUEUED.value
+            status = Status.QUEUED
             message = f"{gone} on attempt {row.attempts}; back in the queue to resume."
         done = conn.execute(
             update(Job)
-            .where(Job.id == row.id, Job.status == Status.RUNNING.value, Job.heartbeat_at < cutoff)
+            .where(Job.id == row.id, _leaving("recover"), Job.heartbeat_at < cutoff)
             .values(
                 status=status,
-                message=None if status == Status.QUEUED.value else message,
-                finished_at=None if status == Status.QUEUED.value else utcnow(),
+                message=None if status == Status.QUEUED else message,
+                finished_at=None if status == Status.QUEUED else utcnow(),
             )
         ).rowcount
         if done:
@@ -317,7 +268,7 @@ def heartbeat(job_id: int, worker: str, *, db=None) -> bool | None:
     with writing(db) as conn:
         row = conn.execute(
             update(Job)
-            .where(Job.id == job_id, Job.worker == worker, Job.status == Status.RUNNING.value)
+            .where(Job.id == job_id, _held_by(worker))
             .values(heartbeat_at=db_now(conn))
             .returning(Job.cancel_requested)
         ).first()
@@ -326,10 +277,10 @@ def heartbeat(job_id: int, worker: str, *, db=None) -> bool | None:
 
 def running_job(worker: str, *, db=None) -> JobInfo | None:
     """The job `worker` is running now, if any."""
-    query = select(*_JOB_COLUMNS).where(Job.worker == worker, Job.status == Status.RUNNING.value)
+    query = select(*JOB_COLUMNS).where(_held_by(worker))
     with reading(db) as conn:
         row = conn.execute(query.limit(1)).first()
-    return None if row is None else _job_info(row)
+    return None if row is None else as_job_info(row)
 
 
 @retried
@@ -356,7 +307,7 @@ def record_event(job_id: int, worker: str, attempt: int, event: dict, *, db=None
     with writing(db) as conn:
         owned = conn.execute(
             update(Job)
-            .where(Job.id == job_id, Job.worker == worker, Job.status == Status.RUNNING.value)
+            .where(Job.id == job_id, _held_by(worker))
             .values(
                 **{k: v for k, v in progress.items() if v is not None}, heartbeat_at=db_now(conn)
             )
@@ -378,9 +329,7 @@ def record_checkpoint(
     relative, data = blobs.pack_checkpoint(event["path"], checkpoint_dir)
     with writing(db) as conn:
         owned = conn.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.worker == worker, Job.status == Status.RUNNING.value)
-            .values(heartbeat_at=db_now(conn))
+            update(Job).where(Job.id == job_id, _held_by(worker)).values(heartbeat_at=db_now(conn))
         ).rowcount
         if owned:
             blobs.store_checkpoint(conn, job_id, event.get("step", 0), relative, data)
@@ -403,15 +352,13 @@ def finish_job(
     Returns False when the worker no longer holds it; the caller must then roll back
     anything it did in the same transaction (such as registering the adapter).
     """
-    if status.value not in FINISHED:
+    if status not in targets("finish"):
         raise JobError(f"finish_job takes a finished status, not {status.value}.")
-    values: dict[str, Any] = {"status": status.value, "message": message, "finished_at": utcnow()}
+    values: dict[str, Any] = {"status": status, "message": message, "finished_at": utcnow()}
     if adapter_id is not None:
         values["adapter_id"] = adapter_id
     done = conn.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.worker == worker, Job.status == Status.RUNNING.value)
-        .values(**values)
+        update(Job).where(Job.id == job_id, _held_by(worker)).values(**values)
     ).rowcount
     if done:
         data = {"message": message or status.value, "status": status.value}
@@ -432,8 +379,8 @@ def release_job(job_id: int, worker: str, message: str, *, db=None) -> bool:
     with writing(db) as conn:
         done = conn.execute(
             update(Job)
-            .where(Job.id == job_id, Job.worker == worker, Job.status == Status.RUNNING.value)
-            .values(status=Status.QUEUED.value, attempts=Job.attempts - 1, message=None)
+            .where(Job.id == job_id, _held_by(worker))
+            .values(status=Status.QUEUED, attempts=Job.attempts - 1, message=None)
         ).rowcount
         if done:
             add_event(conn, job_id, 0, "log", {"message": message})
@@ -450,8 +397,8 @@ def fail_worker_jobs(worker: str, message: str, *, db=None) -> list[int]:
     with writing(db) as conn:
         rows = conn.execute(
             update(Job)
-            .where(Job.worker == worker, Job.status == Status.RUNNING.value)
-            .values(status=Status.FAILED.value, message=message, finished_at=utcnow())
+            .where(_held_by(worker))
+            .values(status=Status.FAILED, message=message, finished_at=utcnow())
             .returning(Job.id, Job.attempts)
         ).all()
         for row in rows:

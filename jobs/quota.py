@@ -11,8 +11,9 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from ia3engine.errors import ConfigError, LimitError
+from ia3engine.errors import ConfigError
 from jobs.db import data_dir, reading
+from jobs.errors import LimitError
 from jobs.models import Adapter, DatasetBlob
 
 DEFAULT_MB = 500.0

@@ -14,9 +14,12 @@ import threading
 import uuid
 from collections.abc import Callable
 
+from ia3engine.training.loading import BaseCache
+from ia3engine.training.run import train
 from jobs import queue
 from jobs.db import resolve
-from jobs.models import FINISHED
+from jobs.job_run import JobRun
+from jobs.status import FINISHED
 
 log = logging.getLogger(__name__)
 
@@ -25,12 +28,6 @@ def worker_name(pid: int, token: str) -> str:
     """A worker's id: this machine, its process id and a random token, so no two workers
     (not even a restarted one that got the same pid) ever share an id."""
     return f"{socket.gethostname()}:{pid}:{token}"
-
-
-def _default_train(*args, **kwargs):
-    from ia3engine.training.run import train
-
-    return train(*args, **kwargs)
 
 
 class Worker:
@@ -54,22 +51,18 @@ class Worker:
         step_event_s: float = 0.5,
         train_fn: Callable | None = None,
     ):
-        from ia3engine.training.loading import BaseCache
-
         self.engine = resolve(db_url)
         self.device = device
         self.worker_id = worker_id or worker_name(os.getpid(), uuid.uuid4().hex[:6])
         self.poll_s, self.stale_after_s = poll_s, stale_after_s
         self.heartbeat_s, self.cancel_poll_s = heartbeat_s, cancel_poll_s
         self.step_event_s = step_event_s
-        self.train_fn = train_fn or _default_train
+        self.train_fn = train_fn or train
         self.base_cache = BaseCache()
         self.stopping = threading.Event()
 
     def run_one(self) -> bool:
         """Claim and run one job; False when the queue had nothing to run."""
-        from jobs.job_run import JobRun
-
         job = queue.claim_job(self.worker_id, stale_after_s=self.stale_after_s, db=self.engine)
         if job is None:
             return False

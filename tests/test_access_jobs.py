@@ -11,10 +11,11 @@ import pytest
 import tiny_models
 
 from ia3engine import IA3Config, get_ia3_model
-from ia3engine.errors import AccessDeniedError, ConfigError, LimitError
+from ia3engine.errors import ConfigError
 from jobs import access, access_limits, access_shares, queue, registry
 from jobs.access import LOCAL, Actor
 from jobs.access_limits import Limits
+from jobs.errors import AccessDeniedError, LimitError
 
 db_url = jobs_support.db_url  # a fresh SQLite, then PostgreSQL, database per test
 

@@ -75,7 +75,7 @@ def test_at_most_max_adapters_stay_loaded_on_a_base_least_recently_used_first(po
 
 
 def test_a_person_at_their_in_flight_limit_is_refused_and_others_are_not():
-    from ia3engine.errors import LimitError
+    from jobs.errors import LimitError
 
     in_flight = serving.InFlight()
     with in_flight.admitted("ann", 2), in_flight.admitted("ann", 2):

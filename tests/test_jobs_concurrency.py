@@ -12,7 +12,7 @@ import pytest
 from ia3engine.training.spec import TrainSpec
 from jobs import queue
 from jobs.db import head_revision
-from jobs.models import Status
+from jobs.status import Status
 
 db_url = jobs_support.db_url  # the fixture: a fresh SQLite, then PostgreSQL, database
 PROCESSES = 4

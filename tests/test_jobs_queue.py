@@ -9,11 +9,13 @@ import jobs_support
 import pytest
 from sqlalchemy import func, select, update
 
-from ia3engine.errors import JobError, SpecError
+from ia3engine.errors import SpecError
 from ia3engine.training.spec import TrainSpec
 from jobs import blobs, queue
 from jobs.db import reading, writing
-from jobs.models import Job, Status, utcnow
+from jobs.errors import JobError
+from jobs.models import Job, utcnow
+from jobs.status import Status
 
 db_url = jobs_support.db_url  # the fixture: a fresh SQLite, then PostgreSQL, database
 

@@ -2,9 +2,10 @@
 
 import pytest
 
-from ia3engine.errors import ConfigError, LimitError
+from ia3engine.errors import ConfigError
 from jobs import quota
 from jobs.db import writing
+from jobs.errors import LimitError
 from jobs.models import DatasetBlob, utcnow
 
 

@@ -9,10 +9,10 @@ import time
 import jobs_support
 import pytest
 
-from ia3engine.errors import LimitError
 from jobs import access, access_limits, queue
 from jobs.access_limits import EXAMPLES, Limits
-from jobs.models import Status
+from jobs.errors import LimitError
+from jobs.status import Status
 
 db_url = jobs_support.db_url  # the fixture: a fresh SQLite, then PostgreSQL, database
 LIMITS = Limits(
