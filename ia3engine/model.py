@@ -1,8 +1,9 @@
 """IA3Model: IA3 adapters injected into a base model in place, and everything done with them.
 
 Owns adapter bookkeeping (add, activate, delete, disable), mixed-adapter forwards, merging,
-weighted mixing and parameter counts; the math lives in layers.py, files in io.py, mixing in
-mixing.py (both are handed the model and use only its public methods).
+unloading (also of a base whose IA3Model is gone) and parameter counts. The math lives in
+layers.py; files (io.py) and weighted mixes (mixing.py) are handed the model and use only its
+public methods, so the arrows point from here down.
 """
 
 from __future__ import annotations
