@@ -10,7 +10,7 @@ _EXPORTS = {
     "preview_targets": "targets",
     "IA3Model": "model",
     "get_ia3_model": "model",
-    "load_ia3_model": "io",
+    "load_ia3_model": "model",
     "TrainSpec": "training.spec",
     "train": "training.run",
     "TrainResult": "training.run",

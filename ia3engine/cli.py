@@ -13,6 +13,9 @@ import time
 from pathlib import Path
 
 from ia3engine.errors import IA3Error
+from ia3engine.serve.evaluate import evaluate_file
+from ia3engine.training.run import train
+from ia3engine.training.spec import TrainSpec
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "data"
 
@@ -96,8 +99,6 @@ def _guarded(command):
 # ---- train ---------------------------------------------------------------------------------
 def spec_from_args(args):
     """A TrainSpec from the flags of add_train_arguments (and `--demo` where offered)."""
-    from ia3engine.training.spec import TrainSpec
-
     if getattr(args, "demo", False):
         data, eval_data = EXAMPLES / "sentiment_train.csv", EXAMPLES / "sentiment_eval.csv"
         if not data.is_file():
@@ -139,8 +140,6 @@ def spec_from_args(args):
 
 @_guarded
 def run_train(args) -> int:
-    from ia3engine.training.run import train
-
     spec = spec_from_args(args)
     bar = ProgressBar(enabled=sys.stderr.isatty())  # stderr: --json's stdout stays one object
     result = train(spec, on_event=bar.on_event)
@@ -211,8 +210,6 @@ class ProgressBar:
 # ---- eval ----------------------------------------------------------------------------------
 @_guarded
 def run_eval(args) -> int:
-    from ia3engine.serve.evaluate import evaluate_file
-
     started = time.perf_counter()
     metrics = evaluate_file(
         args.model,

@@ -1,7 +1,8 @@
 """Save and load IA3 adapters in PEFT's on-disk format.
 
 A folder holds adapter_config.json and adapter_model.safetensors with PEFT's key names
-(`base_model.model.<path>.ia3_l`), so PEFT loads ours and we load PEFT's.
+(`base_model.model.<path>.ia3_l`), so PEFT loads ours and we load PEFT's. The functions take an
+IA3Model and use its public methods; `load_ia3_model` lives with IA3Model in model.py.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from ia3engine.config import IA3Config
 from ia3engine.errors import AdapterFileError
+from ia3engine.wrappers import VECTOR
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +38,7 @@ def adapter_tensors(model, adapter_name: str) -> dict[str, torch.nn.Parameter | 
     tensors = {}
     for path, layer in model.ia3_layers():
         if adapter_name in layer.ia3_l:
-            tensors[f"{PREFIX}{path}.ia3_l"] = layer.ia3_l[adapter_name]
+            tensors[f"{PREFIX}{path}.{VECTOR}"] = layer.ia3_l[adapter_name]
     for path, module in model.saved_modules():
         if adapter_name in module.modules_to_save:
             for key, value in module.modules_to_save[adapter_name].state_dict().items():
@@ -64,7 +66,7 @@ def adapter_config_dict(model, adapter_name: str) -> dict:
 def save_adapters(model, save_directory, selected_adapters: list[str] | None = None) -> None:
     """Write each selected adapter (default: all) in PEFT's layout."""
     names = list(model.peft_config) if selected_adapters is None else list(selected_adapters)
-    model._check_known(names)
+    model.check_known(names)
     for name in names:
         folder = adapter_folder(save_directory, name)
         folder.mkdir(parents=True, exist_ok=True)
@@ -135,29 +137,18 @@ def copy_into_adapter(model, adapter_name: str, tensors: dict[str, torch.Tensor]
             live[key].copy_(tensor)
 
 
+def read_adapter(folder, is_trainable: bool = False) -> tuple[IA3Config, dict[str, torch.Tensor]]:
+    """The config (frozen unless is_trainable) and the tensors of the adapter in `folder`."""
+    config = dataclasses.replace(read_config(folder), inference_mode=not is_trainable)
+    return config, read_tensors(folder)
+
+
 def load_adapter(model, folder, adapter_name: str, is_trainable: bool = False) -> None:
     """Add `adapter_name` to an IA3Model from a folder; inactive until set_adapter."""
-    config = dataclasses.replace(read_config(folder), inference_mode=not is_trainable)
-    tensors = read_tensors(folder)
+    config, tensors = read_adapter(folder, is_trainable)
     model.add_adapter(adapter_name, config)
     try:
         copy_into_adapter(model, adapter_name, tensors)
     except Exception:
         model.delete_adapter(adapter_name)
         raise
-
-
-def load_ia3_model(base_model, folder, adapter_name: str = "default", is_trainable: bool = False):
-    """Wrap `base_model` with the adapter saved in `folder` (ours or PEFT's)."""
-    from ia3engine.model import IA3Model
-
-    config = dataclasses.replace(read_config(folder), inference_mode=not is_trainable)
-    tensors = read_tensors(folder)
-    model = IA3Model(base_model, config, adapter_name)
-    try:
-        copy_into_adapter(model, adapter_name, tensors)
-    except Exception:
-        model.unload()  # give the caller its base model back untouched
-        raise
-    logger.info("Loaded adapter '%s' from %s", adapter_name, folder)
-    return model

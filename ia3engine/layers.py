@@ -11,7 +11,7 @@ import logging
 import torch
 from torch import nn
 
-from ia3engine.errors import AdapterError, MergeError, UnsupportedLayerError
+from ia3engine.errors import AdapterError, MergeError
 from ia3engine.routing import RowRouting, current_routing
 
 logger = logging.getLogger(__name__)
@@ -213,6 +213,11 @@ class IA3Layer(nn.Module):
         bias = self._buffers.pop("original_bias", None)
         self._write_weight(self._buffers.pop("original_weight"), bias)
 
+    def forget_original(self) -> None:
+        """Make the merge final: drop the copy kept for an exact unmerge."""
+        self._buffers.pop("original_weight", None)
+        self._buffers.pop("original_bias", None)
+
     def extra_repr(self) -> str:
         modes = ", ".join(f"{n}:{'ff' if ff else 'out'}" for n, ff in self.feedforward.items())
         return f"in={self.in_features}, out={self.out_features}, adapters=[{modes}]"
@@ -286,26 +291,3 @@ class IA3Conv(IA3Layer):
             if bias is not None:
                 bias = (bias * vector).to(bias.dtype)
         return weight, bias
-
-
-def _is_conv1d(module: nn.Module) -> bool:
-    from transformers.pytorch_utils import Conv1D
-
-    return isinstance(module, Conv1D)
-
-
-def wrap_layer(module: nn.Module, name: str = "") -> IA3Layer:
-    """The IA3 wrapper for `module`; raises UnsupportedLayerError for other layer types."""
-    if type(module).__module__.startswith("bitsandbytes"):
-        from ia3engine.quantized import wrap_quantized
-
-        return wrap_quantized(module, name)
-    if isinstance(module, (nn.Conv2d, nn.Conv3d)):
-        return IA3Conv(module)
-    if isinstance(module, nn.Linear) or _is_conv1d(module):
-        return IA3Linear(module)
-    raise UnsupportedLayerError(
-        f"Target module '{name}' is a {type(module).__name__}, which IA3 cannot scale. "
-        "Supported: nn.Linear, transformers Conv1D, nn.Conv2d, nn.Conv3d, bitsandbytes "
-        "Linear8bitLt and Linear4bit. Remove it from target_modules."
-    )

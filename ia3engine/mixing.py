@@ -18,15 +18,13 @@ logger = logging.getLogger(__name__)
 
 def add_weighted_adapter(model, adapters: list[str], weights: list[float], adapter_name: str):
     """Add `adapter_name` to `model` (an IA3Model), frozen and inactive, as a weighted mix."""
-    from ia3engine.model import _check_new_name
-
-    _check_new_name(adapter_name, model.peft_config)
+    model.check_new_name(adapter_name)
     if not adapters or len(adapters) != len(weights):
         raise AdapterError(
             f"add_weighted_adapter needs one weight per adapter; got {len(adapters)} adapters "
             f"and {len(weights)} weights."
         )
-    model._check_known(adapters)
+    model.check_known(adapters)
     configs = [model.peft_config[name] for name in adapters]
     sources = _saved_module_sources(model, adapters)
     config = dataclasses.replace(
@@ -48,7 +46,7 @@ def add_weighted_adapter(model, adapters: list[str], weights: list[float], adapt
         with torch.no_grad():
             layer.ia3_l[adapter_name].copy_(mixed)
         layer.ia3_l[adapter_name].requires_grad_(False)
-    model._add_saved_modules(adapter_name, config.modules_to_save, sources)
+    model.add_saved_modules(adapter_name, config.modules_to_save, sources)
     model.peft_config[adapter_name] = config
     logger.info("Added adapter '%s' = mix of %s with weights %s", adapter_name, adapters, weights)
 

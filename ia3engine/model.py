@@ -1,7 +1,9 @@
 """IA3Model: IA3 adapters injected into a base model in place, and everything done with them.
 
 Owns adapter bookkeeping (add, activate, delete, disable), mixed-adapter forwards, merging,
-weighted mixing and parameter counts; the math lives in layers.py, files in io.py.
+unloading (also of a base whose IA3Model is gone) and parameter counts. The math lives in
+layers.py; files (io.py) and weighted mixes (mixing.py) are handed the model and use only its
+public methods, so the arrows point from here down.
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from ia3engine import io, mixing
 from ia3engine.config import IA3Config
 from ia3engine.errors import AdapterError
-from ia3engine.layers import IA3Layer, wrap_layer
+from ia3engine.layers import IA3Layer
 from ia3engine.routing import BASE, RowRouting, route_rows
 from ia3engine.saved_modules import SavedModule
 from ia3engine.targets import resolve_targets, saved_module_names
+from ia3engine.wrappers import param_count, replace_module, wrap_layer
 
 logger = logging.getLogger(__name__)
 
@@ -97,14 +101,10 @@ class IA3Model(nn.Module):
             if isinstance(module, SavedModule):
                 yield name, module
 
-    def _replace(self, name: str, new: nn.Module) -> None:
-        parent_name, _, leaf = name.rpartition(".")
-        setattr(self.base_model.get_submodule(parent_name), leaf, new)
-
     # ---- adapters --------------------------------------------------------------------------
     def add_adapter(self, adapter_name: str, config: IA3Config) -> None:
         """Inject a new adapter; the first one becomes active and trainable, later ones not."""
-        _check_new_name(adapter_name, self.peft_config)
+        self.check_new_name(adapter_name)
         if config.task_type == "SEQ_CLS":
             extra = [n for n in _SEQ_CLS_HEADS if n not in (config.modules_to_save or [])]
             config = dataclasses.replace(
@@ -120,15 +120,17 @@ class IA3Model(nn.Module):
                 layer = wrap_layer(layer, target.name)
                 layer.active_adapters = list(self.active_adapters)
                 layer.disabled = any(m.disabled for _, m in self.ia3_layers())
-                self._replace(target.name, layer)
+                replace_module(self.base_model, target.name, layer)
             layer.add_adapter(adapter_name, target.feedforward, config.init_ia3_weights)
             layer.ia3_l[adapter_name].requires_grad_(False)
-        self._add_saved_modules(adapter_name, config.modules_to_save)
+        self.add_saved_modules(adapter_name, config.modules_to_save)
         self.peft_config[adapter_name] = resolved
         if not self.active_adapters:
             self.set_adapter(adapter_name)
 
-    def _add_saved_modules(self, adapter_name: str, spec, sources=None) -> None:
+    def add_saved_modules(self, adapter_name: str, spec, sources=None) -> None:
+        """Give `adapter_name` its own trainable copy of each module `spec` names (frozen until
+        set_adapter); `sources` maps a path to the module the copy starts from."""
         for name in saved_module_names(self.base_model, spec):
             module = self.base_model.get_submodule(name)
             if isinstance(module, IA3Layer):
@@ -138,14 +140,14 @@ class IA3Model(nn.Module):
                 )
             if not isinstance(module, SavedModule):
                 module = SavedModule(module)
-                self._replace(name, module)
+                replace_module(self.base_model, name, module)
             module.add_adapter(adapter_name, (sources or {}).get(name))
             module.modules_to_save[adapter_name].requires_grad_(False)
 
     def set_adapter(self, adapter_name: str | list[str]) -> None:
         """Activate adapters (their scales multiply) and make only them trainable."""
         names = [adapter_name] if isinstance(adapter_name, str) else list(adapter_name)
-        self._check_known(names)
+        self.check_known(names)
         for _, module in self.saved_modules():
             module.check_active(names)  # before anything changes
         if self.merged_adapters:
@@ -161,7 +163,7 @@ class IA3Model(nn.Module):
         self.active_adapters = names
 
     def delete_adapter(self, adapter_name: str) -> None:
-        self._check_known([adapter_name])
+        self.check_known([adapter_name])
         if adapter_name in self.merged_adapters:
             raise AdapterError(
                 f"Adapter '{adapter_name}' is merged; call model.unmerge() before deleting it."
@@ -169,11 +171,11 @@ class IA3Model(nn.Module):
         for name, layer in list(self.ia3_layers()):
             layer.delete_adapter(adapter_name)
             if not layer.ia3_l:  # no adapter left here: give the base layer its place back
-                self._replace(name, layer.base_layer)
+                replace_module(self.base_model, name, layer.base_layer)
         for name, module in list(self.saved_modules()):
             module.delete_adapter(adapter_name)
             if not module.modules_to_save:
-                self._replace(name, module.original_module)
+                replace_module(self.base_model, name, module.original_module)
         del self.peft_config[adapter_name]
         remaining = [n for n in self.active_adapters if n != adapter_name]
         if not remaining and self.peft_config:
@@ -200,11 +202,24 @@ class IA3Model(nn.Module):
             if merged:
                 self.merge(merged)
 
-    def _check_known(self, names: list[str]) -> None:
+    def check_known(self, names: list[str]) -> None:
+        """Raise AdapterError naming every one of `names` this model does not have."""
         unknown = [n for n in names if n not in self.peft_config]
         if unknown:
             raise AdapterError(
                 f"Unknown adapter(s) {unknown}; this model has {sorted(self.peft_config)}."
+            )
+
+    def check_new_name(self, name: str) -> None:
+        """Raise AdapterError if `name` cannot name a new adapter here."""
+        if not isinstance(name, str) or not name or "." in name or name == BASE:
+            raise AdapterError(
+                f"Adapter name {name!r} is not usable: use a non-empty name without dots, "
+                f"other than '{BASE}'."
+            )
+        if name in self.peft_config:
+            raise AdapterError(
+                f"An adapter named '{name}' already exists; pick another name or delete it first."
             )
 
     # ---- merging ---------------------------------------------------------------------------
@@ -215,7 +230,7 @@ class IA3Model(nn.Module):
         """
         names = [adapter_names] if isinstance(adapter_names, str) else adapter_names
         names = list(self.active_adapters if names is None else names)
-        self._check_known(names)
+        self.check_known(names)
         for name in [n for n in names if n in self.merged_adapters]:
             logger.warning("Adapter '%s' is already merged; nothing to do for it.", name)
         names = [n for n in names if n not in self.merged_adapters]
@@ -243,23 +258,15 @@ class IA3Model(nn.Module):
     ) -> nn.Module:
         """Merge, then return the bare base model (Conv1D stays Conv1D); adapters are gone."""
         self.merge(adapter_names, safe_merge=safe_merge)
-        return self._unload(keep_copies=True)
+        unload_adapters(self.base_model, keep_merged=True)
+        return self._forget_adapters()
 
     def unload(self) -> nn.Module:
         """Return the original base model, unmerged, without any adapter."""
-        if self.merged_adapters:
-            self.unmerge()
-        return self._unload(keep_copies=False)
+        unload_adapters(self.base_model)
+        return self._forget_adapters()
 
-    def _unload(self, keep_copies: bool) -> nn.Module:
-        for name, layer in list(self.ia3_layers()):
-            for key in ("original_weight", "original_bias"):
-                layer._buffers.pop(key, None)  # the merge is final: drop the unmerge copy
-            layer.__dict__.pop("_original", None)
-            self._replace(name, layer.base_layer)
-        for name, module in list(self.saved_modules()):
-            chosen = module.module_for(module.active_adapter if keep_copies else None)
-            self._replace(name, chosen)
+    def _forget_adapters(self) -> nn.Module:
         self.peft_config = {}
         self.active_adapters, self.merged_adapters = [], []
         return self.base_model
@@ -269,27 +276,19 @@ class IA3Model(nn.Module):
         self, adapters: list[str], weights: list[float], adapter_name: str
     ) -> None:
         """New adapter with vector sum(w_i * l_i); an adapter absent from a module counts as 1."""
-        from ia3engine.mixing import add_weighted_adapter
-
-        add_weighted_adapter(self, list(adapters), list(weights), adapter_name)
+        mixing.add_weighted_adapter(self, list(adapters), list(weights), adapter_name)
 
     def save_pretrained(self, save_directory, selected_adapters: list[str] | None = None) -> None:
-        from ia3engine.io import save_adapters
-
-        save_adapters(self, save_directory, selected_adapters)
+        io.save_adapters(self, save_directory, selected_adapters)
 
     def load_adapter(self, folder, adapter_name: str, is_trainable: bool = False) -> None:
-        from ia3engine.io import load_adapter
-
-        load_adapter(self, folder, adapter_name, is_trainable=is_trainable)
+        io.load_adapter(self, folder, adapter_name, is_trainable=is_trainable)
 
     def get_nb_trainable_parameters(self) -> tuple[int, int]:
         """(trainable, all) parameter counts, counted like PEFT (4-bit packs two per byte)."""
         trainable = total = 0
         for param in self.parameters():
-            count = param.numel()
-            if type(param).__name__ == "Params4bit":
-                count = count * 2 * param.element_size()
+            count = param_count(param)
             total += count
             trainable += count if param.requires_grad else 0
         return trainable, total
@@ -304,20 +303,48 @@ class IA3Model(nn.Module):
         )
 
 
-def _check_new_name(name: str, existing: dict) -> None:
-    if not isinstance(name, str) or not name or "." in name or name == BASE:
-        raise AdapterError(
-            f"Adapter name {name!r} is not usable: use a non-empty name without dots, "
-            f"other than '{BASE}'."
-        )
-    if name in existing:
-        raise AdapterError(
-            f"An adapter named '{name}' already exists; pick another name or delete it first."
-        )
-
-
 def get_ia3_model(
     base_model: nn.Module, config: IA3Config, adapter_name: str = "default"
 ) -> IA3Model:
     """Inject an IA3 adapter into `base_model` (in place) and return the wrapping IA3Model."""
     return IA3Model(base_model, config, adapter_name)
+
+
+def load_ia3_model(
+    base_model: nn.Module, folder, adapter_name: str = "default", is_trainable: bool = False
+) -> IA3Model:
+    """Wrap `base_model` with the adapter saved in `folder` (ours or PEFT's)."""
+    config, tensors = io.read_adapter(folder, is_trainable)
+    model = IA3Model(base_model, config, adapter_name)
+    try:
+        io.copy_into_adapter(model, adapter_name, tensors)
+    except Exception:
+        model.unload()  # give the caller its base model back untouched
+        raise
+    logger.info("Loaded adapter '%s' from %s", adapter_name, folder)
+    return model
+
+
+def unload_adapters(base_model: nn.Module, keep_merged: bool = False) -> int:
+    """Give every module an adapter wrapped in `base_model` its place back; returns how many.
+
+    IA3 layers are unmerged (keep_merged: their merge is made final instead); a saved module
+    gives back its original (keep_merged: the active adapter's trained copy). It needs no
+    IA3Model, so a cached base is cleaned even after the job that wrapped it failed.
+    """
+    wrapped = [
+        (name, module)
+        for name, module in base_model.named_modules()
+        if isinstance(module, (IA3Layer, SavedModule))
+    ]
+    for name, module in reversed(wrapped):  # innermost first: outer paths stay valid
+        if isinstance(module, IA3Layer):
+            if keep_merged:
+                module.forget_original()
+            else:
+                module.unmerge()
+            replace_module(base_model, name, module.base_layer)
+        else:
+            chosen = module.active_adapter if keep_merged else None
+            replace_module(base_model, name, module.module_for(chosen))
+    return len(wrapped)

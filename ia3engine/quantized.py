@@ -9,11 +9,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ia3engine.errors import UnsupportedLayerError
 from ia3engine.layers import IA3Linear
 
 
-class IA3Linear8bit(IA3Linear):
+class _QuantizedLinear(IA3Linear):
+    """A bitsandbytes base: the original quantized parameter itself is kept for unmerge."""
+
+    def forget_original(self) -> None:
+        self.__dict__.pop("_original", None)
+
+
+class IA3Linear8bit(_QuantizedLinear):
     """bitsandbytes Linear8bitLt: int8 rows with one absmax scale per row (SCB)."""
 
     def _scb(self) -> torch.Tensor:
@@ -69,7 +75,7 @@ class IA3Linear8bit(IA3Linear):
             self.base_layer.bias.copy_(bias)
 
 
-class IA3Linear4bit(IA3Linear):
+class IA3Linear4bit(_QuantizedLinear):
     """bitsandbytes Linear4bit: packed 4-bit blocks with a quant_state."""
 
     def _packed_for_cpu(self) -> bool:
@@ -129,16 +135,3 @@ class IA3Linear4bit(IA3Linear):
         self.base_layer.weight = param
         if bias is not None:
             self.base_layer.bias.copy_(bias)
-
-
-def wrap_quantized(module: nn.Module, name: str = "") -> IA3Linear:
-    import bitsandbytes as bnb
-
-    if isinstance(module, bnb.nn.Linear8bitLt):
-        return IA3Linear8bit(module)
-    if isinstance(module, bnb.nn.Linear4bit):
-        return IA3Linear4bit(module)
-    raise UnsupportedLayerError(
-        f"Target module '{name}' is a bitsandbytes {type(module).__name__}; IA3 supports only "
-        "Linear8bitLt and Linear4bit. Remove it from target_modules."
-    )

@@ -1,6 +1,7 @@
-"""Layer kinds IA3 can scale and the layout of a model it has no table row for.
+"""The layout of a model IA3 has no table row for: layer widths, blocks, keys, values, FFNs.
 
-Owned by the targets part: `targets.py` decides, this module describes what a model contains.
+Owned by the targets part: `targets.py` decides, this module describes what a model contains
+(which layer types IA3 scales is wrappers.py's table).
 """
 
 from __future__ import annotations
@@ -8,43 +9,12 @@ from __future__ import annotations
 from torch import nn
 
 from ia3engine.errors import UnsupportedLayerError
-
-SUPPORTED_LAYER_TYPES = ("Linear", "Conv1D", "Conv2d", "Conv3d", "Linear8bitLt", "Linear4bit")
-LINEAR_TYPES = ("Linear", "Conv1D", "Linear8bitLt", "Linear4bit")  # what "all-linear" takes
-
-
-def base_of(module: nn.Module) -> nn.Module:
-    """The wrapped layer of an IA3 wrapper (attribute `base_layer`), else the module itself."""
-    while isinstance(getattr(module, "base_layer", None), nn.Module):
-        module = module.base_layer
-    return module
-
-
-def layer_type(module: nn.Module) -> str | None:
-    """The supported layer type name of `module` (looking through IA3 wrappers), or None."""
-    module = base_of(module)
-    for cls in type(module).__mro__:
-        # bitsandbytes is matched by class name so that it never has to be imported here
-        # (importing it is slow and it may be missing); its classes subclass nn.Linear.
-        if cls.__module__.startswith("bitsandbytes") and cls.__name__ in (
-            "Linear8bitLt",
-            "Linear4bit",
-        ):
-            return cls.__name__
-        if cls.__name__ == "Conv1D" and cls.__module__.startswith("transformers"):
-            return "Conv1D"
-    if isinstance(module, nn.Linear):
-        return "Linear"
-    if isinstance(module, nn.Conv2d):
-        return "Conv2d"
-    if isinstance(module, nn.Conv3d):
-        return "Conv3d"
-    return None
+from ia3engine.wrappers import layer_type, unsupported_message, unwrap
 
 
 def in_out_features(module: nn.Module) -> tuple[int, int]:
     """(input width, output width) of a supported layer; channels for convolutions."""
-    module = base_of(module)
+    module = unwrap(module)
     kind = layer_type(module)
     if kind == "Conv1D":
         rows, cols = module.weight.shape  # HF Conv1D stores (in, out)
@@ -60,14 +30,6 @@ def vector_length(module: nn.Module, feedforward: bool) -> int:
     """Length of the IA3 vector: the input width for feedforward layers, else the output."""
     fan_in, fan_out = in_out_features(module)
     return fan_in if feedforward else fan_out
-
-
-def unsupported_message(name: str, module: nn.Module) -> str:
-    return (
-        f"Target module {name!r} is a {type(base_of(module)).__name__}, which IA3 cannot scale. "
-        f"Supported layer types: {', '.join(SUPPORTED_LAYER_TYPES)} (bitsandbytes for the last "
-        f"two). Narrow target_modules or add {name!r} to exclude_modules."
-    )
 
 
 # Structural detection for model types missing from the table. The IA3 paper scales keys,

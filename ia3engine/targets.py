@@ -7,22 +7,23 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 from dataclasses import dataclass, field
 
 from torch import nn
 
 from ia3engine.config import ALL_LINEAR, IA3Config, dot_suffixes, select
 from ia3engine.errors import NoTargetModulesError, UnsupportedLayerError
-from ia3engine.structure import (
+from ia3engine.structure import detect_structure, in_out_features, vector_length
+from ia3engine.wrappers import (
     LINEAR_TYPES,
     SUPPORTED_LAYER_TYPES,
-    base_of,
-    detect_structure,
-    in_out_features,
+    inside_wrapper,
+    is_adapter_param,
+    is_saved_copy,
     layer_type,
+    param_count,
     unsupported_message,
-    vector_length,
+    unwrap,
 )
 
 logger = logging.getLogger(__name__)
@@ -88,10 +89,6 @@ FEEDFORWARD_MODULES: dict[str, list[str]] = {
 }
 
 
-# Path components inside our wrappers: IA3 layers (`base_layer`) and modules_to_save copies.
-_INTERNAL = re.compile(r"(^|\.)(base_layer|original_module|modules_to_save|ia3_[^.]*)(\.|$)")
-# Parameters an adapter adds to a model: IA3 vectors and per-adapter copies of saved modules.
-_ADDED = re.compile(r"(^|\.)(modules_to_save|ia3_[^.]*)(\.|$)")
 # Leaf names of output heads; only looked for outside the repeated blocks (see _head_names).
 _HEAD_LEAVES = {"lm_head", "classifier", "score", "qa_outputs", "classification_head", "cls"}
 
@@ -122,7 +119,7 @@ def _walk(model: nn.Module, protected: list[str]) -> list[tuple[str, nn.Module]]
     for name, module in model.named_modules():
         if not name:
             continue
-        if _INTERNAL.search(name):
+        if inside_wrapper(name):
             continue
         if any(name == p or name.startswith(p + ".") for p in protected):
             continue
@@ -138,8 +135,7 @@ def saved_module_names(model: nn.Module, spec) -> list[str]:
     """
     if not spec:
         return []
-    internals = {"original_module", "modules_to_save", "base_layer"}
-    names = [n for n, _ in model.named_modules() if n and internals.isdisjoint(n.split("."))]
+    names = [n for n, _ in model.named_modules() if n and not inside_wrapper(n)]
     found: list[str] = []
     for name in select(spec, names):
         if not any(name.startswith(p + ".") for p in found):
@@ -161,7 +157,7 @@ def _head_names(model: nn.Module, walked: list[tuple[str, nn.Module]]) -> set[st
         if name.split(".")[-1] in _HEAD_LEAVES and not any(p.isdigit() for p in name.split("."))
     ]
     for name, module in walked:
-        if output is not None and base_of(module) is base_of(output):
+        if output is not None and unwrap(module) is unwrap(output):
             heads.add(name)
         if any(name == r or name.startswith(r + ".") for r in head_roots):
             heads.add(name)
@@ -346,11 +342,15 @@ def preview_targets(model: nn.Module, config: IA3Config | None = None) -> Target
     ]
     # Counted on the unwrapped model: a saved module's original, no IA3 vectors or copies.
     saved_params = {
-        id(p): _count(p)
+        id(p): param_count(p)
         for name in choice.protected
-        for p in _original(model.get_submodule(name)).parameters()
+        for p in unwrap(model.get_submodule(name)).parameters()
     }
-    total = {id(p): _count(p) for name, p in model.named_parameters() if not _ADDED.search(name)}
+    total = {
+        id(p): param_count(p)
+        for name, p in model.named_parameters()
+        if not (is_adapter_param(name) or is_saved_copy(name))
+    }
     return TargetPreview(
         rows=rows,
         trainable_params=sum(r["params"] for r in rows) + sum(saved_params.values()),
@@ -362,24 +362,12 @@ def preview_targets(model: nn.Module, config: IA3Config | None = None) -> Target
     )
 
 
-def _original(module: nn.Module) -> nn.Module:
-    return getattr(module, "original_module", module)
-
-
-def _count(param) -> int:
-    """Parameter count; bitsandbytes packs two 4-bit values per byte of storage."""
-    if type(param).__name__ == "Params4bit":
-        return param.numel() * 2 * param.element_size()
-    return param.numel()
-
-
 __all__ = [
     "FEEDFORWARD_MODULES",
     "SUPPORTED_LAYER_TYPES",
     "TARGET_MODULES",
     "Target",
     "TargetPreview",
-    "base_of",
     "in_out_features",
     "layer_type",
     "model_type_of",

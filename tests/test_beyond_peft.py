@@ -9,8 +9,7 @@ from tiny_models import TRANSFORMERS, mlp, token_batch
 
 from ia3engine.config import IA3Config
 from ia3engine.errors import AdapterError
-from ia3engine.io import load_ia3_model
-from ia3engine.model import get_ia3_model
+from ia3engine.model import get_ia3_model, load_ia3_model
 
 peft = pytest.importorskip("peft")
 

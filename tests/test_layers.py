@@ -6,8 +6,9 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from ia3engine.errors import AdapterError, MergeError, UnsupportedLayerError
-from ia3engine.layers import IA3Conv, IA3Linear, wrap_layer
+from ia3engine.layers import IA3Conv, IA3Linear
 from ia3engine.routing import RowRouting, route_rows
+from ia3engine.wrappers import wrap_layer
 
 
 def _base(kind: str) -> tuple[nn.Module, torch.Tensor]:

@@ -10,9 +10,8 @@ from transformers.pytorch_utils import Conv1D
 
 from ia3engine.config import IA3Config
 from ia3engine.errors import AdapterError, AdapterFileError, MergeError
-from ia3engine.io import load_ia3_model
 from ia3engine.layers import IA3Layer
-from ia3engine.model import get_ia3_model
+from ia3engine.model import get_ia3_model, load_ia3_model
 
 FAMILIES = ["mlp", "convnet", "bert", "gpt2", "llama", "t5", "opt"]
 

@@ -12,8 +12,7 @@ from safetensors import safe_open
 from tiny_models import TRANSFORMERS, token_batch
 
 from ia3engine.config import IA3Config
-from ia3engine.io import load_ia3_model
-from ia3engine.model import get_ia3_model
+from ia3engine.model import get_ia3_model, load_ia3_model
 
 peft = pytest.importorskip("peft")
 

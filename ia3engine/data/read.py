@@ -16,7 +16,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import datasets
 import pandas as pd
+import pyarrow.parquet as pq
 
 from ia3engine.errors import DataError
 
@@ -329,8 +331,6 @@ def _records_frame(obj, name: str, limit: int | None = None) -> pd.DataFrame:
 
 
 def _parse_parquet(data: bytes, name: str, limit: int | None = None) -> pd.DataFrame:
-    import pyarrow.parquet as pq
-
     try:
         file = pq.ParquetFile(io.BytesIO(data))
     except Exception as err:  # pyarrow raises many types for a damaged file
@@ -372,8 +372,6 @@ def _read_hub(name: str, max_rows: int | None, role: str) -> Table:
     fix = "Check the path or the dataset id, or upload the data as a CSV, JSONL or Parquet file."
     if _offline():
         raise DataError(f"{unreachable} because this machine is offline (HF_HUB_OFFLINE). {fix}")
-    import datasets
-
     try:
         loaded = datasets.load_dataset(name)
     except Exception as err:  # network, auth, missing repo: all mean "not reachable" here
@@ -392,8 +390,6 @@ def _read_hub(name: str, max_rows: int | None, role: str) -> Table:
 
 def _hub_frame(split) -> pd.DataFrame:
     """A Hub split as a table, with class-label ids turned back into their names."""
-    import datasets
-
     frame = split.to_pandas()
     for column, feature in split.features.items():
         if isinstance(feature, datasets.ClassLabel):

@@ -7,7 +7,12 @@ from __future__ import annotations
 
 import logging
 
+import torch
+
+from ia3engine.data import prepare_dataset
 from ia3engine.errors import DataError
+from ia3engine.serve.predict import Predictor, read_training_info
+from ia3engine.training.tasks import macro_f1
 
 logger = logging.getLogger(__name__)
 
@@ -24,9 +29,6 @@ def evaluate_file(
     device=None,
 ) -> dict:
     """Accuracy and macro F1 (classify) or exact match (generate) over every row of `data`."""
-    from ia3engine.data import prepare_dataset
-    from ia3engine.serve.predict import Predictor, read_training_info
-
     info = read_training_info(adapter) if adapter else {}
     task = task or info.get("task") or "classify"
     rows = prepare_dataset(
@@ -50,18 +52,12 @@ def evaluate_file(
 
 def _untuned(model, task, rows, device):
     """A Predictor on the bare base: the data's labels as choices, vectors at one."""
-    from ia3engine.serve.predict import Predictor
-
     predictor = Predictor(model, task=task, device=device)
     predictor.add_untuned(rows.labels)
     return predictor
 
 
 def _score_classify(predictor, rows, name) -> dict:
-    import torch
-
-    from ia3engine.training.tasks import macro_f1
-
     texts, truth_ids = list(rows.eval["text"]), list(rows.eval["label"])
     known = predictor.labels_of(name)
     missing = sorted({rows.labels[i] for i in truth_ids} - set(known))

@@ -8,6 +8,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from ia3engine.model import load_ia3_model
+from ia3engine.serve.predict import read_training_info
+from ia3engine.training.loading import load_base
+
 logger = logging.getLogger(__name__)
 
 
@@ -16,10 +20,6 @@ def export_merged(adapter_folder, out_dir, *, base_model: str | None = None) -> 
 
     `base_model` overrides the base named in the adapter's training_info.json (e.g. "minilm").
     """
-    from ia3engine.io import load_ia3_model
-    from ia3engine.serve.predict import read_training_info
-    from ia3engine.training.loading import load_base
-
     info = read_training_info(adapter_folder)
     labels = info.get("labels") or None
     encoder_classifier = info.get("kind") == "encoder" and info.get("task") == "classify"

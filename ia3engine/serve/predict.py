@@ -13,7 +13,13 @@ from pathlib import Path
 
 import torch
 
+from ia3engine.config import IA3Config
 from ia3engine.errors import AdapterError, AdapterFileError
+from ia3engine.model import get_ia3_model, load_ia3_model
+from ia3engine.routing import BASE
+from ia3engine.training.loading import PEFT_TASK_TYPE, load_base, resolve_device
+from ia3engine.training.run import TRAINING_INFO
+from ia3engine.training.tasks import DEFAULT_CHOICE_PROMPT, make_task
 
 logger = logging.getLogger(__name__)
 
@@ -21,10 +27,10 @@ UNTUNED_SUFFIX = "__untuned"
 
 
 def read_training_info(folder) -> dict:
-    path = Path(folder) / "training_info.json"
+    path = Path(folder) / TRAINING_INFO
     if not path.is_file():
         raise AdapterFileError(
-            f"No training_info.json in {folder}; it holds the labels and prompt. Point to a "
+            f"No {TRAINING_INFO} in {folder}; it holds the labels and prompt. Point to a "
             "folder written by ia3engine's train()."
         )
     return json.loads(path.read_text())
@@ -43,8 +49,6 @@ class Predictor:
     """One base model with any number of adapters; `predict` routes each row to its adapter."""
 
     def __init__(self, model: str, task: str = "classify", device=None, quantize=None):
-        from ia3engine.training.loading import resolve_device
-
         self.model_name, self.task_name, self.quantize = model, task, quantize
         self.device = resolve_device(device)
         self.adapters: dict[str, dict] = {}  # name -> training info (+ its group)
@@ -54,8 +58,6 @@ class Predictor:
     # ---- adapters --------------------------------------------------------------------------
     def add_adapter(self, name: str, folder) -> None:
         """Load the adapter in `folder` under `name`."""
-        from ia3engine.io import load_ia3_model
-
         if name in self.adapters:
             raise AdapterError(f"An adapter named '{name}' is loaded already; pick another name.")
         info = read_training_info(folder)
@@ -90,11 +92,6 @@ class Predictor:
         Generative bases answer by rank classification over `labels`; an encoder gets a new,
         untrained head, so expect chance-level accuracy from it.
         """
-        from ia3engine.config import IA3Config
-        from ia3engine.model import get_ia3_model
-        from ia3engine.training.run import _PEFT_TASK
-        from ia3engine.training.tasks import DEFAULT_CHOICE_PROMPT
-
         info = {"task": self.task_name, "labels": list(labels or []), "template": None}
         base = self._load_base(info)
         self._tokenizer, self._kind = base.tokenizer, base.kind
@@ -104,7 +101,7 @@ class Predictor:
         key = len(info["labels"]) if base.kind == "encoder" else "lm"
         if key in self._groups:
             raise AdapterError("add_untuned must come before any adapter on the same base.")
-        config = IA3Config(task_type=_PEFT_TASK[base.kind])
+        config = IA3Config(task_type=PEFT_TASK_TYPE[base.kind])
         self._groups[key] = get_ia3_model(base.model, config, name).eval()
         self.adapters[name] = {**info, "group": key, "task_obj": self._task_for(info)}
 
@@ -144,8 +141,6 @@ class Predictor:
         return list(self.adapters[name or self._owner_for([])]["labels"])
 
     def _load_base(self, info: dict):
-        from ia3engine.training.loading import load_base
-
         labels = info.get("labels") or None
         return load_base(
             self.model_name,
@@ -157,20 +152,16 @@ class Predictor:
         )
 
     def _task_for(self, info: dict):
-        from ia3engine.training.tasks import ChoiceClassify, EncoderClassify, Generate
-
         length = (info.get("spec") or {}).get("max_length") or 256
-        if info["task"] == "generate":
-            return Generate(self._tokenizer, length, self.device, kind=self._kind)
-        if self._kind == "encoder":
-            return EncoderClassify(self._tokenizer, info["labels"], length, self.device)
-        return ChoiceClassify(
+        labels = [] if info["task"] == "generate" else info["labels"]
+        return make_task(
+            info["task"],
+            self._kind,
             self._tokenizer,
-            info["labels"],
+            labels,
             length,
             self.device,
-            kind=self._kind,
-            prompt=info.get("prompt"),
+            info.get("prompt"),
         )
 
     # ---- prediction ------------------------------------------------------------------------
@@ -212,8 +203,6 @@ class Predictor:
 
     @torch.no_grad()
     def _predict_rows(self, rows, texts, names, owners, results) -> None:
-        from ia3engine.routing import BASE
-
         first = self.adapters[owners[rows[0]]]
         model = self._groups[first["group"]]
         task = first["task_obj"]

@@ -10,6 +10,8 @@ import json
 import re
 from pathlib import Path, PurePath
 
+from ia3engine.training.loading import portable_base_name
+
 _LOADERS = {
     ("encoder", "classify"): "AutoModelForSequenceClassification",
     ("causal", "classify"): "AutoModelForCausalLM",
@@ -34,8 +36,6 @@ _SETTINGS = (
 
 def model_card(info: dict) -> str:
     """Markdown with YAML front matter, from training_info.json's content."""
-    from ia3engine.training.run import portable_base_name
-
     spec = info.get("spec", {})
     base = portable_base_name(info.get("base_model", ""))
     task, kind = info.get("task", "classify"), info.get("kind", "encoder")

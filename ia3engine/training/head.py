@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ia3engine.layers import IA3Layer
+
 logger = logging.getLogger(__name__)
 
 INIT_ROWS_PER_CLASS = 32  # enough for stable means; keeps the start-up pass short
@@ -48,8 +50,6 @@ def pick_rows(labels: list[int], num_labels: int, seed: int) -> list[int]:
 def last_layer_keys(model) -> list[nn.Parameter]:
     """Trainable IA3 key vectors of the deepest attention layer; [] when there is no such layer
     or only one key module (a model that shares one layer across depths, such as ALBERT)."""
-    from ia3engine.layers import IA3Layer
-
     found = []
     for name, module in model.named_modules():
         if not isinstance(module, IA3Layer) or name.rsplit(".", 1)[-1] not in KEY_LEAVES:

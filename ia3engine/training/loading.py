@@ -1,12 +1,14 @@
 """Base model loading: Hub id, local folder or the bundled `minilm`; kind detection; quantization.
 
-`BaseCache` keeps the last loaded base so that a worker's next job on it starts at once.
+`BaseCache` keeps the last loaded base so that a worker's next job on it starts at once. The
+names adapter files give a base (portable_base_name, PEFT_TASK_TYPE) are decided here too.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import gc
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,10 +18,13 @@ import torch
 from torch import nn
 
 from ia3engine.errors import ModelLoadError
+from ia3engine.model import unload_adapters
+from ia3engine.wrappers import replace_module
 
 logger = logging.getLogger(__name__)
 
 KINDS = ("encoder", "causal", "seq2seq")
+PEFT_TASK_TYPE = {"encoder": "SEQ_CLS", "causal": "CAUSAL_LM", "seq2seq": "SEQ_2_SEQ_LM"}
 BUNDLED = "minilm"
 # Heads of sequence classifiers across families; names absent from a model are harmless.
 HEAD_NAMES = ["classifier", "score", "pre_classifier", "pooler", "lm_head"]
@@ -61,6 +66,11 @@ def resolve_model_path(model: str) -> str:
     if name.startswith(("/", ".", "~")):
         raise ModelLoadError(f"Model folder '{name}' does not exist; check the path.")
     return name
+
+
+def portable_base_name(model: str) -> str:
+    """The name written into adapter files: the Hub id of the bundled MiniLM, else as given."""
+    return "sentence-transformers/all-MiniLM-L6-v2" if model == BUNDLED else str(model)
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
@@ -287,30 +297,6 @@ def _head_state(model: nn.Module) -> dict:
     return {name: copy.deepcopy(getattr(model, name).state_dict()) for name in head_modules(model)}
 
 
-def strip_adapters(model: nn.Module) -> int:
-    """Put back every layer an adapter wrapped (IA3 layers, saved-module copies); return count."""
-    replaced = 0
-    for name, module in list(model.named_modules()):
-        original = _original_of(module)
-        if original is None or not name:
-            continue
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, original)
-        replaced += 1
-    if replaced:
-        return replaced + strip_adapters(model)  # wrappers replaced inside wrappers, if any
-    return 0
-
-
-def _original_of(module: nn.Module) -> nn.Module | None:
-    if hasattr(module, "ia3_l") and hasattr(module, "base_layer"):
-        return module.base_layer
-    if hasattr(module, "original_module") and hasattr(module, "modules_to_save"):
-        return module.original_module
-    return None
-
-
 def reset_head(loaded: LoadedBase, num_labels: int | None, labels: list[str] | None) -> None:
     """Give an encoder's classifier a fresh head with num_labels outputs (weights as at load)."""
     model = loaded.model
@@ -340,11 +326,7 @@ def _resize_outputs(owner: nn.Module, head_name: str, old: int | None, new: int)
             if fresh.bias is not None:
                 nn.init.zeros_(fresh.bias)
             fresh.to(device=module.weight.device, dtype=module.weight.dtype)
-            if not name:
-                setattr(owner, head_name, fresh)
-                continue
-            parent_name, _, child = name.rpartition(".")
-            setattr(head.get_submodule(parent_name) if parent_name else head, child, fresh)
+            replace_module(owner, f"{head_name}.{name}" if name else head_name, fresh)
 
 
 class BaseCache:
@@ -370,7 +352,7 @@ class BaseCache:
     ) -> LoadedBase:
         key = (str(model), quantize, str(resolve_device(device)))
         if self._loaded is not None and self._key == key:
-            strip_adapters(self._loaded.model)
+            unload_adapters(self._loaded.model)
             if self._loaded.kind == "encoder":
                 reset_head(self._loaded, num_labels, labels)
             logger.info("Reusing the loaded base %s (warm cache).", model)
@@ -384,8 +366,6 @@ class BaseCache:
     def clear(self) -> None:
         """Drop the cached base and give its memory back."""
         self._loaded, self._key = None, None
-        import gc
-
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

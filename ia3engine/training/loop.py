@@ -22,6 +22,7 @@ from ia3engine.training.checkpoint import (
     set_rng_state,
 )
 from ia3engine.training.tasks import evaluate
+from ia3engine.wrappers import is_adapter_param
 
 logger = logging.getLogger(__name__)
 
@@ -273,8 +274,8 @@ def _snapshot(params: dict) -> dict:
 
 
 def _param_groups(params: dict, spec) -> list[dict]:
-    vectors = [p for n, p in params.items() if "ia3_l" in n]
-    head = [p for n, p in params.items() if "ia3_l" not in n]
+    vectors = [p for n, p in params.items() if is_adapter_param(n)]
+    head = [p for n, p in params.items() if not is_adapter_param(n)]
     groups = [{"params": vectors, "lr": spec.lr}]
     if head:
         groups.append({"params": head, "lr": spec.head_lr or spec.lr})

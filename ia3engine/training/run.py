@@ -1,7 +1,7 @@
 """`train(spec)`: a dataset file and a base model in, a tested PEFT-format IA3 adapter out.
 
-Sets up data, base, adapter and accelerate, runs the loop (train_loop.py) and writes the folder:
-adapter files, the model card and training_info.json.
+Reads top to bottom: prepare (data, accelerate, seed, base), build (task, adapter, head), train
+(loop.py), then the folder: adapter files, the model card and training_info.json.
 """
 
 from __future__ import annotations
@@ -9,18 +9,37 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
+from ia3engine.config import IA3Config
+from ia3engine.data import PreparedData
+from ia3engine.errors import SpecError
+from ia3engine.model import IA3Model, get_ia3_model
+from ia3engine.training.card import model_card
+from ia3engine.training.head import init_from_class_means
+from ia3engine.training.loading import (
+    PEFT_TASK_TYPE,
+    BaseCache,
+    LoadedBase,
+    load_base,
+    portable_base_name,
+    resolve_device,
+)
+from ia3engine.training.loop import Loop
 from ia3engine.training.spec import TrainSpec
+from ia3engine.training.tasks import DEFAULT_CHOICE_PROMPT, Task, make_task
 
 logger = logging.getLogger(__name__)
 
 TRAINING_INFO = "training_info.json"
-_PEFT_TASK = {"encoder": "SEQ_CLS", "causal": "CAUSAL_LM", "seq2seq": "SEQ_2_SEQ_LM"}
 
 
 @dataclass
@@ -40,14 +59,41 @@ class TrainResult:
     metrics_before: dict = field(default_factory=dict)  # step 0 evaluation, before any update
 
 
+@dataclass
+class Run:
+    """One call of train(): what it was given, and what each step builds for the next."""
+
+    spec: TrainSpec  # resolved and validated
+    emit: Callable[..., None]
+    should_stop: Callable[[], bool] | None
+    checkpoint_dir: str | None
+    base_cache: BaseCache | None
+    started: float = field(default_factory=time.perf_counter)
+    # prepare()
+    data: PreparedData | None = None
+    accelerator: Any = None  # accelerate.Accelerator (imported only where it is made)
+    loaded: LoadedBase | None = None
+    # build()
+    task: Task | None = None
+    model: IA3Model | None = None
+    params: dict[str, torch.nn.Parameter] = field(default_factory=dict)  # the trainable ones
+    prompt: str | None = None  # the choice prompt generative classifiers were trained with
+
+
 def train(
     spec: TrainSpec, on_event=None, should_stop=None, checkpoint_dir=None, base_cache=None
 ) -> TrainResult:
     """Train one adapter; see docs/architecture.md (Training) for the events and the result."""
     emit = _emitter(on_event)
     try:
-        spec = spec.resolved().validate()
-        return _run(spec, emit, should_stop, checkpoint_dir, base_cache)
+        run = Run(spec.resolved().validate(), emit, should_stop, checkpoint_dir, base_cache)
+        prepare(run)
+        build(run)
+        try:
+            return train_and_save(run)
+        finally:
+            if base_cache is not None:
+                run.model.unload()  # the cached base goes back to the next job bare
     except Exception as err:
         emit("failed", message=str(err) or type(err).__name__)
         raise
@@ -64,46 +110,29 @@ def _emitter(on_event):
     return emit
 
 
-def _run(spec: TrainSpec, emit, should_stop, checkpoint_dir, base_cache) -> TrainResult:
-    started = time.perf_counter()
-    data = spec.prepare_data()
-    for note in data.warnings:
-        emit("log", message=note)
-    accelerator = make_accelerator(spec)
+def prepare(run: Run) -> None:
+    """Data first (a bad file fails before any model loads), then accelerate, seeds, the base."""
+    spec = run.spec
+    run.data = spec.prepare_data()
+    for note in run.data.warnings:
+        run.emit("log", message=note)
+    run.accelerator = make_accelerator(spec)
     _seed_everything(spec.seed)
-    loader = base_cache.get if base_cache is not None else _load
-    loaded = loader(
+    load = run.base_cache.get if run.base_cache is not None else load_base
+    run.loaded = load(
         spec.model,
         task=spec.task,
-        num_labels=len(data.labels) or None,
+        num_labels=len(run.data.labels) or None,
         quantize=spec.quantize,
-        device=accelerator.device,
-        labels=data.labels or None,
+        device=run.accelerator.device,
+        labels=run.data.labels or None,
     )
-    setup = _build(spec, data, loaded, accelerator)
-    try:
-        return _train_built(
-            spec, data, loaded, setup, accelerator, emit, should_stop, checkpoint_dir, started
-        )
-    finally:
-        if base_cache is not None:
-            from ia3engine.training.loading import strip_adapters
-
-            strip_adapters(loaded.model)
-
-
-def _load(model, **kwargs):
-    from ia3engine.training.loading import load_base
-
-    return load_base(model, **kwargs)
 
 
 def make_accelerator(spec: TrainSpec):
     """An Accelerator on the spec's device: bf16 (else fp16) autocast on CUDA, none elsewhere."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
-
-    from ia3engine.training.loading import resolve_device
 
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     device = resolve_device(spec.device) if not distributed else None
@@ -127,134 +156,84 @@ def make_accelerator(spec: TrainSpec):
 
 
 def _seed_everything(seed: int) -> None:
-    import random
-
-    import numpy as np
-
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 
 
-@dataclass
-class _Setup:
-    model: object  # IA3Model
-    task: object
-    params: dict
-    config: object
-    prompt: str | None
-
-
-def _build(spec, data, loaded, accelerator) -> _Setup:
-    from ia3engine.config import IA3Config
-    from ia3engine.model import get_ia3_model
-    from ia3engine.training.tasks import (
-        DEFAULT_CHOICE_PROMPT,
-        ChoiceClassify,
-        EncoderClassify,
-        Generate,
-    )
-
-    kind, device = loaded.kind, accelerator.device
+def build(run: Run) -> None:
+    """The task (batches, loss), the adapter on the base, and the start of a new head."""
+    spec, data, kind = run.spec, run.data, run.loaded.kind
+    run.task, run.prompt = _make_task(run)
+    run.task.autocast = run.accelerator.autocast
     config = IA3Config(
         target_modules=spec.target_modules,
         feedforward_modules=spec.feedforward_modules,
-        task_type=_PEFT_TASK[kind] if spec.task == "classify" or kind != "encoder" else None,
+        task_type=PEFT_TASK_TYPE[kind] if spec.task == "classify" or kind != "encoder" else None,
         base_model_name_or_path=portable_base_name(spec.model),
     )
-    prompt = None
-    if spec.task == "generate":
-        task = Generate(loaded.tokenizer, spec.max_length, device, kind=kind)
-    elif kind == "encoder":
-        task = EncoderClassify(loaded.tokenizer, data.labels, spec.max_length, device)
-    else:
-        prompt = DEFAULT_CHOICE_PROMPT if spec.template is None else None
-        task = ChoiceClassify(
-            loaded.tokenizer, data.labels, spec.max_length, device, kind=kind, prompt=prompt
-        )
-    task.autocast = accelerator.autocast
     torch.manual_seed(spec.seed)
-    model = get_ia3_model(loaded.model, config)
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    run.model = get_ia3_model(run.loaded.model, config)
+    run.params = {n: p for n, p in run.model.named_parameters() if p.requires_grad}
     if kind == "encoder" and spec.task == "classify":
-        from ia3engine.training.head import init_from_class_means
-
-        heads = [m.modules_to_save["default"] for _, m in model.saved_modules()]
+        heads = [m.modules_to_save["default"] for _, m in run.model.saved_modules()]
         init_from_class_means(
-            model, heads, task, data.train["text"], data.train["label"], spec.seed
+            run.model, heads, run.task, data.train["text"], data.train["label"], spec.seed
         )
-    return _Setup(model=model, task=task, params=params, config=config, prompt=prompt)
 
 
-def portable_base_name(model: str) -> str:
-    """The name written into adapter files: the Hub id of the bundled MiniLM, else as given."""
-    from ia3engine.training.loading import BUNDLED
+def _make_task(run: Run) -> tuple[Task, str | None]:
+    """The task for this spec and base kind, and the choice prompt it uses (if any)."""
+    spec, kind = run.spec, run.loaded.kind
+    choices = spec.task == "classify" and kind != "encoder"
+    prompt = DEFAULT_CHOICE_PROMPT if choices and spec.template is None else None
+    task = make_task(
+        spec.task,
+        kind,
+        run.loaded.tokenizer,
+        run.data.labels,
+        spec.max_length,
+        run.accelerator.device,
+        prompt,
+    )
+    return task, prompt
 
-    return "sentence-transformers/all-MiniLM-L6-v2" if model == BUNDLED else str(model)
 
-
-def _train_built(
-    spec, data, loaded, setup, accelerator, emit, should_stop, checkpoint_dir, started
-) -> TrainResult:
-    from ia3engine.training.loop import Loop
-
-    if spec.batch_size % accelerator.num_processes:
-        from ia3engine.errors import SpecError
-
-        raise SpecError(
-            [
-                f"batch_size {spec.batch_size} does not split evenly over "
-                f"{accelerator.num_processes} processes; use a multiple of {accelerator.num_processes}."
-            ]
-        )
+def train_and_save(run: Run) -> TrainResult:
+    """Run the loop (resuming from a checkpoint if there is one), score, write the folder."""
+    _check_batch_splits(run)
+    spec_dict = {**run.spec.to_dict(), "data_fingerprint": run.data.fingerprint}
     loop = Loop(
-        spec, setup.task, setup.model, setup.params, data.train, data.eval, accelerator, emit
+        run.spec,
+        run.task,
+        run.model,
+        run.params,
+        run.data.train,
+        run.data.eval,
+        run.accelerator,
+        run.emit,
     )
-    # the data is identified by its content, so a worker with another data dir can resume
-    spec_dict = {**spec.to_dict(), "data_fingerprint": data.fingerprint}
-    trainable = sum(p.numel() for p in setup.params.values())
-    resumed = loop.resume(checkpoint_dir, spec_dict)
-    emit(
-        "started",
-        total_steps=spec.steps,
-        step=loop.state.step,
-        resumed=resumed,
-        trainable_params=trainable,
-        device=str(accelerator.device),
-        processes=accelerator.num_processes,
-        train_rows=len(data.train),
-        eval_rows=len(data.eval),
-        labels=data.labels,
-        setup_seconds=time.perf_counter() - started,
-    )
-    out_dir = Path(spec.out_dir)
-    stopped = loop.run(should_stop, checkpoint_dir, out_dir / "checkpoint", spec_dict)
-    before = {}
-    if not stopped:
-        before = loop.evaluate_initial()
-        emit("eval", step=0, metrics=before, before=True)
-        if spec.early_stopping_patience:
-            loop.restore_best()  # with early stopping, the adapter is the best evaluation's
-    metrics = loop.evaluate(final=True) if not stopped else dict(loop.state.last_metrics)
-    if not stopped:
-        emit("eval", step=loop.state.step, metrics=metrics)
+    _start(run, loop, spec_dict)
+    out_dir = Path(run.spec.out_dir)
+    stopped = loop.run(run.should_stop, run.checkpoint_dir, out_dir / "checkpoint", spec_dict)
+    before, metrics = _final_metrics(run, loop, stopped)
     result = TrainResult(
         adapter_dir=str(out_dir),
         metrics=metrics,
         train_seconds=loop.state.train_seconds,
         steps=loop.state.step,
         stopped=stopped,
-        labels=list(data.labels),
-        task=spec.task,
-        base_model=spec.model,
-        trainable_params=trainable,
-        target_modules=setup.model.peft_config["default"].target_modules,
+        labels=list(run.data.labels),
+        task=run.spec.task,
+        base_model=run.spec.model,
+        trainable_params=_trainable(run),
+        target_modules=run.model.peft_config["default"].target_modules,
         metrics_before=before,
     )
-    if accelerator.is_main_process:
-        write_adapter(result, spec, data, loaded, setup)
-    accelerator.wait_for_everyone()
-    emit(
+    if run.accelerator.is_main_process:
+        write_adapter(run, result)
+    run.accelerator.wait_for_everyone()
+    run.emit(
         "finished",
         metrics=metrics,
         adapter_dir=str(out_dir),
@@ -265,22 +244,69 @@ def _train_built(
     return result
 
 
-def write_adapter(result: TrainResult, spec, data, loaded, setup) -> None:
-    """The adapter folder: PEFT files, README.md model card, training_info.json."""
-    from ia3engine.training.card import model_card
+def _check_batch_splits(run: Run) -> None:
+    processes = run.accelerator.num_processes
+    if run.spec.batch_size % processes:
+        raise SpecError(
+            [
+                f"batch_size {run.spec.batch_size} does not split evenly over "
+                f"{processes} processes; use a multiple of {processes}."
+            ]
+        )
 
+
+def _trainable(run: Run) -> int:
+    return sum(p.numel() for p in run.params.values())
+
+
+def _start(run: Run, loop: Loop, spec_dict: dict) -> None:
+    """Resume from the checkpoint folder if it holds one, then say so in the started event."""
+    # the data is identified by its content, so a worker with another data dir can resume
+    resumed = loop.resume(run.checkpoint_dir, spec_dict)
+    run.emit(
+        "started",
+        total_steps=run.spec.steps,
+        step=loop.state.step,
+        resumed=resumed,
+        trainable_params=_trainable(run),
+        device=str(run.accelerator.device),
+        processes=run.accelerator.num_processes,
+        train_rows=len(run.data.train),
+        eval_rows=len(run.data.eval),
+        labels=run.data.labels,
+        setup_seconds=time.perf_counter() - run.started,
+    )
+
+
+def _final_metrics(run: Run, loop: Loop, stopped: bool) -> tuple[dict, dict]:
+    """(before, after): the untrained adapter's score and the final one; a stopped run keeps
+    its last evaluation and skips both."""
+    if stopped:
+        return {}, dict(loop.state.last_metrics)
+    before = loop.evaluate_initial()
+    run.emit("eval", step=0, metrics=before, before=True)
+    if run.spec.early_stopping_patience:
+        loop.restore_best()  # with early stopping, the adapter is the best evaluation's
+    metrics = loop.evaluate(final=True)
+    run.emit("eval", step=loop.state.step, metrics=metrics)
+    return before, metrics
+
+
+def write_adapter(run: Run, result: TrainResult) -> None:
+    """The adapter folder: PEFT files, README.md model card, training_info.json."""
+    spec, data = run.spec, run.data
     out = Path(result.adapter_dir)
-    setup.model.save_pretrained(out)
+    run.model.save_pretrained(out)
     config_path = out / "adapter_config.json"
     config = json.loads(config_path.read_text())
     config["base_model_name_or_path"] = portable_base_name(spec.model)
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True))
     info = {
         "task": spec.task,
-        "kind": loaded.kind,
+        "kind": run.loaded.kind,
         "labels": list(data.labels),
         "template": spec.template,
-        "prompt": setup.prompt,
+        "prompt": run.prompt,
         "text_column": data.text_column,
         "label_column": data.label_column,
         "base_model": spec.model,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ia3engine.data import prepare_dataset
 from ia3engine.data.templates import template_names, template_problem
 from ia3engine.errors import SpecError
 
@@ -111,8 +112,6 @@ class TrainSpec:
     # --- validation ---------------------------------------------------------------------------
     def prepare_data(self):
         """Read, map and split this spec's data; raises DataError before any model is loaded."""
-        from ia3engine.data import prepare_dataset
-
         kwargs = {"max_rows": self.max_rows} if self.max_rows else {}
         return prepare_dataset(
             self.data,

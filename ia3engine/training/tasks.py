@@ -306,3 +306,15 @@ def _evaluate_generate(task: Generate, model, data, batch_size: int, final: bool
             hits += sum(o == responses[j].strip() for o, j in zip(outs, chunk, strict=True))
         metrics["exact_match"] = hits / max(len(rows), 1)
     return metrics
+
+
+def make_task(
+    task: str, kind: str, tokenizer, labels, max_length, device=None, prompt=None
+) -> Task:
+    """The Task for a task name and base kind: generation, an encoder's head, or answer choices
+    (`prompt` is the choice prompt; None leaves the text as the data's template made it)."""
+    if task == "generate":
+        return Generate(tokenizer, max_length, device, kind=kind)
+    if kind == "encoder":
+        return EncoderClassify(tokenizer, labels, max_length, device)
+    return ChoiceClassify(tokenizer, labels, max_length, device, kind=kind, prompt=prompt)
