@@ -11,6 +11,8 @@ import enum
 import logging
 from pathlib import Path
 
+from ia3engine.data.dataset import prepare_dataset
+
 logger = logging.getLogger(__name__)
 
 LOG_TAIL_LINES = 200
@@ -45,7 +47,7 @@ def check_data(spec) -> None:
     """Read, map and split the spec's data now, so a bad file is refused before queueing."""
     if not Path(str(spec.data)).is_file():
         return  # a Hub dataset id: only the worker (online) can read it
-    spec.prepare_data()
+    prepare_dataset(**spec.data_options())
 
 
 def enqueue_training(fields: dict) -> int:

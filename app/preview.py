@@ -176,7 +176,7 @@ def describe_dataset(
     task: str = "classify",
 ) -> dict:
     """Format, rows, columns, guessed mapping, labels and class balance of a dataset file."""
-    from ia3engine.data import inspect_dataset
+    from ia3engine.data.dataset import inspect_dataset
 
     if not path:
         raise DataError("No dataset chosen. Pick a sample or upload a CSV, TSV, JSONL or Parquet.")

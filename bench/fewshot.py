@@ -36,7 +36,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer  # no
 from transformers.utils import logging as hf_logging  # noqa: E402
 
 from ia3engine import TrainSpec, train  # noqa: E402
-from ia3engine.data import prepare_dataset  # noqa: E402
+from ia3engine.data.dataset import prepare_dataset  # noqa: E402
 
 METHODS = ("default", "default_split", "head", "peft_ia3", "peft_lora")
 PEER_LR = {"head": 3e-3, "peft_ia3": 3e-3, "peft_lora": 1e-3}

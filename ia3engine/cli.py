@@ -13,9 +13,12 @@ import time
 from pathlib import Path
 
 from ia3engine.errors import IA3Error
-from ia3engine.serve.evaluate import evaluate_file
-from ia3engine.training.run import train
 from ia3engine.training.spec import TrainSpec
+
+# _COMMAND_TIME: a command's handler imports the heavy part of its layer (torch, the trainer)
+# when that command runs, so that building the `ia3` parser (every `ia3 ...`, `--help`) loads
+# none of it: tests/test_cli_startup.py checks it. These are the only function-local imports of
+# the project's own modules, and they stand only in the command-line modules.
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "data"
 
@@ -140,6 +143,8 @@ def spec_from_args(args):
 
 @_guarded
 def run_train(args) -> int:
+    from ia3engine.training.run import train  # noqa: PLC0415 - start-up: see _COMMAND_TIME
+
     spec = spec_from_args(args)
     bar = ProgressBar(enabled=sys.stderr.isatty())  # stderr: --json's stdout stays one object
     result = train(spec, on_event=bar.on_event)
@@ -210,6 +215,8 @@ class ProgressBar:
 # ---- eval ----------------------------------------------------------------------------------
 @_guarded
 def run_eval(args) -> int:
+    from ia3engine.serve.evaluate import evaluate_file  # noqa: PLC0415 - start-up: see _COMMAND_TIME
+
     started = time.perf_counter()
     metrics = evaluate_file(
         args.model,

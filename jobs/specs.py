@@ -9,9 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ia3engine.errors import SpecError
-
-# TrainSpec is imported where it is used: ia3engine.training.spec loads the `datasets` package
-# (through ia3engine.data), and `ia3 jobs list`, which imports this module, must not wait ~1 s.
+from ia3engine.training.spec import TrainSpec
 
 # Spec fields that hold dataset paths: the training file and the optional eval file.
 DATA_FIELDS = ("data", "eval_data")
@@ -19,8 +17,6 @@ DATA_FIELDS = ("data", "eval_data")
 
 def spec_from_dict(data: dict):
     """TrainSpec.from_dict, with anything it cannot read turned into a SpecError."""
-    from ia3engine.training.spec import TrainSpec  # noqa: PLC0415 - see the top
-
     if not isinstance(data, dict):
         raise SpecError([f"A spec must be a mapping of field to value, not {type(data).__name__}."])
     try:
@@ -33,8 +29,6 @@ def spec_from_dict(data: dict):
 
 def validated_spec(spec) -> dict:
     """Validate a TrainSpec (or its dict form) and return the dict that is stored."""
-    from ia3engine.training.spec import TrainSpec  # noqa: PLC0415 - see the top
-
     if not isinstance(spec, TrainSpec):
         spec = spec_from_dict(spec)
     spec.validate()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ia3engine.data import inspect_dataset, prepare_dataset
+from ia3engine.data.dataset import inspect_dataset, prepare_dataset
 from ia3engine.errors import DataError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ import logging
 
 import torch
 
-from ia3engine.data import prepare_dataset
+from ia3engine.data.dataset import prepare_dataset
 from ia3engine.errors import DataError
 from ia3engine.serve.predict import Predictor, read_training_info
 from ia3engine.training.tasks import macro_f1

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ia3engine.config import IA3Config
-from ia3engine.data import PreparedData
+from ia3engine.data.dataset import PreparedData, prepare_dataset
 from ia3engine.errors import SpecError
 from ia3engine.model import IA3Model, get_ia3_model
 from ia3engine.training.card import model_card
@@ -113,7 +113,7 @@ def _emitter(on_event):
 def prepare(run: Run) -> None:
     """Data first (a bad file fails before any model loads), then accelerate, seeds, the base."""
     spec = run.spec
-    run.data = spec.prepare_data()
+    run.data = prepare_dataset(**spec.data_options())
     for note in run.data.warnings:
         run.emit("log", message=note)
     run.accelerator = make_accelerator(spec)

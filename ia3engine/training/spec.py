@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ia3engine.data import prepare_dataset
 from ia3engine.data.templates import template_names, template_problem
 from ia3engine.errors import SpecError
 
@@ -110,20 +109,22 @@ class TrainSpec:
         return TrainSpec(**values)
 
     # --- validation ---------------------------------------------------------------------------
-    def prepare_data(self):
-        """Read, map and split this spec's data; raises DataError before any model is loaded."""
-        kwargs = {"max_rows": self.max_rows} if self.max_rows else {}
-        return prepare_dataset(
-            self.data,
-            eval_path=self.eval_data,
-            task=self.task,
-            text_column=self.text_column,
-            label_column=self.label_column,
-            template=self.template,
-            val_fraction=self.val_fraction,
-            seed=self.seed,
-            **kwargs,
-        )
+    def data_options(self) -> dict:
+        """The keyword arguments of `ia3engine.data.dataset.prepare_dataset` for this spec's data:
+        `prepare_dataset(**spec.data_options())` reads, maps and splits it."""
+        options = {
+            "path": self.data,
+            "eval_path": self.eval_data,
+            "task": self.task,
+            "text_column": self.text_column,
+            "label_column": self.label_column,
+            "template": self.template,
+            "val_fraction": self.val_fraction,
+            "seed": self.seed,
+        }
+        if self.max_rows:
+            options["max_rows"] = self.max_rows
+        return options
 
     def validate(self) -> TrainSpec:
         """Raise SpecError listing every problem; return self when the spec is usable."""
