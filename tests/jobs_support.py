@@ -1,5 +1,6 @@
-"""Database fixtures for the jobs suites: every test gets a fresh SQLite file and a fresh
-PostgreSQL database (CREATE DATABASE per test, dropped afterwards).
+"""Databases and data for the jobs suites: the `db_url` fixture (in conftest.py) gives every
+test a fresh SQLite file and a fresh PostgreSQL database (CREATE DATABASE per test, dropped
+afterwards) made here.
 
 PostgreSQL comes from IA3_TEST_POSTGRES_URL (.ci/run starts one). With CI=true a missing or
 unreachable server FAILS the PostgreSQL tests; elsewhere they skip, saying how to run them.
@@ -70,19 +71,6 @@ def make_database(kind: str, tmp_path) -> tuple[str, callable]:
         admin.dispose()
 
     return url, cleanup
-
-
-@pytest.fixture(params=DB_KINDS)
-def db_url(request, tmp_path, monkeypatch):
-    """A fresh database URL (SQLite, then PostgreSQL), set as IA3_DATABASE_URL too."""
-    monkeypatch.setenv("IA3_DATA_DIR", str(tmp_path / "data"))
-    url, cleanup = make_database(request.param, tmp_path)
-    monkeypatch.setenv("IA3_DATABASE_URL", url)
-    yield url
-    from jobs.db import dispose_engines
-
-    dispose_engines()
-    cleanup()
 
 
 WORDS = "good great fine love best bad awful poor hate worst the movie film plot was is very not".split()

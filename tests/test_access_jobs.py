@@ -16,8 +16,6 @@ from jobs import access, access_limits, access_shares, queue, registry
 from jobs.access import LOCAL, Actor
 from jobs.access_limits import Limits
 
-db_url = jobs_support.db_url  # a fresh SQLite, then PostgreSQL, database per test
-
 ANN, BOB = access.user("ann"), access.user("bob")
 ROOT = access.user("root", admins=["root"])
 OPEN = access_limits.NO_LIMITS

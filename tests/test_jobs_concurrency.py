@@ -14,7 +14,6 @@ from jobs import queue
 from jobs.db import head_revision
 from jobs.models import Status
 
-db_url = jobs_support.db_url  # the fixture: a fresh SQLite, then PostgreSQL, database
 PROCESSES = 4
 JOBS = 200
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import jobs_support
 import pytest
 from sqlalchemy import func, select, update
 
@@ -14,8 +13,6 @@ from ia3engine.training.spec import TrainSpec
 from jobs import blobs, queue
 from jobs.db import reading, writing
 from jobs.models import Job, Status, utcnow
-
-db_url = jobs_support.db_url  # the fixture: a fresh SQLite, then PostgreSQL, database
 
 
 @pytest.fixture

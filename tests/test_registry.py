@@ -7,7 +7,6 @@ import json
 import shutil
 import zipfile
 
-import jobs_support
 import pytest
 import tiny_models
 import torch
@@ -18,8 +17,6 @@ from ia3engine.errors import AdapterError, AdapterFileError
 from jobs import registry
 from jobs.db import get_engine, reading, writing
 from jobs.models import Adapter, AdapterFile, Job
-
-db_url = jobs_support.db_url  # the fixture: a fresh SQLite, then PostgreSQL, database
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,6 @@ from jobs.db import writing
 from jobs.models import Job
 from jobs.worker import Worker
 
-db_url = jobs_support.db_url  # the fixture: a fresh SQLite, then PostgreSQL, database
-
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 

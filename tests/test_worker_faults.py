@@ -14,7 +14,6 @@ from ia3engine.training.spec import TrainSpec
 from jobs import blobs, queue, registry
 from jobs.worker import Worker, start_worker_process
 
-db_url = jobs_support.db_url  # the fixture: a fresh SQLite, then PostgreSQL, database
 STEPS, EVERY = 40, 5
 
 
