@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import functools
 import os
-import time
 import uuid
 
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+
+from jobs.db import dispose_engines
 
 POSTGRES_ENV = "IA3_TEST_POSTGRES_URL"
 HOW_TO = (
@@ -63,8 +64,6 @@ def make_database(kind: str, tmp_path) -> tuple[str, callable]:
     url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
 
     def cleanup():
-        from jobs.db import dispose_engines
-
         dispose_engines()
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -75,27 +74,6 @@ def make_database(kind: str, tmp_path) -> tuple[str, callable]:
 
 WORDS = "good great fine love best bad awful poor hate worst the movie film plot was is very not".split()
 POSITIVE, NEGATIVE = WORDS[:5], WORDS[5:10]
-
-
-def save_tiny_bert(folder, *, hidden=32, layers=2, intermediate=64, heads=4) -> str:
-    """A random BERT classifier with a tiny word-level tokenizer, saved like a Hub model."""
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
-
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
-    tokenizer = BertTokenizer(vocab={word: i for i, word in enumerate(vocab)})
-    config = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        intermediate_size=intermediate,
-        max_position_embeddings=64,
-    )
-    torch.manual_seed(0)
-    BertForSequenceClassification(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
 
 
 def write_reviews(path, rows: int = 40) -> str:
@@ -109,27 +87,3 @@ def write_reviews(path, rows: int = 40) -> str:
         )
     path.write_text("\n".join(lines) + "\n")
     return str(path)
-
-
-def wait_for(predicate, timeout_s: float = 60.0, what: str = "condition", poll_s: float = 0.05):
-    """Poll `predicate` until it returns something true (returned) or fail after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll_s)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-
-
-def paced_train(spec, on_event, *, pause_s: float = 0.05, **kwargs):
-    """Real training, paused `pause_s` after each step, so a kill, a stop or a time limit
-    lands mid-run on any CPU (a Worker's train_fn)."""
-    from ia3engine.training.run import train
-
-    def paced(event):
-        on_event(event)
-        if event["type"] == "step":
-            time.sleep(pause_s)
-
-    return train(spec, on_event=paced, **kwargs)

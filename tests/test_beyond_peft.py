@@ -6,6 +6,7 @@ import logging
 import pytest
 import torch
 from tiny_models import TRANSFORMERS, mlp, token_batch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, BitsAndBytesConfig
 
 from ia3engine.config import IA3Config
 from ia3engine.errors import AdapterError
@@ -197,8 +198,6 @@ def test_weighted_mix_treats_untouched_modules_as_identity(caplog):
 
 # 6 ----------------------------------------------------------------------------------------
 def _minilm(path, bits=None):
-    from transformers import AutoModelForSequenceClassification, BitsAndBytesConfig
-
     if bits is None:
         return AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
     quantization = (
@@ -225,8 +224,6 @@ def _same_random_vectors(*models):
 
 @pytest.mark.parametrize("bits", [8, 4])
 def test_merge_into_quantized_minilm_where_peft_refuses(minilm_path, bits):
-    from transformers import AutoTokenizer
-
     texts = ["IA3 scales activations.", "A second, somewhat longer sentence for the batch."]
     batch = AutoTokenizer.from_pretrained(minilm_path)(texts, return_tensors="pt", padding=True)
 

@@ -15,6 +15,7 @@ from transformers import (
 
 from ia3engine.config import IA3Config
 from ia3engine.errors import NoTargetModulesError, UnsupportedLayerError
+from ia3engine.model import get_ia3_model
 from ia3engine.targets import (
     FEEDFORWARD_MODULES,
     TARGET_MODULES,
@@ -388,8 +389,6 @@ def test_sequential_head_after_blocks_is_not_a_block():
 
 
 def test_preview_of_an_injected_model_counts_like_the_bare_model():
-    from ia3engine.model import get_ia3_model
-
     model = tiny_models.bert()
     config = IA3Config(modules_to_save=["classifier"])
     before = preview_targets(model, config)
