@@ -268,6 +268,7 @@ def test_regex_targets_with_list_feedforward_on_t5():
     assert resolved.target_modules == spec
 
 
+@pytest.mark.peft_bug  # spec bug #9
 def test_feedforward_list_needs_a_dot_boundary_unlike_peft():
     model = tiny_models.mlp()
     theirs, _ = peft_targets(model, target_modules="lin.", feedforward_modules=["in0"])
