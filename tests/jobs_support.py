@@ -1,7 +1,8 @@
-"""Database fixtures for the jobs suites: every test gets a fresh SQLite file and a fresh
-PostgreSQL database (CREATE DATABASE per test, dropped afterwards).
+"""Databases and data for the jobs suites: the `db_url` fixture (in conftest.py) gives every
+test a fresh SQLite file and a fresh PostgreSQL database (CREATE DATABASE per test, dropped
+afterwards) made here.
 
-PostgreSQL comes from IA3_TEST_POSTGRES_URL (.ci/run starts one). With CI=true a missing or
+PostgreSQL comes from IA3_TEST_POSTGRES_URL (`make test` starts one). With CI=true a missing or
 unreachable server FAILS the PostgreSQL tests; elsewhere they skip, saying how to run them.
 """
 
@@ -9,17 +10,18 @@ from __future__ import annotations
 
 import functools
 import os
-import time
 import uuid
 
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from jobs.db import dispose_engines
+
 POSTGRES_ENV = "IA3_TEST_POSTGRES_URL"
 HOW_TO = (
     f"set {POSTGRES_ENV} to a PostgreSQL URL whose role may CREATE DATABASE "
-    "(e.g. postgresql+psycopg://app:app@127.0.0.1:55432/appdb), or run .ci/run"
+    "(e.g. postgresql+psycopg://app:app@127.0.0.1:55432/appdb), or run `make test`, which starts one"
 )
 DB_KINDS = [pytest.param("sqlite"), pytest.param("postgres", marks=pytest.mark.postgres)]
 
@@ -62,8 +64,6 @@ def make_database(kind: str, tmp_path) -> tuple[str, callable]:
     url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
 
     def cleanup():
-        from jobs.db import dispose_engines
-
         dispose_engines()
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -72,42 +72,8 @@ def make_database(kind: str, tmp_path) -> tuple[str, callable]:
     return url, cleanup
 
 
-@pytest.fixture(params=DB_KINDS)
-def db_url(request, tmp_path, monkeypatch):
-    """A fresh database URL (SQLite, then PostgreSQL), set as IA3_DATABASE_URL too."""
-    monkeypatch.setenv("IA3_DATA_DIR", str(tmp_path / "data"))
-    url, cleanup = make_database(request.param, tmp_path)
-    monkeypatch.setenv("IA3_DATABASE_URL", url)
-    yield url
-    from jobs.db import dispose_engines
-
-    dispose_engines()
-    cleanup()
-
-
 WORDS = "good great fine love best bad awful poor hate worst the movie film plot was is very not".split()
 POSITIVE, NEGATIVE = WORDS[:5], WORDS[5:10]
-
-
-def save_tiny_bert(folder, *, hidden=32, layers=2, intermediate=64, heads=4) -> str:
-    """A random BERT classifier with a tiny word-level tokenizer, saved like a Hub model."""
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
-
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
-    tokenizer = BertTokenizer(vocab={word: i for i, word in enumerate(vocab)})
-    config = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        intermediate_size=intermediate,
-        max_position_embeddings=64,
-    )
-    torch.manual_seed(0)
-    BertForSequenceClassification(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
 
 
 def write_reviews(path, rows: int = 40) -> str:
@@ -121,27 +87,3 @@ def write_reviews(path, rows: int = 40) -> str:
         )
     path.write_text("\n".join(lines) + "\n")
     return str(path)
-
-
-def wait_for(predicate, timeout_s: float = 60.0, what: str = "condition", poll_s: float = 0.05):
-    """Poll `predicate` until it returns something true (returned) or fail after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll_s)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-
-
-def paced_train(spec, on_event, *, pause_s: float = 0.05, **kwargs):
-    """Real training, paused `pause_s` after each step, so a kill, a stop or a time limit
-    lands mid-run on any CPU (a Worker's train_fn)."""
-    from ia3engine.training.run import train
-
-    def paced(event):
-        on_event(event)
-        if event["type"] == "step":
-            time.sleep(pause_s)
-
-    return train(spec, on_event=paced, **kwargs)

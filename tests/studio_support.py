@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import itsdangerous
+from waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 180
@@ -36,7 +38,6 @@ class Studio:
 def hub_session(name: str, secret: str, expires_in: float | None = 3600) -> str:
     """The `session` cookie Gradio's SessionMiddleware sets after a Hugging Face sign-in on a
     Space (gradio/oauth.py signs it so); `expires_in=None` leaves out the expiry."""
-    import itsdangerous
 
     info = {
         "access_token": "hf_oauth_token",
@@ -66,17 +67,21 @@ def wait_until_up(
 ) -> None:
     """Until the server answers `probe_url` with anything but a server error (a login wall
     counts as up); fails with the log's tail if the process exits or time runs out."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+
+    def answers() -> bool:
         if process.poll() is not None:
             raise RuntimeError(f"the studio exited early:\n{log.read_text()[-3000:]}")
         try:
-            if httpx.get(probe_url, timeout=2).status_code < 500:
-                return
+            return httpx.get(probe_url, timeout=2).status_code < 500
         except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"the studio did not start in {timeout_s} s:\n{log.read_text()[-3000:]}")
+            return False
+
+    wait_for(
+        answers,
+        timeout_s,
+        lambda: f"the studio to answer {probe_url}:\n{log.read_text()[-3000:]}",
+        poll_s=0.3,
+    )
 
 
 def children(pid: int) -> list[int]:

@@ -14,10 +14,8 @@ from ia3engine import IA3Config, get_ia3_model
 from ia3engine.errors import ConfigError
 from jobs import access, access_limits, access_shares, queue, registry
 from jobs.access import LOCAL, Actor
-from jobs.access_limits import Limits
+from jobs.access_limits import EXAMPLES, Limits
 from jobs.errors import AccessDeniedError, LimitError
-
-db_url = jobs_support.db_url  # a fresh SQLite, then PostgreSQL, database per test
 
 ANN, BOB = access.user("ann"), access.user("bob")
 ROOT = access.user("root", admins=["root"])
@@ -158,7 +156,6 @@ def test_signed_in_users_may_only_name_uploaded_files_samples_and_hub_models(
     for model in (str(tmp_path), "../models/x", "~/models"):
         with pytest.raises(AccessDeniedError, match="looks like a folder on the server"):
             access.enqueue(_spec(upload, model=model), actor=ANN, limits=OPEN, db=db_url)
-    from jobs.access_limits import EXAMPLES
 
     sample = str(EXAMPLES / "sentiment_train.csv")
     assert access.enqueue(_spec(sample, model="org/model"), actor=ANN, limits=OPEN, db=db_url)
@@ -207,7 +204,6 @@ def test_limits_read_from_the_environment_and_bad_values_name_the_variable():
     assert limits.max_jobs_per_user == Limits().max_jobs_per_user
     local = Limits.from_env({"IA3_MAX_STEPS": "50"}, defaults=False)  # the local user
     assert local.max_steps == 50 and local.max_upload_mb is None and local.max_queued is None
-    from ia3engine.errors import ConfigError
 
     for raw in ("-1", "lots", "0"):
         with pytest.raises(ConfigError, match="IA3_MAX_ROWS"):

@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 from gradio_client import Client
+from gradio_client.exceptions import AppError
 from studio_support import free_port, hub_session, wait_until_up
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,7 +94,6 @@ def test_each_hub_user_sees_only_their_own_jobs(space):
     )
     assert ann.predict(job, api_name="/job_status")["owner"] == "ann"
     assert job not in {j["id"] for j in bob.predict(api_name="/list_jobs")}
-    from gradio_client.exceptions import AppError
 
     with pytest.raises(AppError, match=f"No job #{job} among yours"):
         bob.predict(job, api_name="/cancel_job")
@@ -102,8 +102,6 @@ def test_each_hub_user_sees_only_their_own_jobs(space):
 
 
 def test_nobody_signed_in_and_forged_sessions_get_nothing(space):
-    from gradio_client.exceptions import AppError
-
     client(space, "ann").predict(
         {"model": "minilm", "data": "sentiment", "steps": 5}, None, None, api_name="/enqueue"
     )

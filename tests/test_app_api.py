@@ -8,9 +8,12 @@ import time
 import zipfile
 
 import pytest
+import torch
 from gradio_client import Client, handle_file
 from studio_support import running_studio
 from train_models import save_tiny, write_instructions, write_sentiment
+from transformers import AutoModelForCausalLM
+from waiting import wait_for
 
 JOB_TIMEOUT_S = 240
 
@@ -33,14 +36,15 @@ def tiny(tmp_path_factory):
 
 
 def wait_done(client, job_id, studio) -> dict:
-    deadline = time.monotonic() + JOB_TIMEOUT_S
-    while time.monotonic() < deadline:
+    def ended():
         job = client.predict(job_id, api_name="/job_status")
-        if job["status"] in ("done", "failed", "cancelled"):
-            assert job["status"] == "done", f"{job['message']}\n{studio.log_tail()}"
-            return job
-        time.sleep(0.5)
-    raise AssertionError(f"job {job_id} did not finish in {JOB_TIMEOUT_S} s:\n{studio.log_tail()}")
+        return job if job["status"] in ("done", "failed", "cancelled") else None
+
+    job = wait_for(
+        ended, JOB_TIMEOUT_S, lambda: f"job {job_id} to end:\n{studio.log_tail()}", poll_s=0.5
+    )
+    assert job["status"] == "done", f"{job['message']}\n{studio.log_tail()}"
+    return job
 
 
 @pytest.fixture(scope="module")
@@ -115,9 +119,6 @@ def test_bad_requests_come_back_as_messages_naming_the_problem(client, tiny):
 def test_export_merged_gives_a_plain_model_with_the_adapter_built_in(
     client, trained, tiny, tmp_path
 ):
-    import torch
-    from transformers import AutoModelForCausalLM
-
     path = client.predict(trained[0]["adapter_id"], api_name="/export_merged")
     with zipfile.ZipFile(path) as archive:
         assert "config.json" in archive.namelist()
@@ -150,13 +151,24 @@ def test_cancel_stops_a_job_and_retry_queues_it_again(client, studio, trained, t
     spec = {"model": model, "steps": 5000, "eval_every": 0, "batch_size": 8}
     job_id = client.predict(spec, handle_file(data), None, api_name="/enqueue")
     deadline = time.monotonic() + JOB_TIMEOUT_S
-    while client.predict(job_id, api_name="/job_status")["step"] is None:
-        assert time.monotonic() < deadline, studio.log_tail()
-        time.sleep(0.3)
+    wait_for(
+        lambda: client.predict(job_id, api_name="/job_status")["step"] is not None,
+        JOB_TIMEOUT_S,
+        lambda: f"job {job_id}'s first step:\n{studio.log_tail()}",
+        poll_s=0.3,
+    )
     assert client.predict(job_id, api_name="/cancel_job")["cancel_requested"] is True
-    while (job := client.predict(job_id, api_name="/job_status"))["status"] == "running":
-        assert time.monotonic() < deadline, studio.log_tail()
-        time.sleep(0.3)
+
+    def stopped():
+        job = client.predict(job_id, api_name="/job_status")
+        return job if job["status"] != "running" else None
+
+    job = wait_for(
+        stopped,
+        deadline - time.monotonic(),  # the two waits share one time limit
+        lambda: f"job {job_id} to stop after the cancel:\n{studio.log_tail()}",
+        poll_s=0.3,
+    )
     assert job["status"] == "cancelled" and job["step"] < 5000
     again = client.predict(job_id, api_name="/retry_job")
     assert client.predict(again, api_name="/job_status")["status"] in ("queued", "running")

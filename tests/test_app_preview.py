@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import transformers
 from train_models import save_tiny
 
 from app import preview
@@ -20,8 +21,6 @@ def test_minilm_preview_counts_like_peft_with_the_new_head():
 
 
 def test_preview_builds_no_weights(tmp_path, monkeypatch):
-    import transformers
-
     folder = save_tiny("gpt2", tmp_path / "gpt2")
     monkeypatch.setattr(
         transformers.PreTrainedModel, "from_pretrained", classmethod(lambda *a, **k: 1 / 0)

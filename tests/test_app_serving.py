@@ -3,9 +3,15 @@ at most a few per base; a stand-in Predictor records what is loaded (no model ne
 
 from __future__ import annotations
 
-import pytest
+import threading
 
-from app import serving
+import pytest
+from waiting import wait_for
+
+from app import adapter_actions, serving
+from ia3engine.serve import predict
+from jobs import access, registry
+from jobs.errors import LimitError
 
 
 class FakePredictor:
@@ -30,9 +36,6 @@ class FakePredictor:
 
 @pytest.fixture
 def pool(monkeypatch):
-    from ia3engine.serve import predict
-    from jobs import registry
-
     monkeypatch.setattr(predict, "Predictor", FakePredictor)
     monkeypatch.setattr(registry, "adapter_folder", lambda i: f"folder-of-{i}")
     return serving.PredictorPool(max_adapters=3)
@@ -75,8 +78,6 @@ def test_at_most_max_adapters_stay_loaded_on_a_base_least_recently_used_first(po
 
 
 def test_a_person_at_their_in_flight_limit_is_refused_and_others_are_not():
-    from jobs.errors import LimitError
-
     in_flight = serving.InFlight()
     with in_flight.admitted("ann", 2), in_flight.admitted("ann", 2):
         with pytest.raises(LimitError, match="Too many requests in flight.*=2\\)"):
@@ -90,9 +91,6 @@ def test_a_person_at_their_in_flight_limit_is_refused_and_others_are_not():
 
 
 def test_turns_go_round_robin_so_a_later_person_is_not_starved():
-    import threading
-    import time
-
     turns, order, release = serving.Turns(), [], threading.Event()
 
     def request(who, label, hold=None):
@@ -102,10 +100,12 @@ def test_turns_go_round_robin_so_a_later_person_is_not_starved():
                 hold.wait(30)
 
     def waiting(count):
-        deadline = time.monotonic() + 30
-        while not order or sum(len(t) for t in turns._waiting.values()) < count:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        wait_for(
+            lambda: order and sum(len(t) for t in turns._waiting.values()) >= count,
+            30,
+            f"{count} requests waiting for a turn",
+            poll_s=0.01,
+        )
 
     threads = [threading.Thread(target=request, args=("ann", "ann-1", release))]
     threads[0].start()
@@ -122,9 +122,6 @@ def test_turns_go_round_robin_so_a_later_person_is_not_starved():
 
 
 def test_deleting_an_adapter_drops_it_from_the_playground(monkeypatch):
-    from app import adapter_actions
-    from jobs import access
-
     deleted, forgotten = [], []
     monkeypatch.setattr(access, "delete_adapter", lambda i, actor: deleted.append(i))
     monkeypatch.setattr(serving.POOL, "forget", forgotten.append)

@@ -6,7 +6,8 @@ import logging
 import gradio as gr
 import pytest
 
-from app import api, job_actions, jobs_tab
+from app import api, job_actions, jobs_tab, studio_cli
+from app.main import build_studio
 from app.messages import explain, field_note, shown_as_error
 from ia3engine.errors import DataError, SpecError
 
@@ -127,8 +128,6 @@ def test_explain_keeps_data_errors_as_written():
 
 
 def test_studio_command_has_host_port_data_dir_and_worker_flags():
-    from app import studio_cli
-
     parser = argparse.ArgumentParser()
     studio_cli.add_commands(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["studio", "--port", "8000", "--workers", "2", "--no-worker"])
@@ -137,8 +136,6 @@ def test_studio_command_has_host_port_data_dir_and_worker_flags():
 
 
 def test_every_action_has_a_named_api_endpoint_and_ui_events_stay_private():
-    from app.main import build_studio
-
     demo = build_studio()
     public = {fn.api_name for fn in demo.fns.values() if fn.api_visibility == "public"}
     assert {fn.__name__ for fn in api.ENDPOINTS} <= public

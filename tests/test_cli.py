@@ -1,5 +1,6 @@
 """`train` and `eval` commands: --json output, error exit codes, the MiniLM demo."""
 
+import io
 import json
 import re
 
@@ -66,8 +67,6 @@ def test_errors_print_the_message_and_exit_2_without_traceback(tiny, tmp_path, c
 
 
 def test_progress_bar_shows_step_loss_and_eta():
-    import io
-
     stream = io.StringIO()
     bar = cli.ProgressBar(enabled=True, width=10, stream=stream)
     bar.on_event({"type": "step", "step": 5, "total_steps": 10, "loss": 0.5, "eta_s": 75})

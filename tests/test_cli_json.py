@@ -15,6 +15,8 @@ import pytest
 import train_models as tm
 from sqlalchemy import create_engine
 
+from jobs.db import head_revision, migrate
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -46,7 +48,7 @@ def _one(stdout: str):
 
 
 def test_every_json_command_prints_one_document(ia3, tmp_path):
-    base = jobs_support.save_tiny_bert(tmp_path / "tiny-bert")
+    base = tm.save_tiny("bert", tmp_path / "tiny-bert")
     data = jobs_support.write_reviews(tmp_path / "reviews.csv")
     tiny = ["--model", base, "--data", data, "--steps", 2, "--batch-size", 8, "--max-length", 16]
 
@@ -108,8 +110,6 @@ def test_train_and_eval_json_print_one_object(ia3, tmp_path):
 
 
 def test_an_upgrade_says_one_line_and_a_current_database_nothing(tmp_path, caplog):
-    from jobs.db import head_revision, migrate
-
     engine = create_engine(f"sqlite:///{tmp_path / 'old.db'}")
     migrate(engine, "0003")
     caplog.clear()

@@ -74,6 +74,7 @@ def test_subset_cases_peft_accepts_are_accepted(targets, feedforward):
     IA3Config(target_modules=targets, feedforward_modules=feedforward)
 
 
+@pytest.mark.peft_bug  # spec bug #9
 @pytest.mark.parametrize(
     ("targets", "feedforward"),
     [

@@ -8,8 +8,10 @@ import zipfile
 from collections import Counter
 from pathlib import Path
 
+import datasets
 import pandas as pd
 import pytest
+from transformers import AutoTokenizer
 
 from ia3engine.data.dataset import inspect_dataset, prepare_dataset
 from ia3engine.errors import DataError
@@ -125,8 +127,6 @@ def test_hub_id_offline_says_it_could_not_be_reached_and_to_upload(monkeypatch):
 
 
 def test_hub_id_online_loads_train_and_validation_with_label_names(monkeypatch):
-    import datasets
-
     features = datasets.Features(
         {"sentence": datasets.Value("string"), "label": datasets.ClassLabel(names=["neg", "pos"])}
     )
@@ -502,8 +502,6 @@ def test_template_with_a_format_spec_or_attribute_access_is_refused(sentiment_cs
 
 
 def test_long_rows_are_truncated_and_counted(tmp_path, minilm_path):
-    from transformers import AutoTokenizer
-
     tokenizer = AutoTokenizer.from_pretrained(minilm_path)
     long = " ".join(["wonderful"] * 40)
     rows = [(long, "positive"), (long + " indeed", "negative")] + list(ROWS)

@@ -20,7 +20,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from gradio_client import Client
 from studio_support import free_port, wait_until_up
+
+from app import access_users
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -186,15 +189,12 @@ def test_gpu_server_section_password_sign_in(installed, tmp_path):
 
 
 def test_workers_section_a_worker_needs_only_the_database_url(installed, tmp_path):
-    from gradio_client import Client
-
     lines = readme_block("### Several worker machines on one PostgreSQL")
     studio = next(line for line in lines if "ia3 studio" in line)
     worker = next(line for line in lines if "ia3 worker" in line)
     url_db = os.environ.get("IA3_TEST_POSTGRES_URL") or f"sqlite:///{tmp_path / 'shared.db'}"
     readme_db = re.search(r"IA3_DATABASE_URL=(\S+)", studio).group(1)
     (tmp_path / "srv").mkdir()
-    from app import access_users
 
     access_users.add_user(tmp_path / "srv" / "users.txt", "ann", "ann-password")
     port = free_port()

@@ -8,8 +8,10 @@ import zipfile
 
 import jobs_support
 import pytest
+from train_models import save_tiny
 
 from jobs import cli
+from jobs.db import dispose_engines
 
 
 @pytest.fixture
@@ -27,14 +29,13 @@ def run(tmp_path, monkeypatch, capsys):
         return code, out, err
 
     yield invoke
-    from jobs.db import dispose_engines
 
     dispose_engines()
 
 
 @pytest.fixture
 def tiny(tmp_path):
-    base = jobs_support.save_tiny_bert(tmp_path / "tiny-bert")
+    base = save_tiny("bert", tmp_path / "tiny-bert")
     data = jobs_support.write_reviews(tmp_path / "reviews.csv")
     return ["--model", base, "--data", data, "--steps", 4, "--batch-size", 8, "--max-length", 16]
 

@@ -8,21 +8,19 @@ import multiprocessing
 
 import jobs_support
 import pytest
+from sqlalchemy import create_engine, text
 
 from ia3engine.training.spec import TrainSpec
 from jobs import queue
-from jobs.db import head_revision
+from jobs.db import get_engine, head_revision
 from jobs.status import Status
 
-db_url = jobs_support.db_url  # the fixture: a fresh SQLite, then PostgreSQL, database
 PROCESSES = 4
 JOBS = 200
 
 
 def _claim_until_empty(url: str, worker: str, out: str, go) -> None:
     """A worker without training: claim, finish, repeat, through the real queue code."""
-    from jobs import queue
-    from jobs.db import get_engine
 
     get_engine(url)
     go.wait()
@@ -42,8 +40,6 @@ def _claim_until_empty(url: str, worker: str, out: str, go) -> None:
 
 
 def _migrate(url: str, go) -> None:
-    from jobs.db import get_engine
-
     go.wait()
     get_engine(url)
 
@@ -87,7 +83,6 @@ def test_workers_starting_together_migrate_once(kind, tmp_path):
     url, cleanup = jobs_support.make_database(kind, tmp_path)
     try:
         _run_all(_migrate, lambda i: (url,))
-        from sqlalchemy import create_engine, text
 
         engine = create_engine(url)
         with engine.connect() as conn:

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import jobs_support
 from sqlalchemy import text
 
 from jobs import queue, registry
 from jobs.db import _make_engine, get_engine, head_revision, migrate
-
-db_url = jobs_support.db_url  # the fixture: a fresh SQLite, then PostgreSQL, database
 
 ROWS_AT_0001 = [
     """INSERT INTO jobs (id, status, spec, owner, priority, created_at, attempts,

@@ -5,19 +5,17 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import jobs_support
 import pytest
 from sqlalchemy import func, select, update
 
-from ia3engine.errors import SpecError
+from ia3engine.errors import ConfigError, DataError, SpecError
 from ia3engine.training.spec import TrainSpec
 from jobs import blobs, queue
 from jobs.db import reading, writing
 from jobs.errors import JobError
 from jobs.models import Job, utcnow
 from jobs.status import Status
-
-db_url = jobs_support.db_url  # the fixture: a fresh SQLite, then PostgreSQL, database
+from jobs.time_limit import DEFAULT_MINUTES, VARIABLE, job_seconds
 
 
 @pytest.fixture
@@ -170,8 +168,6 @@ def test_uploaded_dataset_survives_the_original_file(db_url, spec, tmp_path):
 
 
 def test_dataset_over_the_cap_is_refused(db_url, spec, monkeypatch):
-    from ia3engine.errors import DataError
-
     monkeypatch.setenv("IA3_MAX_DATASET_BYTES", "10")
     with pytest.raises(DataError, match="IA3_MAX_DATASET_BYTES"):
         queue.enqueue(spec, upload_data=True, db=db_url)
@@ -180,9 +176,6 @@ def test_dataset_over_the_cap_is_refused(db_url, spec, monkeypatch):
 
 
 def test_the_job_time_limit_reads_minutes_and_refuses_nonsense():
-    from ia3engine.errors import ConfigError
-    from jobs.time_limit import DEFAULT_MINUTES, VARIABLE, job_seconds
-
     assert job_seconds({}) == DEFAULT_MINUTES * 60
     assert job_seconds({}, defaults=False) is None  # the local user: only an explicit limit
     assert job_seconds({VARIABLE: "0.5"}, defaults=False) == 30.0

@@ -6,25 +6,15 @@ from __future__ import annotations
 import itertools
 from datetime import timedelta
 
-import jobs_support
 import pytest
 from sqlalchemy import update
 
 from ia3engine.training.spec import TrainSpec
 from jobs import queue
-from jobs.db import dispose_engines, writing
+from jobs.db import writing
 from jobs.errors import JobError
 from jobs.models import Job, utcnow
 from jobs.status import FINISHED, MOVES, Mover, Status, sources
-
-
-@pytest.fixture(params=jobs_support.DB_KINDS)
-def db(request, tmp_path, monkeypatch):
-    monkeypatch.setenv("IA3_DATA_DIR", str(tmp_path / "data"))
-    url, cleanup = jobs_support.make_database(request.param, tmp_path)
-    yield url
-    dispose_engines()
-    cleanup()
 
 
 @pytest.fixture
@@ -91,18 +81,18 @@ def _take_every_step_from_every_status(spec, db):
     return seen
 
 
-def test_the_queue_makes_exactly_the_moves_in_the_table(spec, db):
-    seen = _take_every_step_from_every_status(spec, db)
+def test_the_queue_makes_exactly_the_moves_in_the_table(spec, db_url):
+    seen = _take_every_step_from_every_status(spec, db_url)
     made = {(action, source, target) for action, source, target, _ in seen if source != target}
     table = {(m.action, m.source, m.target) for m in MOVES}
     assert made <= table, f"moves the table does not allow: {made - table}"
     assert table <= made, f"moves in the table the queue never makes: {table - made}"
 
 
-def test_a_move_outside_the_table_is_refused_with_its_message(spec, db):
+def test_a_move_outside_the_table_is_refused_with_its_message(spec, db_url):
     refusals = {
         (action, source): refusal
-        for action, source, _, refusal in _take_every_step_from_every_status(spec, db)
+        for action, source, _, refusal in _take_every_step_from_every_status(spec, db_url)
         if refusal
     }
     retry = "only failed or cancelled jobs can be retried"
@@ -117,11 +107,11 @@ def test_a_move_outside_the_table_is_refused_with_its_message(spec, db):
     }
 
 
-def test_finish_refuses_a_status_that_is_not_finished(spec, db):
-    job_id = _job_in(Status.RUNNING, "w1", spec, db)
+def test_finish_refuses_a_status_that_is_not_finished(spec, db_url):
+    job_id = _job_in(Status.RUNNING, "w1", spec, db_url)
     with pytest.raises(JobError, match="finish_job takes a finished status, not queued"):
-        queue.finish(job_id, "w1", Status.QUEUED, db=db)
-    assert queue.get_job(job_id, db=db).status == Status.RUNNING
+        queue.finish(job_id, "w1", Status.QUEUED, db=db_url)
+    assert queue.get_job(job_id, db=db_url).status == Status.RUNNING
 
 
 def test_every_move_but_a_claim_by_a_worker_or_recovery_leaves_running():

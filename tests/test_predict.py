@@ -3,6 +3,8 @@
 import pytest
 import torch
 import train_models as tm
+from peft import PeftModel
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from ia3engine import TrainSpec, train
 from ia3engine.errors import AdapterError
@@ -56,9 +58,6 @@ def test_mixed_batch_matches_one_adapter_at_a_time(adapters):
 
 
 def test_untuned_encoder_row_is_the_head_with_vectors_at_one(adapters):
-    from peft import PeftModel
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
     p = Predictor(adapters["bert"], device="cpu")
     p.add_adapter("a", adapters["a"])
     untuned = p.predict(TEXTS, [None] * len(TEXTS))

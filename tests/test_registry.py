@@ -7,19 +7,22 @@ import json
 import shutil
 import zipfile
 
-import jobs_support
 import pytest
 import tiny_models
 import torch
-from sqlalchemy import func, insert, select
+from peft import IA3Config, PeftModel, get_peft_model
+from sqlalchemy import func, insert, inspect, select
 from sqlalchemy.exc import IntegrityError
+from transformers import (
+    AutoModelForSequenceClassification,
+    BertConfig,
+    BertForSequenceClassification,
+)
 
 from ia3engine.errors import AdapterError, AdapterFileError
 from jobs import registry
 from jobs.db import get_engine, reading, writing
 from jobs.models import Adapter, AdapterFile, Job
-
-db_url = jobs_support.db_url  # the fixture: a fresh SQLite, then PostgreSQL, database
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +36,6 @@ def base_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def peft_adapter(base_dir, tmp_path_factory):
     """(folder, logits) of a real PEFT IA3 adapter with non-trivial vectors."""
-    from peft import IA3Config, get_peft_model
-    from transformers import AutoModelForSequenceClassification
 
     base = AutoModelForSequenceClassification.from_pretrained(base_dir)
     model = get_peft_model(base, IA3Config(task_type="SEQ_CLS"))
@@ -73,9 +74,6 @@ def test_register_keeps_files_and_metadata(db_url, peft_adapter, base_dir):
 
 
 def test_package_zip_loads_in_peft_as_is(db_url, peft_adapter, base_dir, tmp_path):
-    from peft import PeftModel
-    from transformers import AutoModelForSequenceClassification
-
     folder, logits = peft_adapter
     adapter_id = registry.register_adapter(folder, name="my adapter/v1", db=db_url)
     archive = registry.package_zip(adapter_id, db=db_url)
@@ -189,8 +187,6 @@ def test_import_refuses_pickle_files(db_url, peft_adapter, tmp_path):
 
 
 def test_import_refuses_shapes_of_another_base(db_url, peft_adapter, tmp_path):
-    from transformers import BertConfig, BertForSequenceClassification
-
     other = tmp_path / "wider-base"
     config = BertConfig(
         vocab_size=128,
@@ -232,7 +228,5 @@ def test_import_refuses_unknown_base_model_offline(db_url, peft_adapter):
 
 
 def test_engine_is_migrated_on_first_use(db_url):
-    from sqlalchemy import inspect
-
     tables = set(inspect(get_engine(db_url)).get_table_names())
     assert {"jobs", "job_events", "adapters", "adapter_files", "checkpoints", "datasets"} <= tables

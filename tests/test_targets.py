@@ -15,6 +15,7 @@ from transformers import (
 
 from ia3engine.config import IA3Config
 from ia3engine.errors import NoTargetModulesError, UnsupportedLayerError
+from ia3engine.model import get_ia3_model
 from ia3engine.targets import (
     FEEDFORWARD_MODULES,
     TARGET_MODULES,
@@ -267,6 +268,7 @@ def test_regex_targets_with_list_feedforward_on_t5():
     assert resolved.target_modules == spec
 
 
+@pytest.mark.peft_bug  # spec bug #9
 def test_feedforward_list_needs_a_dot_boundary_unlike_peft():
     model = tiny_models.mlp()
     theirs, _ = peft_targets(model, target_modules="lin.", feedforward_modules=["in0"])
@@ -388,8 +390,6 @@ def test_sequential_head_after_blocks_is_not_a_block():
 
 
 def test_preview_of_an_injected_model_counts_like_the_bare_model():
-    from ia3engine.model import get_ia3_model
-
     model = tiny_models.bert()
     config = IA3Config(modules_to_save=["classifier"])
     before = preview_targets(model, config)

@@ -1,15 +1,19 @@
 """train(): tasks on tiny models, events, stop and bit-identical resume, warm cache, PEFT loading."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 import train_models as tm
+from peft import PeftModel
 from safetensors.torch import load_file
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from ia3engine import TrainSpec, train
-from ia3engine.errors import DataError
+from ia3engine.errors import DataError, SpecError
+from ia3engine.serve.predict import Predictor
 from ia3engine.training.loading import BaseCache
 
 
@@ -182,7 +186,6 @@ def test_checkpoint_from_other_settings_is_refused(tiny, tmp_path):
         should_stop=lambda: calls.append(1) or len(calls) > 2,
         checkpoint_dir=tmp_path / "ck",
     )
-    from ia3engine.errors import SpecError
 
     with pytest.raises(SpecError, match="different settings"):
         train(_spec(tiny, tmp_path, lr=0.05), checkpoint_dir=tmp_path / "ck")
@@ -190,9 +193,6 @@ def test_checkpoint_from_other_settings_is_refused(tiny, tmp_path):
 
 def test_resume_follows_the_data_content_not_its_path(tiny, tmp_path):
     # a worker on another machine resumes with the same file stored under another data dir
-    import shutil
-
-    from ia3engine.errors import SpecError
 
     calls = []
     train(
@@ -230,11 +230,6 @@ def test_warm_cache_reuses_the_base_and_matches_a_cold_run(tiny, tmp_path):
 
 
 def test_saved_adapter_loads_in_peft_and_predicts_the_same(tiny, tmp_path):
-    from peft import PeftModel
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    from ia3engine.serve.predict import Predictor
-
     train(_spec(tiny, tmp_path, steps=6))
     folder = tmp_path / "adapter"
     texts = [text for text, _ in tm.sentiment_rows(12, seed=3)]

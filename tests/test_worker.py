@@ -9,23 +9,24 @@ import threading
 
 import jobs_support
 import pytest
+import torch
 from sqlalchemy import insert
+from train_models import save_tiny
+from waiting import wait_for
 
+from ia3engine.training.run import train
 from ia3engine.training.spec import TrainSpec
 from jobs import blobs, queue, registry
 from jobs.db import writing
 from jobs.models import Job
 from jobs.worker import Worker
 
-db_url = jobs_support.db_url  # the fixture: a fresh SQLite, then PostgreSQL, database
-
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
-    return jobs_support.save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+    return save_tiny("bert", tmp_path_factory.mktemp("tiny-bert"))
 
 
 @pytest.fixture
@@ -63,12 +64,11 @@ def test_worker_trains_registers_and_keeps_the_base_warm(db_url, base, reviews):
 def _pause_after_first_step(spec, on_event, should_stop, **kwargs):
     """Real training that, after its first step, waits until the worker asks it to stop:
     the cancel then lands at a known step however fast or slow the machine is."""
-    from ia3engine.training.run import train
 
     def gated(event):
         on_event(event)
         if event["type"] == "step" and event["step"] == 1:
-            jobs_support.wait_for(should_stop, what="the cancel to reach should_stop")
+            wait_for(should_stop, what="the cancel to reach should_stop")
 
     return train(spec, on_event=gated, should_stop=should_stop, **kwargs)
 
@@ -78,7 +78,7 @@ def test_cancel_stops_at_the_next_step_keeps_checkpoint_and_retry_resumes(db_url
     worker = Worker(db_url, step_event_s=0, cancel_poll_s=0.1, train_fn=_pause_after_first_step)
     runner = threading.Thread(target=worker.run_one)
     runner.start()
-    jobs_support.wait_for(lambda: queue.get_job(job_id, db=db_url).step, what="the first step")
+    wait_for(lambda: queue.get_job(job_id, db=db_url).step, what="the first step")
     queue.cancel_job(job_id, db=db_url)
     runner.join(60)
     job = queue.get_job(job_id, db=db_url)
@@ -101,7 +101,7 @@ def test_a_stopping_worker_puts_its_job_back_with_a_checkpoint(db_url, base, rev
     worker = Worker(db_url, step_event_s=0, train_fn=_pause_after_first_step)
     runner = threading.Thread(target=worker.run_one)
     runner.start()
-    jobs_support.wait_for(lambda: queue.get_job(job_id, db=db_url).step, what="the first step")
+    wait_for(lambda: queue.get_job(job_id, db=db_url).step, what="the first step")
     worker.stopping.set()  # what SIGTERM does in `ia3 worker`
     runner.join(60)
     job = queue.get_job(job_id, db=db_url)
@@ -134,8 +134,6 @@ def test_bad_jobs_fail_with_clear_messages_and_the_worker_lives_on(
     worker = Worker(db_url, step_event_s=0)
     for _ in range(3):
         assert worker.run_one()
-
-    import torch
 
     def no_space(obj, f, *args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(f))
@@ -174,8 +172,6 @@ def test_crash_outside_ia3_errors_logs_the_traceback(db_url, base, reviews):
 
 
 def test_the_worker_device_reaches_training(db_url, base, reviews):
-    import torch
-
     job_id = queue.enqueue(spec_for(base, reviews, device="cpu"), db=db_url)
     missing = f"cuda:{torch.cuda.device_count() + 7}"  # a GPU this machine does not have
     assert Worker(db_url, device=missing).run_one()

@@ -9,19 +9,19 @@ import time
 
 import jobs_support
 import pytest
+import torch
+from train_models import paced_train, save_tiny
+from waiting import wait_for
 
 from ia3engine.training.spec import TrainSpec
 from jobs import blobs, queue, registry
 from jobs.worker import Worker, start_worker_process
 
-db_url = jobs_support.db_url  # the fixture: a fresh SQLite, then PostgreSQL, database
 STEPS, EVERY = 40, 5
 
 
 @pytest.fixture
 def one_thread(monkeypatch):
-    import torch
-
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # for the spawned worker
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -30,7 +30,7 @@ def one_thread(monkeypatch):
 
 
 def test_killed_worker_job_resumes_from_checkpoint_with_one_adapter(db_url, tmp_path, one_thread):
-    base = jobs_support.save_tiny_bert(tmp_path / "tiny-bert")
+    base = save_tiny("bert", tmp_path / "tiny-bert")
     data = jobs_support.write_reviews(tmp_path / "reviews.csv")
     spec = TrainSpec(
         model=base, data=data, steps=STEPS, batch_size=8, max_length=16, eval_every=EVERY
@@ -40,13 +40,11 @@ def test_killed_worker_job_resumes_from_checkpoint_with_one_adapter(db_url, tmp_
         db_url,
         heartbeat_s=0.5,
         step_event_s=0,
-        train_fn=jobs_support.paced_train,
+        train_fn=paced_train,
         worker_id="doomed",
     )
     try:
-        jobs_support.wait_for(
-            lambda: blobs.checkpoint_step(job_id, db=db_url), 180, "a stored checkpoint"
-        )
+        wait_for(lambda: blobs.checkpoint_step(job_id, db=db_url), 180, "a stored checkpoint")
         os.kill(process.pid, signal.SIGKILL)
         process.join(10)
     finally:

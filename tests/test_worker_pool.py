@@ -12,8 +12,6 @@ from jobs import queue
 from jobs.worker import worker_name
 from jobs.worker_pool import OUT_OF_MEMORY, WorkerPool, death_message
 
-db_url = jobs_support.db_url  # the fixture: a fresh SQLite, then PostgreSQL, database
-
 
 class FakeProcess:
     """Stands in for a multiprocessing.Process: alive until `die` is called."""

@@ -1,7 +1,8 @@
 """Tiny saved models with a word-level tokenizer, and tiny datasets, for the training tests.
 
-Training needs a folder with a config, weights and a tokenizer; these are built offline in
-milliseconds. The sentiment rows are learnable: the label follows the adjective.
+Training needs a folder with a config, weights and a tokenizer: save_tiny() is the one builder
+of such folders for every suite (engine, jobs, app); it runs offline in milliseconds. The
+sentiment rows are learnable: the label follows the adjective.
 """
 
 from __future__ import annotations
@@ -9,12 +10,15 @@ from __future__ import annotations
 import csv
 import json
 import random
+import time
 from pathlib import Path
 
 import torch
 from tiny_models import build
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
+
+from ia3engine.training.run import train
 
 SPECIAL = ["<pad>", "</s>", "<unk>", "<s>", "[CLS]", "[SEP]"]
 GOOD = ["good", "great", "fine", "nice", "lovely"]
@@ -110,3 +114,15 @@ def write_instructions(path: Path, n: int = 24) -> str:
         for text, _ in sentiment_rows(n):
             handle.write(json.dumps({"prompt": f"Say it again : {text}", "response": text}) + "\n")
     return str(path)
+
+
+def paced_train(spec, on_event, *, pause_s: float = 0.05, **kwargs):
+    """Real training, paused `pause_s` after each step, so a kill, a stop or a time limit
+    lands mid-run on any CPU (a Worker's train_fn)."""
+
+    def paced(event):
+        on_event(event)
+        if event["type"] == "step":
+            time.sleep(pause_s)
+
+    return train(spec, on_event=paced, **kwargs)

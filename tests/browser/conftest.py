@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import expect
+from playwright.sync_api import expect, sync_playwright
 from studio_support import running_studio
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,14 +47,13 @@ def studio(tmp_path_factory):
 def chromium_path() -> str:
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     if path is None:
-        pytest.fail("Debian's chromium is not installed (apt-get install chromium; see .ci/run)")
+        pytest.fail("Debian's chromium is not installed (apt-get install chromium, or run `make test`, which installs it)")
     return path
 
 
 @pytest.fixture
 def browser(chromium_path, tmp_path):
     """A fresh Chromium profile that may only talk to this machine."""
-    from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(

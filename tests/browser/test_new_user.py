@@ -6,14 +6,17 @@ then download the zip and load it with peft: the same probabilities as the studi
 """
 
 import csv
+import json
 import re
 import zipfile
 
 import pytest
 import torch
 from gradio_client import Client
+from peft import PeftModel
 from playwright.sync_api import expect
 from studio_page import ROOT, choose, open_studio
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 pytestmark = pytest.mark.browser
 STEPS = 16  # a real but short run of the bundled MiniLM: long enough to reload mid-way
@@ -138,10 +141,6 @@ def test_new_user_trains_follows_compares_and_downloads(
 
 def peft_probs(archive, minilm_path, tmp_path) -> dict:
     """Class probabilities for TEXT from the downloaded zip loaded with peft."""
-    import json
-
-    from peft import PeftModel
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     folder = tmp_path / "unzipped"
     with zipfile.ZipFile(archive) as zipped:

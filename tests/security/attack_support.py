@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 from gradio_client import Client
+from gradio_client.exceptions import AppError
 from studio_support import free_port, wait_until_up
 
 from app import access_users
@@ -119,11 +120,18 @@ def signed_in(url: str, name: str, **kwargs) -> httpx.Client:
 
 def refused(client: Client, *args, api_name: str) -> str:
     """The message of the error `client` gets calling `api_name`; fails if the call succeeds."""
-    from gradio_client.exceptions import AppError
 
     with pytest.raises(AppError) as error:
         client.predict(*args, api_name=api_name)
     return str(error.value)
+
+
+def job_done(client: Client, job: int) -> dict | None:
+    """The job's status once it is done, None while it is queued or running; fails at once if
+    it ended any other way (for wait_for)."""
+    status = client.predict(job, api_name="/job_status")
+    assert status["status"] in ("queued", "running", "done"), status
+    return status if status["status"] == "done" else None
 
 
 def raw_call(http: httpx.Client, api_name: str, *args) -> tuple[str, object]:

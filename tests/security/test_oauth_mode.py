@@ -18,6 +18,7 @@ import pytest
 import studio_support
 from attack_support import running_studio
 from gradio_client import Client
+from gradio_client.exceptions import AppError
 
 SECRET = "space-oauth-secret"
 SPACE = {
@@ -90,8 +91,6 @@ def test_another_site_cannot_sign_the_hub_user_out(space):
 
 
 def test_sessions_the_space_did_not_make_are_nobody(space):
-    from gradio_client.exceptions import AppError
-
     info = {"userinfo": {"preferred_username": "ann"}, "expires_at": time.time() + 3600}
     unsigned = b64encode(json.dumps({"oauth_info": info}).encode())
     strangers = [

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import json
 import pickle
-import time
 import zipfile
 from pathlib import Path
 
 import httpx
 import pytest
-from attack_support import PASSWORDS, ROOT, refused, running_studio, signed_in
+from attack_support import PASSWORDS, ROOT, job_done, refused, running_studio, signed_in
 from gradio_client import handle_file
+from waiting import wait_for
 
 FORMULAS = ["=cmd|' /C calc'!A0", "@SUM(1+1)*cmd|' /C calc'!A0", "+1+2", "-2+3"]
 
@@ -43,11 +43,7 @@ def studio(tmp_path_factory):
         job = ann.predict(
             spec, handle_file(_formula_csv(tmp / "formulas.csv")), None, api_name="/enqueue"
         )
-        deadline = time.monotonic() + 240
-        while (status := ann.predict(job, api_name="/job_status"))["status"] != "done":
-            assert status["status"] in ("queued", "running"), status
-            assert time.monotonic() < deadline, "training the 5-step job took over 4 minutes"
-            time.sleep(1)
+        status = wait_for(lambda: job_done(ann, job), 240, "the 5-step job to train", poll_s=1)
         yield {
             "url": url,
             "data": data,

@@ -16,9 +16,11 @@ from datetime import timedelta
 import jobs_support
 import pytest
 import torch
-from attack_support import running_studio
+from attack_support import job_done, running_studio
 from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
+from train_models import paced_train, save_tiny
+from waiting import wait_for
 
 from ia3engine.training.spec import TrainSpec
 from jobs import access, blobs, queue, registry
@@ -26,15 +28,12 @@ from jobs.db import resolve, writing
 from jobs.models import utcnow
 from jobs.worker import Worker
 
-db_url = jobs_support.db_url  # the fixture: a fresh SQLite, then PostgreSQL, database
-
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
-    return jobs_support.save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+    return save_tiny("bert", tmp_path_factory.mktemp("tiny-bert"))
 
 
 def _spec(base, tmp_path, **fields) -> TrainSpec:
@@ -145,7 +144,7 @@ def test_a_planted_pickle_checkpoint_runs_no_code(db_url, base, tmp_path):
 
 # The wall-clock limit --------------------------------------------------------------------
 
-TEN_STEPS_A_SECOND = functools.partial(jobs_support.paced_train, pause_s=0.1)
+TEN_STEPS_A_SECOND = functools.partial(paced_train, pause_s=0.1)
 
 
 def test_a_remote_worker_applies_the_queuing_studios_time_limit(
@@ -176,21 +175,19 @@ def test_a_job_past_the_studios_time_limit_is_stopped_and_failed(limited_studio)
     ann = limited_studio.client("ann")
     spec = {"model": "minilm", "data": "sentiment", "steps": 5000, "eval_every": 0}
     job = ann.predict(spec, None, None, api_name="/enqueue")
-    deadline = time.monotonic() + 120
-    while (status := ann.predict(job, api_name="/job_status"))["status"] in ("queued", "running"):
-        assert time.monotonic() < deadline, f"job still {status['status']} after 120 s"
-        time.sleep(1)
+
+    def ended():
+        status = ann.predict(job, api_name="/job_status")
+        return status if status["status"] not in ("queued", "running") else None
+
+    status = wait_for(ended, 120, "the job past the time limit to end", poll_s=1)
     assert status["status"] == "failed", status
     assert (status["step"] or 0) < 5000
     assert "12 seconds" in status["message"] and "IA3_MAX_JOB_MINUTES" in status["message"]
     assert "fewer steps" in status["message"]
     # The worker is free again: a job that fits the limit runs to the end.
     short = ann.predict({**spec, "steps": 2}, None, None, api_name="/enqueue")
-    deadline = time.monotonic() + 120
-    while (status := ann.predict(short, api_name="/job_status"))["status"] != "done":
-        assert status["status"] in ("queued", "running"), status
-        assert time.monotonic() < deadline, "the short job did not finish in 120 s"
-        time.sleep(1)
+    wait_for(lambda: job_done(ann, short), 120, "the short job to finish", poll_s=1)
 
 
 # What the job's owner reads --------------------------------------------------------------

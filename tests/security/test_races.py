@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 import time
 
-import jobs_support
 import pytest
 
 from jobs import access, access_limits, queue
@@ -14,7 +13,6 @@ from jobs.access_limits import EXAMPLES, Limits
 from jobs.errors import LimitError
 from jobs.status import Status
 
-db_url = jobs_support.db_url  # the fixture: a fresh SQLite, then PostgreSQL, database
 LIMITS = Limits(
     max_upload_mb=None, max_rows=None, max_steps=100, max_jobs_per_user=3, max_queued=100
 )

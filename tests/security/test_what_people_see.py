@@ -8,14 +8,14 @@ then looks for the server's folders (the data directory, the temporary folder) i
 from __future__ import annotations
 
 import json
-import time
 import zipfile
 from pathlib import Path
 
 import httpx
 import pytest
-from attack_support import refused, running_studio
+from attack_support import job_done, refused, running_studio
 from gradio_client import handle_file
+from waiting import wait_for
 
 from app import auth
 from app.messages import explain
@@ -37,11 +37,7 @@ def studio(tmp_path_factory):
         spec = {"model": "minilm", "steps": 5, "eval_every": 0, "name": "ann-reviews"}
         upload = handle_file(str(_reviews(tmp / "reviews.csv")))
         job = ann.predict(spec, upload, None, api_name="/enqueue")
-        deadline = time.monotonic() + 300
-        while (status := ann.predict(job, api_name="/job_status"))["status"] != "done":
-            assert status["status"] in ("queued", "running"), status
-            assert time.monotonic() < deadline, "training the 5-step job took over 5 minutes"
-            time.sleep(1)
+        status = wait_for(lambda: job_done(ann, job), 300, "the 5-step job to train", poll_s=1)
         yield {"studio": attacked, "ann": ann, "job": job, "adapter": status["adapter_id"]}
 
 

@@ -13,8 +13,8 @@ import signal
 
 import pytest
 from attack_support import running_studio
-from jobs_support import wait_for
 from studio_support import alive, children
+from waiting import wait_for
 
 LONG = {"model": "minilm", "data": "sentiment", "steps": 3000, "eval_every": 0, "max_length": 32}
 SHORT = {"model": "minilm", "data": "sentiment", "steps": 2, "eval_every": 0, "max_length": 32}
