@@ -47,7 +47,9 @@ def studio(tmp_path_factory):
 def chromium_path() -> str:
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     if path is None:
-        pytest.fail("Debian's chromium is not installed (apt-get install chromium, or run `make test`, which installs it)")
+        pytest.fail(
+            "Debian's chromium is not installed (apt-get install chromium, or run `make test`, which installs it)"
+        )
     return path
 
 
