@@ -19,7 +19,6 @@ OUT_DIR = Path(__file__).parent / "data"
 # ---- sentiment: reviews of products, films, dishes and restaurants -----------------------
 # Each domain: subjects, positive and negative predicates. Negations sit on both sides
 # ("was not bad at all" / "was not worth the money") so single keywords do not decide.
-# fmt: off
 SENTIMENT = {
     "product": (
         [
@@ -98,14 +97,10 @@ SENTIMENT = {
         ],
     ),
 }
-# fmt: on
-# fmt: off
 OPENERS = [
     "Honestly", "To be fair", "I have to say", "After a few weeks", "Overall", "Long story short",
     "For what it's worth", "Believe it or not",
 ]
-# fmt: on
-# fmt: off
 TAILS = {
     "positive": [
         "so I have already recommended it to friends", "and I would happily go again",
@@ -116,15 +111,12 @@ TAILS = {
         "so it gets one star from me",
     ],
 }
-# fmt: on
 # What the reviewer expected: the opposite of how it turned out, so the positive word
 # "great" appears in negative reviews and "awful" in positive ones.
-# fmt: off
 EXPECTED = {
     "positive": ["a letdown", "awful", "mediocre", "boring", "overrated"],
     "negative": ["great", "amazing", "worth it", "a treat", "excellent"],
 }
-# fmt: on
 
 
 def _lower_first(text: str) -> str:
@@ -148,30 +140,19 @@ def _review(rng: random.Random, label: str) -> str:
 
 
 # ---- intents: a bank and shop assistant --------------------------------------------------
-# fmt: off
 ACCOUNTS = ["checking account", "savings account", "current account", "joint account", "business account"]
-# fmt: on
-# fmt: off
 PEOPLE = ["my sister", "my landlord", "Anna", "my brother", "Tom", "my mum", "the plumber", "my flatmate"]
-# fmt: on
 AMOUNTS = ["50", "20 euros", "$100", "250 dollars", "75 pounds", "1,000", "30 bucks", "$15"]
-# fmt: off
 DAYS = [
     "on Sunday", "on Saturday", "tomorrow", "today", "on public holidays", "on Christmas Eve",
     "this weekend", "on Monday morning",
 ]
-# fmt: on
 CARDS = ["card", "debit card", "credit card", "bank card", "Visa card"]
-# fmt: off
 PLACES = ["at the shop", "on the bus", "at the gym", "in a taxi", "at the airport", "at a restaurant"]
-# fmt: on
-# fmt: off
 ORDERS = [
     "my order", "order 48213", "the order I placed yesterday", "my last purchase",
     "order number 77120", "the shoes I ordered", "my subscription box", "that order",
 ]
-# fmt: on
-# fmt: off
 INTENTS = {
     "check_balance": [
         "How much money is in my {account}?", "What's the balance on my {account}?",
@@ -215,13 +196,10 @@ INTENTS = {
         "Please cancel {order} before it ships", "Cancel {order} and refund me",
     ],
 }
-# fmt: on
-# fmt: off
 HELLOS = [
     "Hi", "Hello", "Hey", "Good morning", "Good afternoon", "Good evening", "Hiya", "Greetings",
     "Morning", "Howdy",
 ]
-# fmt: on
 WHOM = ["there", "team", "bot", "folks", "everyone", "assistant"]
 
 
@@ -241,14 +219,11 @@ def _utterance(rng: random.Random, intent: str) -> str:
 
 
 # ---- instructions: short deterministic transformations ----------------------------------
-# fmt: off
 WORDS = [
     "cat", "river", "yellow", "garden", "piano", "window", "rocket", "lemon", "forest", "candle",
     "tiger", "pencil", "castle", "orange", "silver", "bridge", "winter", "cloud", "apple",
     "mountain",
 ]
-# fmt: on
-# fmt: off
 CAPITALS = {
     "France": "Paris", "Germany": "Berlin", "Italy": "Rome", "Spain": "Madrid",
     "Portugal": "Lisbon", "Japan": "Tokyo", "Egypt": "Cairo", "Canada": "Ottawa",
@@ -256,15 +231,12 @@ CAPITALS = {
     "Austria": "Vienna", "Ireland": "Dublin", "Cuba": "Havana", "Chile": "Santiago",
     "Sweden": "Stockholm", "Finland": "Helsinki", "Hungary": "Budapest",
 }
-# fmt: on
-# fmt: off
 OPPOSITES = {
     "hot": "cold", "big": "small", "up": "down", "fast": "slow", "day": "night", "happy": "sad",
     "open": "closed", "light": "dark", "early": "late", "full": "empty", "old": "new", "wet": "dry",
     "loud": "quiet", "hard": "soft", "rich": "poor", "left": "right", "win": "lose", "begin": "end",
     "push": "pull", "inside": "outside",
 }
-# fmt: on
 
 
 def _instructions(rng: random.Random) -> list[dict]:

@@ -154,7 +154,7 @@ def test_session_cookies_are_http_only_same_site_lax_and_secure_over_https(studi
     plain = httpx.post(studio.url + "/login", data=form, timeout=30)
     proxied = httpx.post(
         studio.url + "/login", data=form, headers={"X-Forwarded-Proto": "https"}, timeout=30
-    )  # fmt: skip (an https proxy on the same host is trusted)
+    )  # an https proxy on the same host is trusted
     for response, secure in ((plain, False), (proxied, True)):
         cookies = cookie_flags(response)
         assert cookies, response.headers
