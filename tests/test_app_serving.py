@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from app import serving
+from app import model_pool, serving
 
 
 class FakePredictor:
@@ -35,7 +35,7 @@ def pool(monkeypatch):
 
     monkeypatch.setattr(predict, "Predictor", FakePredictor)
     monkeypatch.setattr(registry, "adapter_folder", lambda i: f"folder-of-{i}")
-    return serving.PredictorPool(max_adapters=3)
+    return model_pool.PredictorPool(max_adapters=3)
 
 
 def _adapter(adapter_id, sha):

@@ -113,10 +113,10 @@ def test_password_checks_run_off_the_event_loop(tmp_path, monkeypatch):
     try:
         check = auth.mount_options(tmp_path)["auth"]
         threads = []
-        real = access_users.check_login
+        real = sign_in.check_password
         monkeypatch.setattr(
-            access_users,
-            "check_login",
+            sign_in,
+            "check_password",
             lambda *a: threads.append(threading.get_ident()) or real(*a),
         )
         answer = check("ann", PASSWORDS["ann"])
