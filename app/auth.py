@@ -20,7 +20,7 @@ import gradio as gr
 from gradio.context import LocalContext
 
 from app import access_users, sign_in, web_guard
-from app.access_mode import MODES, AccessSettings, active, configure
+from app.access_mode import MODES, AccessSettings, active
 from ia3engine.errors import AccessDeniedError, ConfigError
 from jobs import access_shares
 from jobs.access import ANONYMOUS, LOCAL, SIGN_IN, Actor, user
@@ -214,18 +214,6 @@ def login_controls(demo) -> None:
         return f"Signed in as **{actor.name}**{role}{logout}"
 
     demo.load(show, None, who, api_visibility="private")
-
-
-def configure_for_host(host: str) -> bool:
-    """Choose the access mode and the cross-site rules for `ia3 studio --host HOST`; False
-    (logged why) when refused."""
-    try:
-        configure(settings_from_env(host))
-        web_guard.configure(web_guard.settings_from_env(host))
-    except ConfigError as error:
-        logger.error("%s", error)
-        return False
-    return True
 
 
 @contextlib.contextmanager

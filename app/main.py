@@ -190,13 +190,16 @@ def _stop_on_sigterm(signum, frame) -> None:
     raise SystemExit(0)
 
 
-def _job_time_limit_ok() -> bool:
-    """IA3_MAX_JOB_MINUTES is read when a job is queued; a typo must stop the start, not
-    every person's Train button."""
+def _settings_ok(host: str) -> bool:
+    """Choose the access mode and the cross-site rules for `ia3 studio --host HOST`, and check
+    IA3_MAX_JOB_MINUTES (read when a job is queued: a typo must stop the start, not every
+    person's Train button); False (logged why) when refused."""
     try:
+        access_mode.configure(auth.settings_from_env(host))
+        web_guard.configure(web_guard.settings_from_env(host))
         job_seconds()
-    except ConfigError as exc:
-        logger.error("%s", exc)
+    except ConfigError as error:
+        logger.error("%s", error)
         return False
     return True
 
@@ -206,10 +209,8 @@ def run(args: argparse.Namespace) -> int:
     if args.data_dir:
         # Set before any database use and before the workers start, so all of them share it.
         os.environ["IA3_DATA_DIR"] = str(Path(args.data_dir).resolve())
-    if not auth.configure_for_host(args.host):
-        return 2  # listening beyond 127.0.0.1 needs an access mode; the log said which
-    if not _job_time_limit_ok():
-        return 2
+    if not _settings_ok(args.host):
+        return 2  # e.g. listening beyond 127.0.0.1 needs an access mode; the log said which
     workers = 0 if args.no_worker else max(int(args.workers), 0)
     config = StudioConfig(model=args.model, sample=args.sample, workers=workers)
     config.data_dir.mkdir(parents=True, exist_ok=True)
