@@ -15,7 +15,7 @@ import threading
 import time
 from pathlib import Path
 
-from app import auth, uploads
+from app import access_mode, auth, uploads
 
 logger = logging.getLogger(__name__)
 
@@ -24,10 +24,6 @@ PREFIX = uploads.HANDED_OUT
 _lock = threading.Lock()
 _copies: dict[tuple[str, str, int, int], str] = {}  # (user, source, size, mtime) -> copy
 COPIES = 10_000  # copies remembered; the oldest is made again when asked for
-
-
-def _root() -> Path:
-    return uploads.upload_folder()
 
 
 def _sweep(root: Path) -> None:
@@ -43,7 +39,7 @@ def _sweep(root: Path) -> None:
 def servable(path: str | Path) -> str:
     """A path Gradio may hand out for `path`: itself for the local user, else this person's
     private copy (made once while the file is unchanged)."""
-    if not auth.active().multi_user:
+    if not access_mode.active().multi_user:
         return str(path)
     source = Path(path)
     user = auth.current_actor().name or ""
@@ -59,7 +55,7 @@ def servable(path: str | Path) -> str:
     if known and os.path.isfile(known):
         uploads.record(user, known, stat.st_size)
         return known
-    root = _root()
+    root = uploads.upload_folder()
     root.mkdir(parents=True, exist_ok=True)
     _sweep(root)
     folder = root / (PREFIX + secrets.token_hex(16))

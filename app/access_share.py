@@ -12,7 +12,8 @@ import logging
 import gradio as gr
 
 from app import auth
-from app.messages import field_note
+from app.messages import explain, field_note
+from jobs import access_shares
 
 logger = logging.getLogger(__name__)
 
@@ -25,24 +26,18 @@ def link(adapter_id: int, token: str | None) -> str:
 def share_adapter(adapter_id: int) -> str:
     """Make a share link for one of your adapters; returns its path (/adapters/{id}?token=...).
     Anyone with the link can see the adapter's page and download it."""
-    from jobs import access_shares
-
     token = access_shares.share_adapter(int(adapter_id), actor=auth.current_actor())
     return link(adapter_id, token)
 
 
 def unshare_adapter(adapter_id: int) -> int:
     """Stop sharing one of your adapters: its old link answers 404 from now on."""
-    from jobs import access_shares
-
     access_shares.unshare_adapter(int(adapter_id), actor=auth.current_actor())
     return int(adapter_id)
 
 
 def share_link(adapter_id: int) -> str:
     """The current share link of one of your adapters ('' when it is not shared)."""
-    from jobs import access_shares
-
     token = access_shares.share_token(int(adapter_id), actor=auth.current_actor())
     return link(adapter_id, token)
 
@@ -68,8 +63,6 @@ def _view(adapter_id):
     try:
         return _shown(share_link(int(adapter_id)))
     except Exception as error:  # the boundary: show the reason next to the buttons
-        from app.messages import explain
-
         return field_note(explain(error))
 
 
@@ -81,8 +74,6 @@ def _act(action):
             action(int(adapter_id))
             return _shown(share_link(int(adapter_id)))
         except Exception as error:  # the boundary
-            from app.messages import explain
-
             return field_note(explain(error))
 
     return handler

@@ -1,7 +1,7 @@
 """The password file (IA3_USERS) and `ia3 users`: add, remove and list people who may sign in.
 
 One `name:scrypt$n$r$p$salt$hash` line per person; passwords are never stored, only their
-scrypt hashes, checked in constant time (app.sign_in throttles the attempts).
+scrypt hashes, checked in constant time (app.sign_in checks a sign-in and throttles attempts).
 """
 
 from __future__ import annotations
@@ -56,10 +56,6 @@ def verify_password(password: str, stored: str) -> bool:
     return hmac.compare_digest(got, expected)
 
 
-# Unknown names are checked against this, so a wrong name takes as long as a wrong password.
-_DUMMY = hash_password(secrets.token_urlsafe(16))
-
-
 def read_users(path: str | Path) -> dict[str, str]:
     """name -> hash from a password file; a missing file holds no users."""
     path = Path(path)
@@ -104,17 +100,6 @@ def add_user(path: str | Path, name: str, password: str) -> None:
     users = read_users(path)
     users[name] = hash_password(password)
     write_users(path, users)
-
-
-def check_login(username: str, password: str) -> bool:
-    """True when the password matches the IA3_USERS file's hash for the name (read each time,
-    so a person added or removed counts at once); blocking, about 50 ms."""
-    from app import auth
-
-    path = auth.active().users_file
-    users = read_users(path) if path else {}
-    name = (username or "").strip()
-    return verify_password(password or "", users.get(name, _DUMMY)) and name in users
 
 
 # `ia3 users` --------------------------------------------------------------------------------

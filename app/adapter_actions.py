@@ -1,6 +1,7 @@
 """Studio actions on registered adapters: list, show, download, import, rename, delete, export.
 
-Thin calls into jobs.registry returning plain values (paths as strings) for the page and API.
+Thin calls into jobs.access as the signed-in person, returning plain values (paths as strings)
+for the page and API.
 """
 
 from __future__ import annotations
@@ -15,7 +16,11 @@ from app import uploads
 from app.access_files import servable
 from app.auth import current_actor
 from app.job_actions import _plain
+from app.model_pool import MODEL_LOCK, forget_adapter
 from ia3engine.errors import AdapterError
+from ia3engine.serve.export import export_merged as merge_into_base
+from jobs import access, quota
+from jobs.db import data_dir
 
 logger = logging.getLogger(__name__)
 
@@ -27,8 +32,6 @@ def list_adapters(
     search: str = "", base_model: str = "", task: str = "", sort: str = "-created"
 ) -> list[dict]:
     """Registered adapters, filtered by a search text, base model and task."""
-    from jobs import access
-
     found = access.list_adapters(
         current_actor(),
         base_model=base_model or None,
@@ -47,8 +50,6 @@ def _summary(adapter) -> dict:
 
 def adapter_info(adapter_id: int) -> dict:
     """One adapter: name, base model, task, labels, metrics, card, files."""
-    from jobs import access
-
     info = _plain(access.get_adapter(int(adapter_id), actor=current_actor()))
     info["files"] = [p.name for p in adapter_files(adapter_id)]
     return info
@@ -56,15 +57,11 @@ def adapter_info(adapter_id: int) -> dict:
 
 def adapter_zip(adapter_id: int) -> str:
     """Path of a zip of the adapter (PEFT files + model card) that loads in peft as is."""
-    from jobs import access
-
     return servable(access.package_zip(int(adapter_id), actor=current_actor()))
 
 
 def adapter_files(adapter_id: int) -> list[Path]:
     """The adapter's downloadable files, materialised from the database."""
-    from jobs import access
-
     folder = Path(access.adapter_folder(int(adapter_id), actor=current_actor()))
     extra = sorted(p for p in folder.glob("*.json") if p.name not in DOWNLOADABLE)
     found = [folder / name for name in DOWNLOADABLE if (folder / name).is_file()] + extra
@@ -82,8 +79,6 @@ def adapter_file(adapter_id: int, filename: str) -> str:
 
 def import_adapter(path: str, base_model: str = "", name: str = "") -> int:
     """Register an adapter zip or folder (safetensors only); returns its id."""
-    from jobs import access, quota
-
     if not path:
         raise AdapterError("No file given. Upload an adapter .zip (PEFT format).")
     actor = current_actor()
@@ -99,8 +94,6 @@ def import_adapter(path: str, base_model: str = "", name: str = "") -> int:
 
 def rename_adapter(adapter_id: int, name: str) -> dict:
     """Give an adapter a new display name; returns the updated adapter."""
-    from jobs import access
-
     clean = (name or "").strip()
     if not clean:
         raise AdapterError("The new name is empty. Type a name for the adapter.")
@@ -109,9 +102,6 @@ def rename_adapter(adapter_id: int, name: str) -> dict:
 
 def delete_adapter(adapter_id: int) -> int:
     """Delete an adapter's row and files; returns the id that was deleted."""
-    from app.serving import forget_adapter  # serving imports this module
-    from jobs import access
-
     access.delete_adapter(int(adapter_id), actor=current_actor())
     forget_adapter(int(adapter_id))  # its vectors leave the playground's memory at once
     logger.info("deleted adapter %s", adapter_id)
@@ -121,10 +111,6 @@ def delete_adapter(adapter_id: int) -> int:
 def export_merged(adapter_id: int) -> str:
     """Zip of the base model with the adapter merged in (a plain transformers folder); made
     once per adapter, counted in its owner's storage, removed a day after it was last asked."""
-    from ia3engine.serve.export import export_merged as merge_into_base
-    from jobs import access, quota
-    from jobs.db import data_dir
-
     actor = current_actor()
     info = access.get_adapter(int(adapter_id), actor=actor)  # refuses what the caller may not see
     folder = Path(access.adapter_folder(int(adapter_id), actor=actor))
@@ -140,8 +126,6 @@ def export_merged(adapter_id: int) -> str:
     # A folder of its own per call: parallel exports never write into each other's files.
     work = Path(tempfile.mkdtemp(dir=exports, prefix=archive.stem + ".building-"))
     try:
-        from app.serving import MODEL_LOCK
-
         with MODEL_LOCK:  # one model load at a time in the studio process
             merge_into_base(folder, work / "model", base_model=info.base_model)
         made = shutil.make_archive(str(work / "merged"), "zip", root_dir=work / "model")

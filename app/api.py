@@ -10,8 +10,9 @@ import gradio as gr
 from gradio.data_classes import FileData
 
 from app import access_share, adapter_actions, job_actions, preview, serving
+from app.job_files import enqueue_with_uploads
 from app.messages import scrub, shown_as_error, shown_spec
-from app.uploads import enqueue_with_uploads, uploaded_file
+from app.uploads import uploaded_file
 from ia3engine.errors import DataError
 
 _config = {"data_dir": Path("ia3-data")}

@@ -1,4 +1,5 @@
-"""Who is using the studio: the access mode chosen at start, and the signed-in user per request.
+"""Who is using the studio: the access mode chosen from the environment at start, and the
+signed-in user per request.
 
 Modes: local (127.0.0.1 only, one person, no sign-in), password (an IA3_USERS file), oauth
 (Hugging Face sign-in on a Space). Handlers call current_actor() and pass it to jobs.access.
@@ -7,23 +8,29 @@ Modes: local (127.0.0.1 only, one person, no sign-in), password (an IA3_USERS fi
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import os
 import time
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass
 from pathlib import Path
 
-from app import web_guard
+import gradio as gr
+from gradio.context import LocalContext
+
+from app import access_users, sign_in, web_guard
+from app.access_mode import MODES, AccessSettings, active
 from ia3engine.errors import ConfigError
-from jobs.access import ANONYMOUS, LOCAL, Actor, user
-from jobs.access_limits import NO_LIMITS, Limits
+from jobs import access_shares
+from jobs.access import ANONYMOUS, LOCAL, SIGN_IN, Actor, user
+from jobs.access_limits import BUNDLED_MODELS, Limits, check_model
+from jobs.errors import AccessDeniedError
 
 logger = logging.getLogger(__name__)
 
-MODES = ("local", "password", "oauth")
 OAUTH_VARIABLES = ("OAUTH_CLIENT_ID", "OAUTH_CLIENT_SECRET", "OAUTH_SCOPES", "OPENID_PROVIDER_URL")
+OAUTH_PACKAGES = ("authlib", "itsdangerous")  # gradio's OAuth routes need both
 
 REFUSAL = """IA3 Studio will not listen on {host} without sign-in: anyone who reaches it could see,
 download and delete every job and adapter. Choose one:
@@ -33,22 +40,6 @@ download and delete every job and adapter. Choose one:
         ia3 users add NAME --file /data/users.txt
         IA3_USERS=/data/users.txt ia3 studio --host {host}
   - Or keep the default --host 127.0.0.1 and reach it through an SSH tunnel."""
-
-
-@dataclass(frozen=True)
-class AccessSettings:
-    """The access mode and who counts as an admin; fixed when the studio starts."""
-
-    mode: str = "local"
-    users_file: Path | None = None  # password mode: the IA3_USERS file
-    admins: frozenset[str] = frozenset()  # IA3_ADMINS: see and change everything
-    allowed: frozenset[str] | None = None  # IA3_ALLOWED_USERS (oauth): only these may act
-    limits: Limits = NO_LIMITS  # the local user: only limits set in the environment
-    session_hours: float = 12.0  # IA3_SESSION_HOURS: a password sign-in lasts this long
-
-    @property
-    def multi_user(self) -> bool:
-        return self.mode != "local"
 
 
 def _names(raw: str | None) -> frozenset[str]:
@@ -99,8 +90,6 @@ def settings_from_env(host: str, env: Mapping[str, str] | None = None) -> Access
 
 
 def _check_password_mode(settings: AccessSettings) -> None:
-    from app import access_users
-
     if settings.users_file is None:
         raise ConfigError(
             "IA3_ACCESS=password needs IA3_USERS, a password file: create it with "
@@ -122,31 +111,15 @@ def _check_oauth_mode(env: Mapping[str, str]) -> None:
             f"Hugging Face sign-in needs a Space with `hf_oauth: true` in its README front "
             f"matter (missing: {', '.join(missing)}). Elsewhere use a password file (IA3_USERS)."
         )
-    try:
-        import authlib  # noqa: F401  (gradio's OAuth routes need both)
-        import itsdangerous  # noqa: F401
-    except ImportError as err:
+    if any(importlib.util.find_spec(package) is None for package in OAUTH_PACKAGES):
         raise ConfigError(
             "Hugging Face sign-in needs authlib and itsdangerous: pip install authlib itsdangerous"
-        ) from err
+        )
 
 
-# The settings of this process, and the user of the current request ---------------------------
+# The user of the current request ---------------------------------------------------------------
 
-_settings = AccessSettings()
 _forced: ContextVar[Actor | None] = ContextVar("ia3_forced_actor", default=None)
-
-
-def configure(settings: AccessSettings) -> AccessSettings:
-    """Fix the access mode for this process (the studio calls it once, before building)."""
-    global _settings
-    _settings = settings
-    logger.info("access mode: %s", settings.mode)
-    return settings
-
-
-def active() -> AccessSettings:
-    return _settings
 
 
 @contextlib.contextmanager
@@ -178,8 +151,6 @@ def current_actor() -> Actor:
 
 def _gradio_request():
     # Gradio sets this for the duration of each event handler and API call it runs.
-    from gradio.context import LocalContext
-
     return LocalContext.request.get(None)
 
 
@@ -221,8 +192,6 @@ def mount_options(data_dir: Path) -> dict:
     options["allowed_paths"] = []
     options["blocked_paths"] = [str(Path(data_dir).resolve())]
     if settings.mode == "password":
-        from app import sign_in
-
         options["auth"] = sign_in.check_login  # a coroutine: Gradio awaits it off its loop
         options["auth_message"] = "Sign in to IA3 Studio with the name and password you were given."
     return options
@@ -230,8 +199,6 @@ def mount_options(data_dir: Path) -> dict:
 
 def login_controls(demo) -> None:
     """The sign-in line at the top of the page (call inside `demo`, the Blocks)."""
-    import gradio as gr
-
     settings = active()
     if settings.mode == "oauth":
         gr.LoginButton(elem_id="login")
@@ -250,18 +217,6 @@ def login_controls(demo) -> None:
     demo.load(show, None, who, api_visibility="private")
 
 
-def configure_for_host(host: str) -> bool:
-    """Choose the access mode and the cross-site rules for `ia3 studio --host HOST`; False
-    (logged why) when refused."""
-    try:
-        configure(settings_from_env(host))
-        web_guard.configure(web_guard.settings_from_env(host))
-    except ConfigError as error:
-        logger.error("%s", error)
-        return False
-    return True
-
-
 @contextlib.contextmanager
 def share_visit(adapter_id: int, token: str | None) -> Iterator[Actor]:
     """Serve one request to an adapter's page: as the link's guest when a token is given,
@@ -270,9 +225,6 @@ def share_visit(adapter_id: int, token: str | None) -> Iterator[Actor]:
     Any refusal inside reads the same, so a page answers 404 alike for missing adapters,
     other people's adapters and wrong tokens.
     """
-    from jobs import access_shares
-    from jobs.errors import AccessDeniedError
-
     try:
         actor = access_shares.open_share(adapter_id, token) if token else current_actor()
         with acting_as(actor):
@@ -285,10 +237,6 @@ def check_model_choice(model: str) -> None:
     """Signed-in users may load Hub ids and bundled models only, never a folder on the server;
     a visitor who has not signed in may look at the bundled model only (loading others costs
     the studio memory)."""
-    from jobs.access import SIGN_IN
-    from jobs.access_limits import BUNDLED_MODELS, check_model
-    from jobs.errors import AccessDeniedError
-
     actor = current_actor()
     if actor == LOCAL:
         return

@@ -10,12 +10,12 @@ import argparse
 import logging
 import sys
 
+from app import access_users, studio_cli
+from ia3engine import cli as engine_cli
+from jobs import cli as jobs_cli
+
 
 def build_parser() -> argparse.ArgumentParser:
-    from app import access_users, studio_cli
-    from ia3engine import cli as engine_cli
-    from jobs import cli as jobs_cli
-
     parser = argparse.ArgumentParser(
         prog="ia3", description="(IA)^3 tuning: train, queue, serve and share adapters."
     )

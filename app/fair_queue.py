@@ -12,10 +12,8 @@ import logging
 import os
 from collections.abc import Mapping
 
-from fastapi import FastAPI
 from starlette.middleware import Middleware
 from starlette.responses import JSONResponse
-from starlette.routing import Mount
 
 from app import uploads
 from ia3engine.errors import ConfigError
@@ -74,18 +72,14 @@ class EarlyRefusal:
         await self.app(scope, receive, send)
 
 
-def guard(app: FastAPI, demo, limit: int | None) -> None:
-    """Cap each person's events in `demo`'s queue, mounted in `app` (call after the mount)."""
+def guard(gradio_app, demo, limit: int | None) -> None:
+    """Cap each person's events in `demo`'s queue, served by the mounted `gradio_app`."""
     if limit is None:
         return
     limit_events_per_user(demo, limit)
-    for mount in app.routes:
-        if isinstance(mount, Mount) and hasattr(mount.app, "tokens"):
-            mount.app.user_middleware.append(
-                Middleware(EarlyRefusal, gradio_app=mount.app, queue=demo._queue, limit=limit)
-            )
-            return
-    raise RuntimeError("the Gradio app is not mounted; call guard() after mount_gradio_app")
+    gradio_app.user_middleware.append(
+        Middleware(EarlyRefusal, gradio_app=gradio_app, queue=demo._queue, limit=limit)
+    )
 
 
 def limit_events_per_user(demo, limit: int | None) -> None:

@@ -1,6 +1,7 @@
 """Studio actions on training jobs: queue, follow, cancel, retry.
 
-Thin calls into jobs.queue that return plain JSON-ready values for the page and the API.
+Thin calls into jobs.access as the signed-in person that return plain JSON-ready values for
+the page and the API.
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ import enum
 import logging
 from pathlib import Path
 
+from app.auth import current_actor
 from ia3engine.data.dataset import prepare_dataset
+from ia3engine.training.spec import TrainSpec
+from jobs import access
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +39,6 @@ def _plain(value):
 
 def build_spec(fields: dict):
     """A validated TrainSpec from form fields; empty values fall back to the spec's defaults."""
-    from ia3engine.training.spec import TrainSpec
-
     given = {k: v for k, v in fields.items() if v is not None and v != ""}
     spec = TrainSpec.from_dict(given)
     spec.validate()
@@ -53,9 +55,6 @@ def check_data(spec) -> None:
 def enqueue_training(fields: dict) -> int:
     """Validate the form's fields as a TrainSpec and its data, queue it as the signed-in
     user's job; returns the job id."""
-    from app.auth import current_actor
-    from jobs import access
-
     actor = current_actor()
     # The host's limits, and (for signed-in users) only uploaded files, samples, Hub models.
     given = {k: v for k, v in fields.items() if v is not None and v != ""}
@@ -70,43 +69,28 @@ def enqueue_training(fields: dict) -> int:
 
 def job_status(job_id: int) -> dict:
     """One job's row, as plain values (status, step, total_steps, eta_s, loss, message, ...)."""
-    from app.auth import current_actor
-    from jobs import access
-
     return _plain(access.get_job(int(job_id), actor=current_actor()))
 
 
 def list_jobs(status: str | None = None, limit: int = 100) -> list[dict]:
     """The signed-in user's jobs (everyone's for an admin), newest first, optionally by status."""
-    from app.auth import current_actor
-    from jobs import access
-
     found = access.list_jobs(current_actor(), status=status or None, limit=int(limit))
     return [_plain(job) for job in found]
 
 
 def job_events(job_id: int, after_id: int = 0) -> list[dict]:
     """The job's events (step, eval, checkpoint, log, ...) after event id `after_id`."""
-    from app.auth import current_actor
-    from jobs import access
-
     events = access.job_events(int(job_id), actor=current_actor(), after_id=int(after_id))
     return [_plain(event) for event in events]
 
 
 def cancel_job(job_id: int) -> dict:
     """Ask a job to stop; a running job stops within a step and keeps its checkpoint."""
-    from app.auth import current_actor
-    from jobs import access
-
     return _plain(access.cancel_job(int(job_id), actor=current_actor()))
 
 
 def retry_job(job_id: int) -> int:
     """Queue a failed or cancelled job again; returns the id of the job that will run."""
-    from app.auth import current_actor
-    from jobs import access
-
     return int(access.retry_job(int(job_id), actor=current_actor()))
 
 

@@ -1,21 +1,26 @@
 """The studio: gr.Blocks built from one module per tab, mounted on FastAPI with the adapter pages.
 
-`create_app(config)` returns the ASGI app; `serve(app, config, host, port)` runs it with uvicorn.
+`create_app(config)` returns the ASGI app; `serve(app, config, host, port)` runs it with uvicorn;
+`run(args)` is `ia3 studio`: settings checked, embedded workers started, the app served.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
+import signal
 from pathlib import Path
 
 import gradio as gr
+import uvicorn
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from gradio.routes import App as GradioApp
 from starlette.routing import Mount
 
 from app import (
+    access_mode,
     access_share,
     adapters_tab,
     api,
@@ -26,11 +31,14 @@ from app import (
     playground_tab,
     sessions,
     share_page,
+    studio_workers,
     train_tab,
     uploads,
     web_guard,
 )
 from app.studio_config import StudioConfig
+from ia3engine.errors import ConfigError
+from jobs.time_limit import job_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -109,23 +117,30 @@ def create_app(config: StudioConfig | None = None) -> FastAPI:
         css=CSS,
         footer_links=["api", "settings"],
     )
-    _guard_sessions(app)
+    gradio_app = _mounted_gradio(app)
+    _guard_sessions(gradio_app)
     _guard_cross_site(app, web_guard.active())
-    uploads.guard(app)  # an uploaded or handed-out file belongs to one person (app.uploads)
+    uploads.guard(gradio_app)  # an uploaded or handed-out file belongs to one person
     # After the mount: a person's flood is refused when it joins the queue, not after it.
-    fair_queue.guard(app, demo, fair_queue.events_limit(multi_user=auth.active().multi_user))
+    multi_user = access_mode.active().multi_user
+    fair_queue.guard(gradio_app, demo, fair_queue.events_limit(multi_user=multi_user))
     return app
 
 
-def _guard_sessions(app: FastAPI) -> None:
+def _mounted_gradio(app: FastAPI) -> GradioApp:
+    """The Gradio app that mount_gradio_app put in `app`, whose sessions and requests the
+    guards below take over (a Gradio that mounts differently is refused, never left open)."""
+    for route in app.routes:
+        if isinstance(route, Mount) and isinstance(route.app, GradioApp):
+            return route.app
+    raise RuntimeError("the Gradio app is not mounted where IA3 Studio expects it")
+
+
+def _guard_sessions(gradio_app: GradioApp) -> None:
     """Password sign-in: Gradio's session table becomes one whose sessions end (app.sessions)."""
-    settings = auth.active()
-    if settings.mode != "password":
-        return
-    mounted = [r.app for r in app.routes if isinstance(r, Mount) and isinstance(r.app, GradioApp)]
-    if not mounted:  # a Gradio that mounts differently: refuse rather than keep endless sessions
-        raise RuntimeError("the Gradio app is not mounted where IA3 Studio expects it")
-    mounted[0].tokens = sessions.Sessions(settings.users_file, settings.session_hours)
+    settings = access_mode.active()
+    if settings.mode == "password":
+        gradio_app.tokens = sessions.Sessions(settings.users_file, settings.session_hours)
 
 
 def _guard_cross_site(app: FastAPI, web: web_guard.WebSettings) -> None:
@@ -147,8 +162,6 @@ def _guard_cross_site(app: FastAPI, web: web_guard.WebSettings) -> None:
 
 def serve(app: FastAPI, config: StudioConfig, host: str = "127.0.0.1", port: int = 7860) -> None:
     """Run the studio `app` (from create_app) until interrupted."""
-    import uvicorn
-
     print(f"IA3 Studio on http://{host}:{port}  (data in {config.data_dir})", flush=True)
     # Open event streams (a browser tab, an API client) would hold a graceful stop forever.
     uvicorn.run(
@@ -169,3 +182,52 @@ def _trusted_proxies() -> str | None:
     if os.environ.get("FORWARDED_ALLOW_IPS"):
         return None  # uvicorn reads it
     return "*" if os.environ.get("SYSTEM") == "spaces" else None
+
+
+def _stop_on_sigterm(signum, frame) -> None:
+    # uvicorn re-raises the SIGTERM it handled once it has shut down; the default action would
+    # end the process on the spot, before the embedded workers are stopped.
+    raise SystemExit(0)
+
+
+def _settings_ok(host: str) -> bool:
+    """Choose the access mode and the cross-site rules for `ia3 studio --host HOST`, and check
+    IA3_MAX_JOB_MINUTES (read when a job is queued: a typo must stop the start, not every
+    person's Train button); False (logged why) when refused."""
+    try:
+        access_mode.configure(auth.settings_from_env(host))
+        web_guard.configure(web_guard.settings_from_env(host))
+        job_seconds()
+    except ConfigError as error:
+        logger.error("%s", error)
+        return False
+    return True
+
+
+def run(args: argparse.Namespace) -> int:
+    """`ia3 studio`: check the settings, start the workers, build the page and serve it."""
+    if args.data_dir:
+        # Set before any database use and before the workers start, so all of them share it.
+        os.environ["IA3_DATA_DIR"] = str(Path(args.data_dir).resolve())
+    if not _settings_ok(args.host):
+        return 2  # e.g. listening beyond 127.0.0.1 needs an access mode; the log said which
+    workers = 0 if args.no_worker else max(int(args.workers), 0)
+    config = StudioConfig(model=args.model, sample=args.sample, workers=workers)
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    pool = studio_workers.start_workers(workers, args.device) if workers else None
+    if workers:
+        print(f"Started {workers} worker process(es).", flush=True)
+    else:
+        print("No worker started: jobs wait until `ia3 worker` runs on this database.", flush=True)
+    try:  # every setting the page reads (limits, origins, cookies) is checked here, once
+        app = create_app(config)
+    except ConfigError as error:
+        logger.error("%s", error)
+        studio_workers.stop_workers(pool)
+        return 2
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    try:
+        serve(app, config, host=args.host, port=args.port)
+    finally:
+        studio_workers.stop_workers(pool)
+    return 0

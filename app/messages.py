@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import gradio as gr
 
-from app import auth
+from app import access_mode
 from ia3engine.errors import IA3Error
 
 logger = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ def scrub(text: str) -> str:
     """`text` without URLs that carry secrets and, when several people share the studio,
     without server paths (each becomes its file name); the local user sees their own paths."""
     text = _URL.sub(_url, str(text))
-    return _PATH.sub(_path, text) if auth.active().multi_user else text
+    return _PATH.sub(_path, text) if access_mode.active().multi_user else text
 
 
 def file_name(value):

@@ -5,14 +5,18 @@ Plain functions returning plain values, shared by the page and the API endpoints
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import secrets
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
-from ia3engine.errors import DataError
+import torch
+
+from app import access_mode
+from app.auth import check_model_choice
+from app.model_pool import MODEL_LOCK
+from ia3engine import IA3Config, preview_targets
+from ia3engine.data.dataset import inspect_dataset
+from ia3engine.errors import DataError, ModelLoadError
+from ia3engine.training.loading import BUNDLED, detect_kind, resolve_model_path
 
 logger = logging.getLogger(__name__)
 
@@ -25,13 +29,7 @@ HEAD_MODULES = ["classifier", "score"]
 
 def bundled_models() -> list[str]:
     """Model names that work offline on a fresh install."""
-    try:
-        from ia3engine.training import loading
-
-        return [loading.BUNDLED]
-    except ImportError:
-        logger.debug("ia3engine.training.loading is not available yet")
-    return ["minilm"]
+    return [BUNDLED]
 
 
 def sample_datasets() -> dict[str, str]:
@@ -54,20 +52,12 @@ def sample_eval_file(train_path: str) -> str | None:
 
 def describe_model(model: str, task: str = "classify") -> dict:
     """Architecture, parameter count and the modules IA3 will scale for `model`."""
-    from ia3engine import IA3Config, preview_targets
-
     name = (model or "").strip()
     if not name:
-        from ia3engine.errors import ModelLoadError
-
         raise ModelLoadError("No model given. Pick a bundled model, a Hub id or a local folder.")
-    from app.auth import check_model_choice
-
     check_model_choice(name)  # signed-in users: no folders on the server
     key = f"{task}:{name}"
     if key not in _model_cache:
-        from app.serving import MODEL_LOCK
-
         with MODEL_LOCK:
             module, kind = model_skeleton(name, task)
         # What training will save besides the vectors: an encoder classifier's new head.
@@ -91,16 +81,12 @@ def describe_model(model: str, task: str = "classify") -> dict:
 def model_skeleton(name: str, task: str):
     """The model as training will build it, on the meta device: its structure and parameter
     counts without reading (or downloading) a single weight. Returns (module, kind)."""
-    import torch
     from transformers import (
         AutoConfig,
         AutoModelForCausalLM,
         AutoModelForSeq2SeqLM,
         AutoModelForSequenceClassification,
     )
-
-    from ia3engine.errors import ModelLoadError
-    from ia3engine.training.loading import detect_kind, resolve_model_path
 
     path = resolve_model_path(name)
     try:
@@ -144,31 +130,6 @@ def check_dataset_file(path: str) -> str:
     return str(source)
 
 
-@contextlib.contextmanager
-def staged_uploads(paths: dict[str, str], data_dir: Path) -> Iterator[dict[str, str]]:
-    """Copies of uploaded dataset files where a queued job may name them (the data directory's
-    uploads), removed once the job is queued: the database keeps the job's own copy.
-
-    Samples pass through as they are. Each call gets its own folder, so two people queueing the
-    same file never remove each other's copy.
-    """
-    folder = Path(data_dir) / "uploads" / secrets.token_hex(16)
-    staged = {}
-    try:
-        for field, path in paths.items():
-            if not path or Path(path).resolve().is_relative_to(EXAMPLES):
-                staged[field] = path
-                continue
-            source = Path(check_dataset_file(path))
-            target = folder / field / source.name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, target)
-            staged[field] = str(target)
-        yield staged
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
 def describe_dataset(
     path: str,
     text_column: str | None = None,
@@ -176,19 +137,15 @@ def describe_dataset(
     task: str = "classify",
 ) -> dict:
     """Format, rows, columns, guessed mapping, labels and class balance of a dataset file."""
-    from ia3engine.data.dataset import inspect_dataset
-
     if not path:
         raise DataError("No dataset chosen. Pick a sample or upload a CSV, TSV, JSONL or Parquet.")
-    from app.auth import active
-
     check_dataset_file(path)
     summary = inspect_dataset(
         path,
         text_column=text_column or None,
         label_column=label_column or None,
         task=task,
-        max_rows=active().limits.max_rows,  # the host's cap, applied while the file is read
+        max_rows=access_mode.active().limits.max_rows,  # the host's cap, applied while the file is read
     )
     return {
         "file": Path(summary.path).name,  # never the server path

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from app.studio_config import StudioConfig
+from ia3engine.training.spec import PRESETS
 
 logger = logging.getLogger(__name__)
 
@@ -30,8 +31,6 @@ PRESET_HELP = {
 
 def presets() -> dict[str, dict]:
     """Preset name -> its hyperparameters, from ia3engine.training.spec."""
-    from ia3engine.training.spec import PRESETS
-
     return {name: dict(values) for name, values in PRESETS.items()}
 
 

@@ -17,6 +17,11 @@ from fastapi.responses import FileResponse, HTMLResponse
 from app import adapter_actions, auth
 from ia3engine.errors import IA3Error
 
+try:  # markdown-it-py comes with gradio's dependencies, not ours
+    from markdown_it import MarkdownIt
+except ImportError:
+    MarkdownIt = None
+
 logger = logging.getLogger(__name__)
 
 PAGE = """<!doctype html>
@@ -46,9 +51,7 @@ def _render_markdown(text: str) -> str:
     """The model card as HTML (front matter dropped); escaped text if no renderer exists."""
     text = re.sub(r"\A---\n.*?\n---\n", "", text or "", flags=re.S)
     text = re.sub(r"\A\s*# [^\n]*\n", "", text)  # the page has the title already
-    try:
-        from markdown_it import MarkdownIt
-    except ImportError:
+    if MarkdownIt is None:
         return f"<pre>{html.escape(text)}</pre>"
     return MarkdownIt("commonmark", {"html": False}).enable("table").render(text)
 

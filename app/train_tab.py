@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import gradio as gr
 import pandas as pd
 
-from app import preview, settings, uploads
+from app import job_files, preview, settings, uploads
 from app.messages import explain, field_note, note_box
 from app.studio_config import StudioConfig
 
@@ -168,7 +168,7 @@ def _queue(form, data_dir, model_src, bundled_name, hub, local, path, task, text
     else:
         files["data"] = path  # an upload of this person's (the page keeps the path, not them)
     try:
-        job_id = uploads.enqueue_with_uploads(fields, files, data_dir)
+        job_id = job_files.enqueue_with_uploads(fields, files, data_dir)
     except Exception as error:
         return field_note(explain(error)), None
     return field_note(f"Job #{job_id} queued. Follow it in the Jobs tab.", "ok"), job_id

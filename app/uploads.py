@@ -15,13 +15,12 @@ from collections import OrderedDict
 from pathlib import Path
 
 import anyio
-from fastapi import FastAPI
+from gradio.utils import get_upload_folder
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
-from starlette.routing import Mount
 
-from app import auth, job_actions, preview
+from app import access_mode, auth
 from ia3engine.errors import DataError
 from jobs import quota
 
@@ -48,8 +47,6 @@ def _key(path: str | Path) -> str:
 
 def upload_folder() -> Path:
     """Gradio's cache of uploaded and handed-out files (GRADIO_TEMP_DIR)."""
-    from gradio.utils import get_upload_folder
-
     return Path(_key(get_upload_folder()))
 
 
@@ -87,7 +84,9 @@ def uploaded_bytes(user: str) -> int:
     studio's own files, counted where they come from)."""
     with _lock:
         paths = list(_owned.get(user, {}))
-    return sum(_size(path) for path in paths if not Path(path).parent.name.startswith(HANDED_OUT))
+    return sum(
+        file_size(path) for path in paths if not Path(path).parent.name.startswith(HANDED_OUT)
+    )
 
 
 # File arguments of handlers -------------------------------------------------------------------
@@ -112,7 +111,7 @@ def uploaded_file(file, samples: dict[str, str] | None = None) -> str | None:
         return None
     if samples and given in samples:
         return samples[given]
-    if not auth.active().multi_user:
+    if not access_mode.active().multi_user:
         return given
     name = auth.current_actor().name
     if not owns(name, given):
@@ -121,22 +120,12 @@ def uploaded_file(file, samples: dict[str, str] | None = None) -> str | None:
     return _key(given)
 
 
-def enqueue_with_uploads(fields: dict, files: dict[str, str], data_dir: Path) -> int:
-    """Queue a job whose `files` (data, eval_data) are this person's uploads: within their
-    storage quota, named by copies a job may use, which go once the database holds the job's."""
-    actor = auth.current_actor()
-    if actor.signed_in:
-        quota.check(actor.name, sum(_size(path) for path in files.values() if path))
-    with preview.staged_uploads(files, data_dir) as staged:
-        return job_actions.enqueue_training({**fields, **staged})
-
-
 # The routes: record uploads, serve cache files to their owner only ----------------------------
 
 
 def user_of(scope, gradio_app) -> str | None:
     """The signed-in name of a raw request, found the way Gradio's own routes find it."""
-    settings = auth.active()
+    settings = access_mode.active()
     request = Request(scope)
     if settings.mode == "password":
         token = request.cookies.get(f"access-token-{gradio_app.cookie_id}") or request.cookies.get(
@@ -154,7 +143,7 @@ class FileGuard:
         self.app, self.gradio_app = app, gradio_app
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or not auth.active().multi_user:
+        if scope["type"] != "http" or not access_mode.active().multi_user:
             return await self.app(scope, receive, send)
         path = scope["path"].removeprefix(scope.get("root_path") or "") or scope["path"]
         if scope["method"] == "POST" and path.rstrip("/") == UPLOAD_ROUTE:
@@ -197,7 +186,7 @@ class FileGuard:
 def _admit_upload(user: str, paths: list[str]) -> str | None:
     """Record the uploads, or remove them and say why when they take the user over quota."""
     _sweep(user)
-    sizes = {path: _size(path) for path in paths if not owns(user, path)}  # new files only
+    sizes = {path: file_size(path) for path in paths if not owns(user, path)}  # new files only
     refusal = quota.refusal(user, sum(sizes.values()), uploaded_bytes(user))
     if refusal:
         for path in sizes:
@@ -224,7 +213,8 @@ def _sweep(user: str) -> None:
             forget(path)
 
 
-def _size(path: str) -> int:
+def file_size(path: str) -> int:
+    """Bytes of a file in the cache, 0 when it is gone."""
     # The route's background task has moved a spooled upload into place by the time it returns.
     try:
         return os.path.getsize(path)
@@ -232,14 +222,10 @@ def _size(path: str) -> int:
         return 0
 
 
-def guard(app: FastAPI) -> None:
+def guard(gradio_app) -> None:
     """Put FileGuard inside the mounted Gradio app (call after mount_gradio_app, before the
     first request): innermost, after Gradio's own session and CORS middleware."""
     quota.limit_bytes()  # a mistyped IA3_MAX_STORAGE_MB stops the start, not the first upload
-    for mount in app.routes:
-        if isinstance(mount, Mount) and hasattr(mount.app, "tokens"):
-            if mount.app.middleware_stack is not None:
-                raise RuntimeError("the Gradio app has started; guard it before it serves")
-            mount.app.user_middleware.append(Middleware(FileGuard, gradio_app=mount.app))
-            return
-    raise RuntimeError("the Gradio app is not mounted; call guard() after mount_gradio_app")
+    if gradio_app.middleware_stack is not None:
+        raise RuntimeError("the Gradio app has started; guard it before it serves")
+    gradio_app.user_middleware.append(Middleware(FileGuard, gradio_app=gradio_app))

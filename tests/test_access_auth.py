@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from app import access_users, auth, sign_in, web_guard
+from app import access_mode, access_users, auth, sign_in, web_guard
 from ia3engine.errors import ConfigError
 from jobs.access import ANONYMOUS, LOCAL
 
@@ -40,7 +40,7 @@ def users_file(tmp_path):
 def restore_settings():
     saved = auth.active()
     yield
-    auth.configure(saved)
+    access_mode.configure(saved)
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.20", "studio.example.org"])
@@ -137,18 +137,18 @@ def test_users_command_adds_lists_and_removes(tmp_path, monkeypatch, capsys):
 
 
 def test_sign_in_checks_the_file(users_file):
-    auth.configure(auth.settings_from_env("0.0.0.0", {"IA3_USERS": str(users_file)}))
-    assert access_users.check_login("ann", "ann-password")
-    assert access_users.check_login(" ann ", "ann-password")
-    assert not access_users.check_login("ann", "wrong")
-    assert not access_users.check_login("nobody", "ann-password")
-    assert not access_users.check_login("ann", "")
+    access_mode.configure(auth.settings_from_env("0.0.0.0", {"IA3_USERS": str(users_file)}))
+    assert sign_in.check_password("ann", "ann-password")
+    assert sign_in.check_password(" ann ", "ann-password")
+    assert not sign_in.check_password("ann", "wrong")
+    assert not sign_in.check_password("nobody", "ann-password")
+    assert not sign_in.check_password("ann", "")
 
 
 def test_a_user_added_while_the_studio_runs_can_sign_in(users_file):
-    auth.configure(auth.settings_from_env("0.0.0.0", {"IA3_USERS": str(users_file)}))
+    access_mode.configure(auth.settings_from_env("0.0.0.0", {"IA3_USERS": str(users_file)}))
     access_users.add_user(users_file, "cat", "cat-password")
-    assert access_users.check_login("cat", "cat-password")
+    assert sign_in.check_password("cat", "cat-password")
 
 
 class FakeRequest:
@@ -160,7 +160,7 @@ class FakeRequest:
 
 
 def test_each_request_is_served_as_the_user_it_carries(users_file, monkeypatch):
-    auth.configure(
+    access_mode.configure(
         auth.settings_from_env("0.0.0.0", {"IA3_USERS": str(users_file), "IA3_ADMINS": "root"})
     )
     request = FakeRequest("ann")
@@ -175,7 +175,7 @@ def test_each_request_is_served_as_the_user_it_carries(users_file, monkeypatch):
 
 
 def test_oauth_user_comes_from_the_space_session_and_expires(monkeypatch):
-    auth.configure(auth.settings_from_env("0.0.0.0", {**SPACE, "IA3_ALLOWED_USERS": "ann"}))
+    access_mode.configure(auth.settings_from_env("0.0.0.0", {**SPACE, "IA3_ALLOWED_USERS": "ann"}))
     info = {"userinfo": {"preferred_username": "ann"}, "expires_at": time.time() + 60}
     request = FakeRequest(session={"oauth_info": info})
     monkeypatch.setattr(auth, "_gradio_request", lambda: request)
@@ -188,9 +188,9 @@ def test_oauth_user_comes_from_the_space_session_and_expires(monkeypatch):
 
 
 def test_local_mode_serves_the_data_directory_and_shared_modes_never_do(users_file, tmp_path):
-    auth.configure(auth.AccessSettings())
+    access_mode.configure(auth.AccessSettings())
     assert auth.mount_options(tmp_path)["allowed_paths"] == [str(tmp_path)]
-    auth.configure(
+    access_mode.configure(
         auth.settings_from_env("0.0.0.0", {"IA3_USERS": str(users_file), "IA3_MAX_UPLOAD_MB": "2"})
     )
     options = auth.mount_options(tmp_path)

@@ -6,7 +6,7 @@ import pytest
 import transformers
 from train_models import save_tiny
 
-from app import preview
+from app import job_files, preview
 from ia3engine.errors import DataError, ModelLoadError
 
 
@@ -61,7 +61,7 @@ def test_staged_uploads_go_once_queued_and_odd_files_are_refused(tmp_path):
     upload.parent.mkdir()
     upload.write_text("text,label\ngood,pos\nbad,neg\n")
     sample = preview.sample_datasets()["sentiment"]
-    with preview.staged_uploads({"data": str(upload), "eval_data": sample}, tmp_path) as staged:
+    with job_files.staged_uploads({"data": str(upload), "eval_data": sample}, tmp_path) as staged:
         assert Path(staged["data"]).read_text() == upload.read_text()
         assert Path(staged["data"]).is_relative_to(tmp_path / "uploads")
         assert staged["eval_data"] == sample  # samples are named where they are

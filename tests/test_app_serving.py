@@ -8,7 +8,7 @@ import threading
 import pytest
 from waiting import wait_for
 
-from app import adapter_actions, serving
+from app import adapter_actions, model_pool, serving
 from ia3engine.serve import predict
 from jobs import access, registry
 from jobs.errors import LimitError
@@ -38,7 +38,7 @@ class FakePredictor:
 def pool(monkeypatch):
     monkeypatch.setattr(predict, "Predictor", FakePredictor)
     monkeypatch.setattr(registry, "adapter_folder", lambda i: f"folder-of-{i}")
-    return serving.PredictorPool(max_adapters=3)
+    return model_pool.PredictorPool(max_adapters=3)
 
 
 def _adapter(adapter_id, sha):

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from attack_support import PASSWORDS, running_studio
 
-from app import access_users, auth, sessions, sign_in
+from app import access_mode, access_users, auth, sessions, sign_in
 
 SESSION_HOURS = 0.004  # 14.4 s: long enough for each test, short enough to see one end
 
@@ -109,14 +109,14 @@ def test_password_checks_run_off_the_event_loop(tmp_path, monkeypatch):
     users = tmp_path / "users.txt"
     access_users.add_user(users, "ann", PASSWORDS["ann"])
     saved = auth.active()
-    auth.configure(auth.settings_from_env("0.0.0.0", {"IA3_USERS": str(users)}))
+    access_mode.configure(auth.settings_from_env("0.0.0.0", {"IA3_USERS": str(users)}))
     try:
         check = auth.mount_options(tmp_path)["auth"]
         threads = []
-        real = access_users.check_login
+        real = sign_in.check_password
         monkeypatch.setattr(
-            access_users,
-            "check_login",
+            sign_in,
+            "check_password",
             lambda *a: threads.append(threading.get_ident()) or real(*a),
         )
         answer = check("ann", PASSWORDS["ann"])
@@ -124,7 +124,7 @@ def test_password_checks_run_off_the_event_loop(tmp_path, monkeypatch):
         assert asyncio.run(answer) is True
         assert threads and threading.get_ident() not in threads
     finally:
-        auth.configure(saved)
+        access_mode.configure(saved)
 
 
 def test_a_session_ends_after_the_configured_hours(studio):

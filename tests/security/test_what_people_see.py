@@ -17,7 +17,7 @@ from attack_support import job_done, refused, running_studio
 from gradio_client import handle_file
 from waiting import wait_for
 
-from app import auth
+from app import access_mode, auth
 from app.messages import explain
 from ia3engine.errors import AdapterError, DataError
 
@@ -128,7 +128,7 @@ def test_a_broken_upload_is_explained_without_a_server_path(studio, tmp_path):
     ],
 )
 def test_unexpected_errors_show_no_path_url_or_frame(error, hidden, monkeypatch):
-    monkeypatch.setattr(auth, "_settings", auth.AccessSettings(mode="password"))
+    monkeypatch.setattr(access_mode, "_settings", auth.AccessSettings(mode="password"))
     shown = explain(error)
     assert hidden not in shown and "studio log" in shown
     kept = "Open /adapters/3, or https://huggingface.co/gpt2 for the base model."
