@@ -30,6 +30,23 @@ class TrainTab:
     queue_event: object  # the click dependency, so main can chain a tab switch on it
 
 
+@dataclass
+class DataSection:
+    """The data step's components, by name."""
+
+    source: gr.Radio
+    sample: gr.Dropdown
+    upload: gr.File
+    note: gr.HTML
+    task: gr.Radio
+    text_col: gr.Dropdown
+    label_col: gr.Dropdown
+    mapping_note: gr.HTML
+    summary: gr.Markdown
+    balance: gr.Label
+    rows: gr.Dataframe
+
+
 def _model_name(source, bundled, hub_id, folder) -> str:
     return {"Bundled": bundled, "Hugging Face Hub id": hub_id, "Local folder": folder}.get(
         source, bundled
@@ -220,7 +237,7 @@ def _model_section(config: StudioConfig):
     return source, bundled, hub_id, folder, model_note, summary, targets
 
 
-def _data_section(config: StudioConfig):
+def _data_section(config: StudioConfig) -> DataSection:
     gr.Markdown("### 2 · Data", elem_classes=["step-title"])
     samples = preview.sample_datasets()
     with gr.Row(equal_height=False):
@@ -260,7 +277,7 @@ def _data_section(config: StudioConfig):
         [sample, upload],
         api_visibility="private",
     )
-    return (
+    return DataSection(
         data_source,
         sample,
         upload,
@@ -278,19 +295,8 @@ def _data_section(config: StudioConfig):
 def build(demo: gr.Blocks, config: StudioConfig) -> TrainTab:
     """Lay out the tab and wire its events; returns what other tabs chain on."""
     source, bundled, hub_id, folder, model_note, model_summary, targets = _model_section(config)
-    (
-        data_source,
-        sample,
-        upload,
-        data_note,
-        task,
-        text_col,
-        label_col,
-        mapping_note,
-        data_summary,
-        balance,
-        rows,
-    ) = _data_section(config)
+    data = _data_section(config)
+    task, text_col, label_col = data.task, data.text_col, data.label_col
     data_path = gr.State("")
     form = settings.build(config)
     queue_button = gr.Button("Queue training", variant="primary", elem_id="queue-button")
@@ -307,14 +313,14 @@ def build(demo: gr.Blocks, config: StudioConfig) -> TrainTab:
         data_path,
         text_col,
         label_col,
-        data_summary,
-        balance,
-        rows,
-        data_note,
-        mapping_note,
+        data.summary,
+        data.balance,
+        data.rows,
+        data.note,
+        data.mapping_note,
     ]
-    choose = [data_source, sample, upload, text_col, label_col, task]
-    for trigger in (data_source.change, sample.change, upload.change):
+    choose = [data.source, data.sample, data.upload, text_col, label_col, task]
+    for trigger in (data.source.change, data.sample.change, data.upload.change):
         trigger(lambda *a: _choose_data(*a, config), choose, data_views, api_visibility="private")
         trigger(lambda: "", None, queue_note, api_visibility="private")
     mapping = [data_path, text_col, label_col, task]

@@ -31,6 +31,7 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 
 from ia3engine import IA3Config, get_ia3_model  # noqa: E402
 from ia3engine.io import adapter_tensors  # noqa: E402
+from ia3engine.wrappers import is_adapter_param  # noqa: E402
 
 BATCH, SEQ, ADAPTERS = 16, 64, 64
 SECTION = "## Engine"
@@ -217,7 +218,7 @@ def unmerge_error(label: str, scale: float) -> float:
     model = ours(init_ones=False) if label == "ours" else peft_model(init_ones=False)
     with torch.no_grad():
         for name, param in model.named_parameters():
-            if "ia3_l" in name:
+            if is_adapter_param(name):
                 param.mul_(scale)
     weights = {
         n: p.detach().clone()

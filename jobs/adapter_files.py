@@ -20,6 +20,7 @@ from ia3engine.data.templates import template_problem
 from ia3engine.errors import AdapterFileError
 from ia3engine.training.loading import resolve_model_path
 from ia3engine.training.spec import BOUNDS
+from ia3engine.wrappers import VECTOR
 from jobs.blobs import safe_member_name
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ KEPT_FILES = (WEIGHTS, CONFIG, CARD, INFO)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 MAX_ADAPTER_BYTES = 512 * 1024 * 1024
 _PREFIX = "base_model.model."
-_VECTOR = ".ia3_l"
+_VECTOR = "." + VECTOR  # a file key ends with the vector's attribute
 
 
 def read_source(path: str | Path) -> dict[str, bytes]:

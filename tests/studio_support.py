@@ -35,7 +35,18 @@ class Studio:
         return self.log.read_text(errors="replace")[-chars:]
 
 
-def hub_session(name: str, secret: str, expires_in: float | None = 3600) -> str:
+SPACE_SECRET = "space-oauth-secret"
+SPACE = {  # what a Hugging Face Space with "hf_oauth: true" sets for the studio
+    "SYSTEM": "spaces",
+    "SPACE_ID": "team/ia3-studio",
+    "OAUTH_CLIENT_ID": "client-id",
+    "OAUTH_CLIENT_SECRET": SPACE_SECRET,
+    "OAUTH_SCOPES": "openid profile",
+    "OPENID_PROVIDER_URL": "https://huggingface.co",
+}
+
+
+def hub_session(name: str, secret: str = SPACE_SECRET, expires_in: float | None = 3600) -> str:
     """The `session` cookie Gradio's SessionMiddleware sets after a Hugging Face sign-in on a
     Space (gradio/oauth.py signs it so); `expires_in=None` leaves out the expiry."""
 

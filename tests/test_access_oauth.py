@@ -17,18 +17,9 @@ import httpx
 import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
-from studio_support import free_port, hub_session, wait_until_up
+from studio_support import SPACE, SPACE_SECRET, free_port, hub_session, wait_until_up
 
 ROOT = Path(__file__).resolve().parents[1]
-SECRET = "space-oauth-secret"
-SPACE = {
-    "SYSTEM": "spaces",
-    "SPACE_ID": "team/ia3-studio",
-    "OAUTH_CLIENT_ID": "client-id",
-    "OAUTH_CLIENT_SECRET": SECRET,
-    "OAUTH_SCOPES": "openid profile",
-    "OPENID_PROVIDER_URL": "https://huggingface.co",
-}
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +64,7 @@ def space(tmp_path_factory):
         log.close()
 
 
-def client(url: str, name: str | None, secret: str = SECRET) -> Client:
+def client(url: str, name: str | None, secret: str = SPACE_SECRET) -> Client:
     headers = {"Cookie": f"session={hub_session(name, secret)}"} if name else {}
     return Client(url, headers=headers, verbose=False)
 

@@ -341,24 +341,20 @@ class BaseCache:
         self._loaded: LoadedBase | None = None
         self.loads = 0  # how many times a base was actually read from disk (for tests, logs)
 
-    def get(
-        self,
-        model: str,
-        task: str = "classify",
-        num_labels: int | None = None,
-        quantize: str | None = None,
-        device: str | torch.device | None = None,
-        labels: list[str] | None = None,
-    ) -> LoadedBase:
-        key = (str(model), quantize, str(resolve_device(device)))
+    def get(self, model: str, task: str = "classify", **options) -> LoadedBase:
+        """`load_base(model, task, **options)`, or the base loaded last time when model, quantize
+        and device are the same: its adapters unloaded and an encoder's head reset to
+        `num_labels` / `labels`."""
+        device = resolve_device(options.get("device"))
+        key = (str(model), options.get("quantize"), str(device))
         if self._loaded is not None and self._key == key:
             unload_adapters(self._loaded.model)
             if self._loaded.kind == "encoder":
-                reset_head(self._loaded, num_labels, labels)
+                reset_head(self._loaded, options.get("num_labels"), options.get("labels"))
             logger.info("Reusing the loaded base %s (warm cache).", model)
             return self._loaded
         self.clear()
-        self._loaded = load_base(model, task, num_labels, quantize, device, labels)
+        self._loaded = load_base(model, task, **options)
         self._key = key
         self.loads += 1
         return self._loaded

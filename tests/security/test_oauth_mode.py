@@ -20,24 +20,11 @@ from attack_support import running_studio
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
-SECRET = "space-oauth-secret"
-SPACE = {
-    "IA3_ACCESS": "oauth",
-    "SYSTEM": "spaces",
-    "SPACE_ID": "team/ia3-studio",
-    "OAUTH_CLIENT_ID": "client-id",
-    "OAUTH_CLIENT_SECRET": SECRET,
-    "OAUTH_SCOPES": "openid profile",
-    "OPENID_PROVIDER_URL": "https://huggingface.co",
-}
+SPACE = {**studio_support.SPACE, "IA3_ACCESS": "oauth"}
 HOST = "ia3.hf.space"
 OWN = f"https://{HOST}"
 EVIL = "https://evil.example"
 SPEC = {"model": "minilm", "data": "sentiment", "steps": 5, "eval_every": 0}
-
-
-def hub_session(name: str, secret: str = SECRET, expires_in: float | None = 3600) -> str:
-    return studio_support.hub_session(name, secret, expires_in)
 
 
 @pytest.fixture(scope="module")
@@ -57,12 +44,15 @@ def browser(space, origin: str | None, **headers) -> httpx.Client:
     """ann's browser with her Hub session, on a page of `origin`."""
     headers = {"Host": HOST, **({"Origin": origin} if origin else {}), **headers}
     return httpx.Client(
-        base_url=space.url, headers=headers, cookies={"session": hub_session("ann")}, timeout=30
+        base_url=space.url,
+        headers=headers,
+        cookies={"session": studio_support.hub_session("ann")},
+        timeout=30,
     )
 
 
 def test_another_site_cannot_queue_a_job_as_the_hub_user(space):
-    ann = client(space, hub_session("ann"))
+    ann = client(space, studio_support.hub_session("ann"))
     before = len(ann.predict(api_name="/list_jobs"))
     evil = browser(space, EVIL)
     response = evil.post("/gradio_api/call/enqueue", json={"data": [SPEC, None, None]})
@@ -94,10 +84,10 @@ def test_sessions_the_space_did_not_make_are_nobody(space):
     info = {"userinfo": {"preferred_username": "ann"}, "expires_at": time.time() + 3600}
     unsigned = b64encode(json.dumps({"oauth_info": info}).encode())
     strangers = [
-        hub_session("ann", secret="guessed-secret"),  # signed with the wrong key
+        studio_support.hub_session("ann", secret="guessed-secret"),  # signed with the wrong key
         unsigned.decode(),  # not signed at all
-        hub_session("ann", expires_in=None),  # a session that never ends
-        hub_session("ann", expires_in=-60),  # one that has ended
+        studio_support.hub_session("ann", expires_in=None),  # a session that never ends
+        studio_support.hub_session("ann", expires_in=-60),  # one that has ended
     ]
     for cookie in strangers:
         stranger = client(space, cookie)
