@@ -70,7 +70,7 @@ LLAMA_SIZES = {
         num_key_value_heads=2,
         max_position_embeddings=256,
     ),
-    # Llama-3.2-1B's layout with a 32k vocabulary: 1.04B parameters
+    # Llama-3.2-1B's layout with a 32k vocabulary (untied head): 1.10B parameters
     "1B": dict(
         vocab_size=32000,
         hidden_size=2048,
@@ -118,6 +118,12 @@ ESTIMATE_S = {
     "compile": 90,
     "compile-1B": 150,
 }
+
+
+CPU_NOTE = """\
+A smoke run: tiny models, 2 rounds, one thread of a shared CPU. It shows that every path runs and
+meets its fp32 tolerance here; its timings, and the engine goals judged on a tiny BERT, say
+nothing about the engine's speed (the Engine section has the CPU figures on the real MiniLM)."""
 
 
 class Skip(Exception):
@@ -822,7 +828,11 @@ def markdown(rows: list[Row]) -> list[str]:
 
 
 def machine(device: torch.device) -> str:
-    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "no GPU"
+    gpu = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"no GPU, torch threads {torch.get_num_threads()}"
+    )
     parts = [
         gpu,
         f"{os.cpu_count()} CPU cores",
@@ -922,6 +932,7 @@ def report(args, argv: list[str], ctx: Context, device: torch.device | None) -> 
             f"Machine: {machine(ctx.device)}; {elapsed:.0f} s in all.",
             "",
             *lines,
+            *(["", CPU_NOTE] if args.cpu else []),
         ]
     )
     if args.markdown:
