@@ -54,8 +54,8 @@ else:
 try:
     import bitsandbytes as bnb
     import bitsandbytes.functional as bnbf
-except ImportError as error:
-    bnb, BNB_MISSING = None, f"bitsandbytes is not importable ({error})"
+except Exception as error:  # ImportError, or a broken CUDA set-up of its native library
+    bnb, BNB_MISSING = None, f"bitsandbytes is not importable ({type(error).__name__}: {error})"
 else:
     BNB_MISSING = ""
 
@@ -100,12 +100,13 @@ QUANTIZED = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "do
 # a lost scale or a mis-routed row (errors of order 1) fails.
 TOL = {
     "identity": 1e-6,  # IA3 with vectors of ones vs the bare model (expected exactly 0)
-    "bf16": {"loss": 2e-2, "logits": 5e-2, "grads": 1e-1},
-    "fp16": {"loss": 1e-2, "logits": 2e-2, "grads": 5e-2},
+    # bf16 rounds each op to 2^-8 (fp16: 2^-11); over a 16-layer model that adds up to a few %
+    "bf16": {"loss": 2e-2, "logits": 1e-1, "grads": 2e-1},
+    "fp16": {"loss": 1e-2, "logits": 3e-2, "grads": 5e-2},
     # bitsandbytes vs an fp32 twin holding the dequantized weights: int8 also quantizes the
     # activations (LLM.int8), the 4-bit kernel computes in bf16 on CUDA (fp32 on the CPU)
-    "int8": {"logits": 1e-1, "grads": 3e-1, "merge": 1e-1},
-    "nf4": {"logits": 5e-2, "grads": 1e-1, "merge": 2e-1},
+    "int8": {"logits": 1.5e-1, "grads": 3e-1, "merge": 1e-1},
+    "nf4": {"logits": 1e-1, "grads": 2e-1, "merge": 2e-1},
     "generate": 1e-3,  # greedy logits with the KV cache vs one full forward per adapter
     "compile": 1e-3,  # compiled vs eager, logits and gradients
 }
