@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import platform
 import signal
@@ -869,6 +870,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    # bitsandbytes logs a line per 8-bit matmul on fp32 inputs (cast to fp16, as expected here)
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     start = STARTED
     if args.cpu:
         device = torch.device("cpu")
