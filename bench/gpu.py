@@ -100,6 +100,8 @@ def skip_reason(ctx: Context, fn: Callable, size: str, estimate: str) -> str:
             "--cpu: torch.compile is measured on CUDA (--compile-on-cpu runs it here with "
             "aot_eager: about 100 s on 2 busy cores)"
         )
+    if getattr(fn, "missing", ""):  # a package it needs is not here
+        return fn.missing
     if ctx.left_s() < ESTIMATE_S[estimate]:
         return (
             f"--budget-s: {max(0.0, ctx.left_s()):.0f} s left, the section needs about "

