@@ -67,7 +67,7 @@ def current_routing() -> RowRouting | None:
     return _SLOT.routing
 
 
-def set_routing(routing: RowRouting | None) -> RowRouting | None:
+def _swap_routing(routing: RowRouting | None) -> RowRouting | None:
     """Make `routing` this thread's routing; returns the one it replaces, for restoring."""
     previous = _SLOT.routing
     _SLOT.routing = routing
@@ -77,8 +77,8 @@ def set_routing(routing: RowRouting | None) -> RowRouting | None:
 @contextmanager
 def route_rows(routing: RowRouting | None) -> Iterator[None]:
     """Make `routing` visible to every IA3 layer for the duration of one forward/generate."""
-    previous = set_routing(routing)
+    previous = _swap_routing(routing)
     try:
         yield
     finally:
-        set_routing(previous)
+        _swap_routing(previous)
