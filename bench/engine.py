@@ -125,7 +125,7 @@ def inference_fn(model, batch):
 
     def forward():
         with torch.no_grad():
-            model(**inputs)
+            return model(**inputs)
 
     return forward
 
@@ -162,6 +162,64 @@ def op_count(fn) -> int:
     with profile() as prof:
         fn()
     return sum(1 for event in prof.events() if event.name.startswith("aten::"))
+
+
+def bench_compile(rounds: int, backend: str) -> dict:
+    """Eager vs torch.compile'd, ours and PEFT's (one process, interleaved): a training step and
+    an unmerged inference forward; plus dynamo's graph-break counts."""
+    batch = make_batch(BATCH, seed=6)
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    result = {"backend": backend, "fallback": ""}
+    try:
+        cases, result["compile_s"] = compiled_cases(batch, backend)
+    except Exception as err:  # inductor needs a working C++ toolchain; say so and go on
+        result["fallback"] = f"{backend} failed ({type(err).__name__}: {str(err)[:120]})"
+        result["backend"] = backend = "aot_eager"
+        cases, result["compile_s"] = compiled_cases(batch, backend)
+    result.update(interleaved(cases, rounds))
+    eager, compiled = cases["infer_ours_eager"](), cases["infer_ours_compiled"]()  # same vectors
+    result["max_logit_diff"] = (eager.logits - compiled.logits).abs().max().item()
+    result.update(graph_breaks(inputs))
+    return result
+
+
+def compiled_cases(batch, backend: str) -> tuple[dict, float]:
+    """Eager and compiled training steps and inference forwards, ours and PEFT's (the peer shows
+    what compiling does to the same model without our code). Compiling happens here, timed by
+    wall clock (inductor compiles in worker processes), so the timed rounds run compiled code."""
+    cases, first_calls = {}, []
+    for label, build in (("ours", ours), ("peft", peft_model)):
+        for mode, wrap in (("eager", lambda m: m), ("compiled", compile_with(backend))):
+            cases[f"train_{label}_{mode}"] = train_step_fn(wrap(build()), batch)[0]
+            cases[f"infer_{label}_{mode}"] = inference_fn(wrap(build(False).eval()), batch)
+            if mode == "compiled":
+                first_calls += [cases[f"train_{label}_{mode}"], cases[f"infer_{label}_{mode}"]]
+    start = time.perf_counter()
+    for call in first_calls:
+        call()
+    return cases, time.perf_counter() - start
+
+
+def compile_with(backend: str):
+    return lambda model: torch.compile(model, backend=backend)
+
+
+def graph_breaks(inputs: dict) -> dict:
+    """Graph breaks dynamo finds in one forward with autograd on: ours with one adapter and with
+    a mixed batch of two, PEFT's with one."""
+    mine = ours(init_ones=False)
+    mine.add_adapter("b", IA3Config(task_type="SEQ_CLS", init_ia3_weights=False))
+    rows = ["default", "b"] * (BATCH // 2)
+    counts = {}
+    for label, model, extra in (
+        ("breaks_ours", mine, {}),
+        ("breaks_ours_mixed", mine, {"adapter_names": rows}),
+        ("breaks_peft", peft_model(init_ones=False), {}),
+    ):
+        torch._dynamo.reset()
+        counts[label] = torch._dynamo.explain(model)(**inputs, **extra).graph_break_count
+    torch._dynamo.reset()
+    return counts
 
 
 def build_many_adapters():
@@ -253,7 +311,10 @@ def mark(ok: bool) -> str:
     return "met" if ok else "**not met**"
 
 
-def table(train: dict, infer: dict, many: dict, unmerge: dict) -> list[str]:
+def table(
+    train: dict, infer: dict, many: dict, unmerge: dict, comp: dict | None = None
+) -> list[str]:
+    """The markdown table; the torch.compile rows only when `comp` was measured."""
     vs_peft = train["ours"] / train["peft"]
     vs_floor = train["ours"] / train["floor"]
     over = infer["ours"] / infer["bare"] - 1
@@ -320,8 +381,41 @@ def table(train: dict, infer: dict, many: dict, unmerge: dict) -> list[str]:
             "-",
         ),
     ]
+    if comp is not None:
+        rows += [
+            (
+                "Graph breaks under torch.compile (dynamo.explain, one forward)",
+                f"ours: one adapter {comp['breaks_ours']}, mixed batch "
+                f"{comp['breaks_ours_mixed']}; PEFT one adapter {comp['breaks_peft']}",
+                "0",
+                mark(comp["breaks_ours"] == 0 and comp["breaks_ours_mixed"] == 0),
+            ),
+            (
+                f"Training step, torch.compile ({comp['backend']}) / eager",
+                compiled_vs_eager(comp, "train", ms, "{:.0f}"),
+                "printed",
+                "-",
+            ),
+            (
+                f"Unmerged inference, torch.compile ({comp['backend']}) / eager",
+                compiled_vs_eager(comp, "infer", ms, "{:.1f}"),
+                "printed",
+                "-",
+            ),
+        ]
     lines = ["| Figure | Measured | Goal | Status |", "| --- | --- | --- | --- |"]
     return lines + [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+
+
+def compiled_vs_eager(comp: dict, kind: str, ms: int, digits: str) -> str:
+    """'ours 0.97x (a ms vs b ms); PEFT 0.98x; compiled ours / compiled PEFT 1.00x'."""
+    ours_c, ours_e = comp[f"{kind}_ours_compiled"], comp[f"{kind}_ours_eager"]
+    peft_c, peft_e = comp[f"{kind}_peft_compiled"], comp[f"{kind}_peft_eager"]
+    return (
+        f"ours {ours_c / ours_e:.3f}x ({digits.format(ours_c * ms)} ms vs "
+        f"{digits.format(ours_e * ms)} ms); PEFT {peft_c / peft_e:.3f}x; compiled ours / "
+        f"compiled PEFT {ours_c / peft_c:.3f}x"
+    )
 
 
 def machine() -> str:
@@ -342,7 +436,7 @@ def heading_level(line: str) -> int:
 
 def write_section(path: Path, body: str, heading: str = SECTION) -> None:
     """Replace (or append) the `heading` section of `path` (up to the next heading of its level
-    or above), leaving other sections alone."""
+    or above, or a ### subsection), leaving other sections alone."""
     text = (
         path.read_text(encoding="utf-8")
         if path.exists()
@@ -354,8 +448,13 @@ def write_section(path: Path, body: str, heading: str = SECTION) -> None:
     if start is None:
         new = text.rstrip("\n") + "\n\n" + body
     else:
+        # the written part ends at the next heading; a hand-written ### subsection stays
         end = next(
-            (i for i in range(start + 1, len(lines)) if 2 <= heading_level(lines[i]) <= level),
+            (
+                i
+                for i in range(start + 1, len(lines))
+                if 2 <= heading_level(lines[i]) <= max(level, 3)
+            ),
             len(lines),
         )
         new = "\n".join(lines[:start] + body.rstrip("\n").splitlines() + [""] + lines[end:])
@@ -395,12 +494,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--rounds", type=int, help="rounds per measurement (default 30/5)")
     parser.add_argument("--write", type=Path, help="put the table in this file's Engine section")
+    parser.add_argument(
+        "--compile-backend",
+        default="inductor",
+        help="torch.compile backend for the compiled-vs-eager rows (falls back to aot_eager)",
+    )
     return parser.parse_args(argv)
 
 
 def section(args, argv: list[str], rounds: int, lines: list[str], results: dict) -> str:
     command = " ".join(["HF_HUB_OFFLINE=1 .venv/bin/python bench/engine.py", *argv])
-    train, many = results["train"], results["many"]
+    train, many, comp = results["train"], results["many"], results["compile"]
+    fallback = f" ({comp['fallback']}; aot_eager used instead)" if comp["fallback"] else ""
     return "\n".join(
         [
             SECTION,
@@ -417,6 +522,12 @@ def section(args, argv: list[str], rounds: int, lines: list[str], results: dict)
             f"Trainable parameters: ours {train['our_params']:,}, PEFT {train['peft_params']:,}. "
             f"64-adapter outputs, ours (one mixed batch) vs PEFT (per request): max logit "
             f"difference {many['max_logit_diff']:.2e}.",
+            "",
+            f"Compiled rows: `torch.compile(ia3_model, backend={comp['backend']!r})`{fallback}, "
+            f"default mode, medians of {rounds} interleaved rounds beside the same eager model "
+            f"and PEFT's model eager and compiled; compiling (all four compiled cases: "
+            f"{comp['compile_s']:.0f} s of wall time) is done before the timed rounds. "
+            f"Compiled vs eager logits, ours: max difference {comp['max_logit_diff']:.2e}.",
             "",
             NOTES,
         ]
@@ -442,9 +553,12 @@ def main(argv: list[str] | None = None) -> int:
     results["many"] = bench_many_adapters(max(3, rounds // 3))
     print(f"64 adapters: max |ours mixed - PEFT| logits {results['many']['max_logit_diff']:.2e}")
     results["unmerge"] = bench_unmerge()
+    results["compile"] = bench_compile(rounds, args.compile_backend)
+    print(f"compiled vs eager: max |logit difference| {results['compile']['max_logit_diff']:.2e}")
     results["machine"] = machine()
     print(f"machine: {results['machine']}")
-    lines = table(results["train"], results["infer"], results["many"], results["unmerge"])
+    parts = ("train", "infer", "many", "unmerge", "compile")
+    lines = table(*(results[part] for part in parts))
     print("\n".join(lines))
     if args.write:
         write_section(args.write, section(args, argv, rounds, lines, results))

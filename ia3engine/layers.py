@@ -10,11 +10,28 @@ import logging
 
 import torch
 from torch import nn
+from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_hooks
 
 from ia3engine.errors import AdapterError, MergeError
 from ia3engine.routing import RowRouting, current_routing
 
 logger = logging.getLogger(__name__)
+
+# Vectors for the adapters of one layer, as the forward reads them: name -> parameter.
+Vectors = dict[str, torch.Tensor]
+
+
+class AdapterVectors(nn.ParameterDict):
+    """One layer's vectors by adapter name (PEFT's `ia3_l`); the forward calls it to read them.
+
+    Reading through a call lets hooks on it run: accelerate, offloading a model to CPU or disk,
+    keeps the vectors on the meta device and loads them only around a call of their module.
+    """
+
+    __call__ = nn.Module.__call__  # ParameterDict refuses calls; this one is meant to be called
+
+    def forward(self) -> Vectors:
+        return dict(self.items())
 
 
 class IA3Layer(nn.Module):
@@ -31,7 +48,7 @@ class IA3Layer(nn.Module):
         self.base_layer = base_layer
         self.in_features = in_features
         self.out_features = out_features
-        self.ia3_l = nn.ParameterDict()
+        self.ia3_l = AdapterVectors()
         self.feedforward: dict[str, bool] = {}
         self.active_adapters: list[str] = []
         self.merged_adapters: list[str] = []
@@ -46,6 +63,8 @@ class IA3Layer(nn.Module):
         weight = self.base_layer.weight
         # fp16/bf16/int bases get fp32 vectors (PEFT's autocast); fp64 bases keep fp64
         dtype = torch.float64 if weight.dtype == torch.float64 else torch.float32
+        if weight.device.type == "meta":  # offloaded by accelerate: where the layer runs
+            return _execution_device(self.base_layer), dtype
         return weight.device, dtype
 
     def add_adapter(self, name: str, feedforward: bool, init_ones: bool = True) -> None:
@@ -87,16 +106,17 @@ class IA3Layer(nn.Module):
                     "A mixed-adapter batch needs unmerged adapters; call model.unmerge() first."
                 )
             return self.base_layer(x, *args, **kwargs)
+        vectors = self.ia3_l()
         if routing is None:
             per_row = False
-            scale_in, scale_out = self._active_scales()  # (in,) / (out,) or None
+            scale_in, scale_out = self._active_scales(vectors)  # (in,) / (out,) or None
             if not args and not kwargs and self._fold_is_cheaper(x, scale_in, scale_out):
                 return self._folded_forward(x, scale_in, scale_out)
         else:
             per_row = True
             index = routing.index_for(x.shape[0], x.device)  # (B,)
-            scale_in = self._row_scales(routing, index, feedforward=True)  # (B, in) or None
-            scale_out = self._row_scales(routing, index, feedforward=False)  # (B, out) or None
+            scale_in = self._row_scales(routing, index, True, vectors)  # (B, in) or None
+            scale_out = self._row_scales(routing, index, False, vectors)  # (B, out) or None
         if scale_in is not None:  # feedforward adapters scale the input
             x = (x.to(scale_in.dtype) * self._broadcast(scale_in, x, per_row)).to(x.dtype)
         y = self.base_layer(x, *args, **kwargs)
@@ -115,13 +135,16 @@ class IA3Layer(nn.Module):
     def _folded_forward(self, x, scale_in, scale_out):
         raise NotImplementedError
 
-    def _active_scales(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    def _active_scales(
+        self, vectors: Vectors | None = None
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Product of the active adapters present here, split by mode."""
+        vectors = self.ia3_l if vectors is None else vectors
         scale_in = scale_out = None
         for name in self.active_adapters:
-            if name not in self.ia3_l:
+            if name not in vectors:
                 continue
-            vector = self.ia3_l[name].flatten()
+            vector = vectors[name].flatten()
             if self.feedforward[name]:
                 scale_in = vector if scale_in is None else scale_in * vector
             else:
@@ -129,13 +152,16 @@ class IA3Layer(nn.Module):
         return scale_in, scale_out
 
     def _row_scales(
-        self, routing: RowRouting, index: torch.Tensor, feedforward: bool
+        self,
+        routing: RowRouting,
+        index: torch.Tensor,
+        feedforward: bool,
+        vectors: Vectors | None = None,
     ) -> torch.Tensor | None:
         """(B, features): row i gets its adapter's vector, or ones if it has none here."""
+        held = self.ia3_l if vectors is None else vectors
         vectors = [
-            self.ia3_l[name].flatten()
-            if name in self.ia3_l and self.feedforward[name] == feedforward
-            else None
+            held[name].flatten() if name in held and self.feedforward[name] == feedforward else None
             for name in routing.names
         ]
         present = [v for v in vectors if v is not None]
@@ -234,13 +260,11 @@ class IA3Linear(IA3Layer):
             in_features, out_features = base_layer.in_features, base_layer.out_features
         super().__init__(base_layer, in_features, out_features)
         self.transposed = transposed
-        # a stock nn.Linear, whose forward is F.linear: inference may fold scales into W
-        self.plain_linear = type(base_layer).forward is nn.Linear.forward
 
     def _fold_is_cheaper(self, x, scale_in, scale_out) -> bool:
         # Inference only: with autograd, scaling the weight would make the backward compute a
         # full weight gradient. Worth it when the activations outnumber the weight entries.
-        if torch.is_grad_enabled() or not self.plain_linear:
+        if torch.is_grad_enabled() or not _bare_linear(self.base_layer):
             return False
         tokens = x.numel() // self.in_features
         activations = tokens * ((scale_in is not None) * self.in_features)
@@ -291,3 +315,31 @@ class IA3Conv(IA3Layer):
             if bias is not None:
                 bias = (bias * vector).to(bias.dtype)
         return weight, bias
+
+
+def _bare_linear(layer: nn.Module) -> bool:
+    """Whether calling `layer` is exactly F.linear(x, layer.weight, layer.bias), so the scales
+    may be folded into the weight instead of calling it.
+
+    Anything else runs the layer's own forward: a subclass, a forward replaced on the instance
+    or a `_hf_hook` (accelerate moves or loads the weight there), a weight left on the meta
+    device (offloaded), or forward hooks of the layer or global ones, which must see the call.
+    """
+    return (
+        type(layer).forward is nn.Linear.forward
+        and "forward" not in layer.__dict__
+        and not hasattr(layer, "_hf_hook")
+        and not (layer._forward_hooks or layer._forward_pre_hooks)
+        and not (_global_forward_hooks or _global_forward_pre_hooks)
+        and layer.weight.device.type != "meta"
+    )
+
+
+def _execution_device(layer: nn.Module) -> torch.device:
+    """Where accelerate runs an offloaded layer (its hook's execution device); else the CPU."""
+    hook = getattr(layer, "_hf_hook", None)
+    for part in getattr(hook, "hooks", [hook]):  # a SequentialHook holds several
+        device = getattr(part, "execution_device", None)
+        if device is not None:
+            return torch.device(device)
+    return torch.device("cpu")

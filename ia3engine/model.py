@@ -80,7 +80,7 @@ class IA3Model(nn.Module):
             raise AdapterError(
                 "A mixed-adapter batch needs unmerged adapters; call model.unmerge() first."
             )
-        if torch.is_grad_enabled() and getattr(self.base_model, "is_gradient_checkpointing", False):
+        if torch.is_grad_enabled() and _checkpointing(self.base_model):
             # checkpointed blocks recompute their forward in backward, outside this call's
             # row routing, so the gradients would silently come from the active adapters
             raise AdapterError(
@@ -301,6 +301,16 @@ class IA3Model(nn.Module):
             f"trainable params: {trainable:,d} || all params: {total:,d} || "
             f"trainable%: {100 * trainable / total:.4f}"
         )
+
+
+def _checkpointing(model: nn.Module) -> bool:
+    """Whether a transformers model recomputes activations in backward (gradient checkpointing)."""
+    # transformers 5 renamed the property; the old name warns on every read, which would also
+    # break a torch.compile graph
+    for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):
+        if hasattr(type(model), name):
+            return bool(getattr(model, name))
+    return False
 
 
 def get_ia3_model(

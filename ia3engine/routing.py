@@ -1,14 +1,14 @@
 """Per-row adapter routing for mixed-adapter batches.
 
-IA3Model.forward puts the batch's row -> adapter table in a context variable; the IA3 layers
-and the modules_to_save wrappers read it, so no hook has to thread it through the base model.
+IA3Model.forward puts the batch's row -> adapter table in a per-thread slot; the IA3 layers and
+the modules_to_save wrappers read it, so no hook has to thread it through the base model.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass
 
 import torch
@@ -46,19 +46,39 @@ class RowRouting:
         return index.to(device, non_blocking=True)
 
 
-_ROUTING: ContextVar[RowRouting | None] = ContextVar("ia3_row_routing", default=None)
+class _RoutingSlot(threading.local):
+    """The routing of the forward running in this thread (the studio serves several threads).
+
+    A thread-local attribute rather than a ContextVar: torch.compile traces attribute reads and
+    guards on them, while ContextVar.get() breaks the graph at every IA3 layer. The default is
+    set in __init__ (run once per thread), not as a class attribute, which dynamo would not
+    guard on.
+    """
+
+    def __init__(self):
+        self.routing: RowRouting | None = None
+
+
+_SLOT = _RoutingSlot()
 
 
 def current_routing() -> RowRouting | None:
     """The routing of the batch being computed, or None for a plain (active-adapter) forward."""
-    return _ROUTING.get()
+    return _SLOT.routing
+
+
+def _swap_routing(routing: RowRouting | None) -> RowRouting | None:
+    """Make `routing` this thread's routing; returns the one it replaces, for restoring."""
+    previous = _SLOT.routing
+    _SLOT.routing = routing
+    return previous
 
 
 @contextmanager
 def route_rows(routing: RowRouting | None) -> Iterator[None]:
     """Make `routing` visible to every IA3 layer for the duration of one forward/generate."""
-    token = _ROUTING.set(routing)
+    previous = _swap_routing(routing)
     try:
         yield
     finally:
-        _ROUTING.reset(token)
+        _swap_routing(previous)

@@ -76,6 +76,8 @@ class SavedModule(nn.Module):
             modules[id(module)] = module
         if len(groups) == 1:  # every row uses the same copy: no split needed
             return next(iter(modules.values()))(*args, **kwargs)
+        if torch.compiler.is_compiling():
+            return _whole_batch_forward(modules, groups, index, args, kwargs)
         outputs, order = [], []
         for key, positions in groups.items():
             rows = torch.isin(index, index.new_tensor(positions)).nonzero().squeeze(1)  # (b,)
@@ -87,6 +89,35 @@ class SavedModule(nn.Module):
             order.append(rows)
         inverse = torch.argsort(torch.cat(order))  # row r of the result comes from here
         return _combine(outputs, inverse)
+
+
+def _whole_batch_forward(modules: dict, groups: dict, index: torch.Tensor, args, kwargs):
+    """Every copy runs on the whole batch and each row keeps its own copy's output.
+
+    Used under torch.compile: splitting the rows needs nonzero(), whose data-dependent shape
+    breaks the graph. It costs one pass per distinct copy, small for the heads people save.
+    """
+    result = None
+    for key, positions in groups.items():
+        output = modules[key](*args, **kwargs)
+        mine = torch.isin(index, index.new_tensor(positions))  # (B,) rows of this copy
+        result = output if result is None else _select(mine, output, result)
+    return result
+
+
+def _select(rows: torch.Tensor, chosen, other):
+    """`chosen` where `rows` is True, `other` elsewhere, through tuples of batch-major tensors."""
+    if isinstance(chosen, torch.Tensor) and chosen.dim() > 0 and chosen.shape[0] == len(rows):
+        return torch.where(rows.view(-1, *[1] * (chosen.dim() - 1)), chosen, other)
+    if isinstance(chosen, tuple):
+        return tuple(_select(rows, c, o) for c, o in zip(chosen, other, strict=True))
+    if chosen is None:
+        return None
+    raise AdapterError(
+        f"A saved module returned {type(chosen).__name__} without a row per batch entry; "
+        "mixed-adapter batches can route only modules that return batch-major tensors or "
+        "tuples of them."
+    )
 
 
 def _first_tensor(args, kwargs) -> torch.Tensor:
