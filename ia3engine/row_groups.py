@@ -6,13 +6,14 @@ DeBERTa's attention projects its relative position embeddings with key_proj/quer
 dimension 1) and repeats the result for every row, so each row's attention scores use that
 projection. No single projection is right for rows of different adapters; in a mixed batch such
 a module runs once per adapter on that adapter's rows, which is what running each row alone
-with its adapter computes. Outside mixed batches the module's own forward runs unchanged.
+with its adapter computes. Such a module's class gets PerAdapterForward put before it while
+adapters are injected (names and state dict unchanged); outside mixed batches, and in mixed
+batches of one adapter, its own forward runs unchanged.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -30,80 +31,86 @@ SHARED_PROJECTIONS: dict[str, tuple[str, ...]] = {
 
 
 class PerAdapterForward:
-    """Stands in for a module's forward: in a mixed batch, the forward once per adapter."""
+    """Put before a module's own class: in a mixed batch, the module's forward runs once
+    per adapter on that adapter's rows. A class, not an instance attribute, so DataParallel
+    replicas and deep copies call it on themselves."""
 
-    def __init__(self, inner: Callable, batch_args: tuple[str, ...], where: str, own: bool):
-        self.inner = inner  # the forward it replaces (bound method, or an earlier hook's)
-        self.params = tuple(inspect.signature(inner).parameters)
-        self.batch_args = batch_args
-        self.where = where
-        self.own = own  # whether the module had its own instance-level forward before
+    _ia3_base_class: type  # the module's own class, given back on removal
+    _ia3_batch_args: tuple[str, ...] = ()  # the forward's batch-major arguments
+    _ia3_params: tuple[str, ...] = ()  # the forward's parameter names, for positional args
 
-    def __call__(self, *args, **kwargs):
+    def forward(self, *args, **kwargs):
         routing = current_routing()
         if routing is None or len(routing.names) == 1:
-            return self.inner(*args, **kwargs)
-        named = list(zip(self._names_of(args), args, strict=True)) + list(kwargs.items())
-        batch_major = [
-            value
-            for param, value in named
-            if param in self.batch_args and isinstance(value, torch.Tensor)
+            return super().forward(*args, **kwargs)
+        names = [
+            self._ia3_params[i] if i < len(self._ia3_params) else None for i in range(len(args))
         ]
+        batch_args = self._ia3_batch_args
+        named = list(zip(names, args, strict=True)) + list(kwargs.items())
+        batch_major = [v for k, v in named if k in batch_args and isinstance(v, torch.Tensor)]
+        where = f"module {type(self).__name__}"
         if not batch_major:
             raise AdapterError(
-                f"Mixed-adapter batch: {self.where} was called without its batch-major inputs "
-                f"{list(self.batch_args)}, so its rows cannot be routed; " + ONE_ADAPTER_FIX + "."
+                f"Mixed-adapter batch: {where} was called without its batch-major inputs "
+                f"{list(batch_args)}, so its rows cannot be routed; " + ONE_ADAPTER_FIX + "."
             )
         rows_total = batch_major[0].shape[0]
-        index = routing.index_for(rows_total, batch_major[0].device, self.where)
+        index = routing.index_for(rows_total, batch_major[0].device, where)
         outputs, order = [], []
-        for position, name in enumerate(routing.names):
+        for position, adapter in enumerate(routing.names):
             rows = (index == position).nonzero().squeeze(1)  # (b,): every name has a row
             sub_args = [
-                take_rows(value, rows, rows_total) if param in self.batch_args else value
-                for param, value in zip(self._names_of(args), args, strict=True)
+                take_rows(value, rows, rows_total) if name in batch_args else value
+                for name, value in zip(names, args, strict=True)
             ]
             sub_kwargs = {
-                key: take_rows(value, rows, rows_total) if key in self.batch_args else value
+                key: take_rows(value, rows, rows_total) if key in batch_args else value
                 for key, value in kwargs.items()
             }
-            with route_rows(RowRouting((name,), index.new_zeros(rows.shape[0]))):
-                outputs.append(self.inner(*sub_args, **sub_kwargs))
+            with route_rows(RowRouting((adapter,), index.new_zeros(rows.shape[0]))):
+                outputs.append(super().forward(*sub_args, **sub_kwargs))
             order.append(rows)
         return combine_rows(outputs, order)
 
-    def _names_of(self, args: tuple) -> list[str | None]:
-        """The parameter name of each positional argument (None past the named ones)."""
-        return [self.params[i] if i < len(self.params) else None for i in range(len(args))]
+
+_PER_ADAPTER_CLASSES: dict[type, type] = {}  # a module's class -> its PerAdapterForward class
 
 
 def install_per_adapter_forwards(base_model: nn.Module) -> int:
     """Make every module of SHARED_PROJECTIONS that holds IA3 layers run per adapter in a mixed
-    batch; returns how many were newly set up. Idempotent; the state dict is untouched."""
+    batch; returns how many were newly set up. Idempotent; names and state dict are untouched."""
     installed = 0
-    for path, module in base_model.named_modules():
+    for module in base_model.modules():
         batch_args = _shared_projection_args(module)
-        if batch_args is None or isinstance(module.__dict__.get("forward"), PerAdapterForward):
+        if batch_args is None or isinstance(module, PerAdapterForward):
             continue
-        if not any(isinstance(m, IA3Layer) for m in module.modules()):
-            continue
-        where = f"module '{path}' ({type(module).__name__})"
-        own = "forward" in module.__dict__
-        module.forward = PerAdapterForward(module.forward, batch_args, where, own)
-        installed += 1
+        if any(isinstance(m, IA3Layer) for m in module.modules()):
+            module.__class__ = _per_adapter_class(type(module), batch_args)
+            installed += 1
     return installed
 
 
 def remove_per_adapter_forwards(base_model: nn.Module) -> None:
-    """Give every module its forward back (unloading leaves the base model as it was)."""
+    """Give every module its own class back (unloading leaves the base model as it was)."""
     for module in base_model.modules():
-        stand_in = module.__dict__.get("forward")
-        if not isinstance(stand_in, PerAdapterForward):
-            continue
-        if stand_in.own:
-            module.forward = stand_in.inner
-        else:
-            del module.forward
+        if isinstance(module, PerAdapterForward):
+            module.__class__ = module._ia3_base_class
+
+
+def _per_adapter_class(cls: type, batch_args: tuple[str, ...]) -> type:
+    made = _PER_ADAPTER_CLASSES.get(cls)
+    if made is None:
+        attributes = {
+            "_ia3_base_class": cls,
+            "_ia3_batch_args": batch_args,
+            "_ia3_params": tuple(inspect.signature(cls.forward).parameters)[1:],  # after self
+            # the same name and home, so reprs and class-name checks see the model's own class
+            "__module__": cls.__module__,
+            "__qualname__": cls.__qualname__,
+        }
+        made = _PER_ADAPTER_CLASSES[cls] = type(cls.__name__, (PerAdapterForward, cls), attributes)
+    return made
 
 
 def _shared_projection_args(module: nn.Module) -> tuple[str, ...] | None:
