@@ -8,12 +8,16 @@ batch-major: `rows` (its leading size) is accepted only when it is
 - the batch size B (len(adapter_names), checked against the inputs by IA3Model.forward);
 - B * k where the caller said each input row becomes k consecutive rows: generate() with
   k = max(num_beams, num_return_sequences), a multiple-choice model with k choices;
+- B * m for a 2-D (rows, features) tensor: tokens flattened batch-major, m per row (OPT's
+  fc1/fc2 see (B * L, hidden)); a 3-D or larger tensor keeps its batch in front, so there
+  only B and B * k are taken, which is what catches (length, batch, ...) layouts;
 - 1 with B > 1: a tensor shared by every row (DeBERTa's relative position embeddings go
   through key_proj/query_proj so). A layer handles it only when every adapter in the batch
   scales it alike; modules known to do this (row_groups.py) run once per adapter instead.
 Anything else raises AdapterError naming the layer, so a sequence-first tensor (leading size
 L, the sequence length) is refused rather than mis-routed unless L happens to equal B or B * k,
-which no shape can tell apart: models known to be sequence-first are refused up front.
+or it was flattened to 2-D, which no shape can tell apart: models known to be sequence-first
+(IA3Model's list, batch_first=False modules) are refused up front.
 """
 
 from __future__ import annotations
@@ -62,8 +66,11 @@ class RowRouting:
         """B: the number of input rows, one adapter name each."""
         return self.index.shape[0]
 
-    def index_for(self, rows: int, device: torch.device, where: str = "a layer") -> torch.Tensor:
-        """The row index for a tensor with `rows` rows (see the module docstring for the rule)."""
+    def index_for(
+        self, rows: int, device: torch.device, where: str = "a layer", flat: bool = False
+    ) -> torch.Tensor:
+        """The row index for a tensor with `rows` rows; `flat`: the tensor is 2-D (rows,
+        features), so rows may be tokens flattened batch-major (see the module docstring)."""
         index = self.index
         batch = index.shape[0]
         if rows == batch:
@@ -71,6 +78,9 @@ class RowRouting:
         if self.expansion > 1 and rows == batch * self.expansion:
             # each input row became `expansion` consecutive rows (beams, choices)
             return index.repeat_interleave(self.expansion).to(device, non_blocking=True)
+        if flat and rows % batch == 0:
+            # (B * m, features): each row's m tokens (times any expansion) are consecutive
+            return index.repeat_interleave(rows // batch).to(device, non_blocking=True)
         allowed = f"{batch}" if self.expansion == 1 else f"{batch} or {batch * self.expansion}"
         raise AdapterError(
             f"Mixed-adapter batch: {where} got a tensor with {rows} rows in its leading "

@@ -67,9 +67,10 @@ class SavedModule(nn.Module):
         routing = current_routing()
         if routing is None or self.disabled:
             return self.module_for(self.active_adapter)(*args, **kwargs)
-        rows_total = _batch_rows(args, kwargs)
+        first = _first_tensor(args, kwargs)
+        rows_total = first.shape[0]
         where = f"a modules_to_save copy ({type(self.original_module).__name__})"
-        index = routing.index_for(rows_total, _first_tensor(args, kwargs).device, where)  # (B,)
+        index = routing.index_for(rows_total, first.device, where, flat=first.dim() == 2)
         groups: dict[int, list[int]] = {}  # id(module) -> positions in routing.names
         modules: dict[int, nn.Module] = {}
         for position, name in enumerate(routing.names):
@@ -95,7 +96,3 @@ def _first_tensor(args, kwargs) -> torch.Tensor:
         if isinstance(value, torch.Tensor):
             return value
     raise AdapterError("A saved module was called without a tensor; cannot route rows.")
-
-
-def _batch_rows(args, kwargs) -> int:
-    return _first_tensor(args, kwargs).shape[0]

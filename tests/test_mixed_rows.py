@@ -6,7 +6,7 @@ import copy
 
 import pytest
 import torch
-from tiny_models import VOCAB, llama, token_batch
+from tiny_models import VOCAB, llama, opt, token_batch
 from torch import nn
 from transformers import (
     AutoModelForMultipleChoice,
@@ -224,9 +224,18 @@ def test_multiple_choice_rows_expand_per_choice():
     torch.testing.assert_close(mixed, _per_row(model, {"input_ids": ids}, rows))
 
 
+def test_tokens_flattened_batch_major_route_per_row():
+    model = _two_random_adapters(opt())  # OPT's fc1/fc2 see (batch * length, hidden)
+    batch = token_batch("opt", batch=3, length=5)
+    rows = ["b", "default", BASE]
+    mixed = _logits(model, batch, adapter_names=rows)
+    torch.testing.assert_close(mixed, _per_row(model, batch, rows), atol=1e-5, rtol=1e-5)
+
+
 # generate: beams and returned sequences are the one expansion a decoder sees --------------
-def test_mixed_generate_with_beams_matches_each_prompt_alone():
-    model = _two_random_adapters(llama())
+@pytest.mark.parametrize("build", [llama, opt], ids=["llama", "opt"])
+def test_mixed_generate_with_beams_matches_each_prompt_alone(build):
+    model = _two_random_adapters(build())
     batch = token_batch("llama", batch=2, length=5)
     kwargs = dict(max_new_tokens=4, num_beams=2, num_return_sequences=2, pad_token_id=0)
     with torch.no_grad():
