@@ -99,7 +99,7 @@ class IA3Layer(nn.Module):
             scale_in, scale_out = self._shared_scales(routing)  # (in,) / (out,) or None
         else:
             per_row = True
-            index = routing.index_for(x.shape[0], x.device, self._where(), flat=x.dim() == 2)
+            index = routing.index_for(x.shape[0], x.device, self._where, flat=x.dim() == 2)
             scale_in = self._row_scales(routing, index, feedforward=True)  # (B, in) or None
             scale_out = self._row_scales(routing, index, feedforward=False)  # (B, out) or None
         if scale_in is not None:  # feedforward adapters scale the input

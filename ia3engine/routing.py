@@ -22,7 +22,7 @@ or it was flattened to 2-D, which no shape can tell apart: models known to be se
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -67,10 +67,15 @@ class RowRouting:
         return self.index.shape[0]
 
     def index_for(
-        self, rows: int, device: torch.device, where: str = "a layer", flat: bool = False
+        self,
+        rows: int,
+        device: torch.device,
+        where: str | Callable[[], str] = "a layer",
+        flat: bool = False,
     ) -> torch.Tensor:
         """The row index for a tensor with `rows` rows; `flat`: the tensor is 2-D (rows,
-        features), so rows may be tokens flattened batch-major (see the module docstring)."""
+        features), so rows may be tokens flattened batch-major (see the module docstring).
+        `where` names the caller in the error (a callable is only called then)."""
         index = self.index
         batch = index.shape[0]
         if rows == batch:
@@ -81,6 +86,7 @@ class RowRouting:
         if flat and rows % batch == 0:
             # (B * m, features): each row's m tokens (times any expansion) are consecutive
             return index.repeat_interleave(rows // batch).to(device, non_blocking=True)
+        where = where() if callable(where) else where
         allowed = f"{batch}" if self.expansion == 1 else f"{batch} or {batch * self.expansion}"
         raise AdapterError(
             f"Mixed-adapter batch: {where} got a tensor with {rows} rows in its leading "
