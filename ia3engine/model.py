@@ -33,7 +33,14 @@ _SEQ_CLS_HEADS = ["classifier", "score"]
 
 # Inputs whose leading dimension is the batch (the first found is checked against
 # adapter_names), and the rank at which a token input carries multiple-choice choices.
-_BATCH_INPUTS = ("input_ids", "inputs_embeds", "inputs", "pixel_values", "input_values")
+_BATCH_INPUTS = (
+    "input_ids",
+    "inputs_embeds",
+    "inputs",
+    "pixel_values",
+    "input_values",
+    "input_features",
+)
 _CHOICE_DIMS = {"input_ids": 3, "inputs_embeds": 4}
 
 # transformers models whose targeted layers see (length, batch, ...) tensors
