@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_hooks
 
 from ia3engine.errors import AdapterError, MergeError
-from ia3engine.routing import RowRouting, current_routing
+from ia3engine.routing import ONE_ADAPTER_FIX, RowRouting, current_routing
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +53,7 @@ class IA3Layer(nn.Module):
         self.active_adapters: list[str] = []
         self.merged_adapters: list[str] = []
         self.disabled = False
+        self.path = ""  # where the layer sits in the base model, for error messages
 
     # ---- adapters -------------------------------------------------------------------------
     def vector_shape(self, feedforward: bool) -> tuple[int, ...]:
@@ -112,9 +113,13 @@ class IA3Layer(nn.Module):
             scale_in, scale_out = self._active_scales(vectors)  # (in,) / (out,) or None
             if not args and not kwargs and self._fold_is_cheaper(x, scale_in, scale_out):
                 return self._folded_forward(x, scale_in, scale_out)
+        elif x.shape[0] == 1 and routing.rows > 1:
+            # one tensor shared by every row (DeBERTa's relative positions through key_proj)
+            per_row = False
+            scale_in, scale_out = self._shared_scales(routing, vectors)  # (in,) / (out,) or None
         else:
             per_row = True
-            index = routing.index_for(x.shape[0], x.device)  # (B,)
+            index = routing.index_for(x.shape[0], x.device, self._where, flat=x.dim() == 2)
             scale_in = self._row_scales(routing, index, True, vectors)  # (B, in) or None
             scale_out = self._row_scales(routing, index, False, vectors)  # (B, out) or None
         if scale_in is not None:  # feedforward adapters scale the input
@@ -170,6 +175,36 @@ class IA3Layer(nn.Module):
         ones = present[0].new_ones(present[0].shape)
         table = torch.stack([ones if v is None else v for v in vectors])  # (A, features)
         return table[index]  # (B, features)
+
+    def _shared_scales(
+        self, routing: RowRouting, vectors: nn.ParameterDict
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Scales for an input every row shares: exact only if all the batch's adapters agree.
+
+        Decided from names alone (no tensor values), so it stays shape-static under compile.
+        """
+        scales = []
+        for feedforward in (True, False):
+            owners = {
+                name if name in vectors and self.feedforward[name] == feedforward else None
+                for name in routing.names
+            }
+            if len(owners) > 1:
+                raise AdapterError(
+                    f"Mixed-adapter batch: {self._where()} got one tensor shared by all "
+                    f"{routing.rows} rows (leading dimension 1), but the batch's adapters "
+                    f"{list(routing.names)} scale this layer differently, so no single output "
+                    "is right for every row. Leave this layer out of target_modules, or "
+                    + ONE_ADAPTER_FIX
+                    + "."
+                )
+            (owner,) = owners
+            scales.append(None if owner is None else vectors[owner].flatten())
+        return scales[0], scales[1]
+
+    def _where(self) -> str:
+        kind = type(self.base_layer).__name__
+        return f"IA3 layer '{self.path}' ({kind})" if self.path else f"an IA3 layer ({kind})"
 
     def _broadcast(self, scale: torch.Tensor, t: torch.Tensor, per_row: bool) -> torch.Tensor:
         shape = [1] * t.dim()

@@ -2,12 +2,28 @@
 
 IA3Model.forward puts the batch's row -> adapter table in a per-thread slot; the IA3 layers and
 the modules_to_save wrappers read it, so no hook has to thread it through the base model.
+
+Which tensors are routed. A layer routes its input by the leading dimension, which must be
+batch-major: `rows` (its leading size) is accepted only when it is
+- the batch size B (len(adapter_names), checked against the inputs by IA3Model.forward);
+- B * k where the caller said each input row becomes k consecutive rows: generate() with
+  k = max(num_beams, num_return_sequences), a multiple-choice model with k choices;
+- B * m for a 2-D (rows, features) tensor: tokens flattened batch-major, m per row (OPT's
+  fc1/fc2 see (B * L, hidden)); a 3-D or larger tensor keeps its batch in front, so there
+  only B and B * k are taken, which is what catches (length, batch, ...) layouts;
+- 1 with B > 1: a tensor shared by every row (DeBERTa's relative position embeddings go
+  through key_proj/query_proj so). A layer handles it only when every adapter in the batch
+  scales it alike; modules known to do this (row_groups.py) run once per adapter instead.
+Anything else raises AdapterError naming the layer, so a sequence-first tensor (leading size
+L, the sequence length) is refused rather than mis-routed unless L happens to equal B or B * k,
+or it was flattened to 2-D, which no shape can tell apart: models known to be sequence-first
+(IA3Model's list, batch_first=False modules) are refused up front.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -17,33 +33,70 @@ from ia3engine.errors import AdapterError
 
 BASE = "__base__"  # a row named so gets the base model, no adapter
 
+# the way out of every routing error, ending a sentence: "..., or " + ONE_ADAPTER_FIX + "."
+ONE_ADAPTER_FIX = (
+    "run one adapter per batch instead (set_adapter, or group the rows by adapter and call "
+    "the model once per group)"
+)
+
 
 @dataclass(frozen=True)
 class RowRouting:
-    """Which adapter each row of the batch uses: row i uses `names[index[i]]`."""
+    """Which adapter each row of the batch uses: row i uses `names[index[i]]`.
+
+    `expansion` is how many consecutive rows each input row becomes inside the model (generate's
+    beams, multiple-choice choices); 1 for a plain forward.
+    """
 
     names: tuple[str, ...]  # distinct adapter names, in order of first appearance
     index: torch.Tensor  # (B,) long
+    expansion: int = 1
 
     @classmethod
-    def from_names(cls, adapter_names: Sequence[str], device=None) -> RowRouting:
+    def from_names(
+        cls, adapter_names: Sequence[str], device=None, expansion: int = 1
+    ) -> RowRouting:
         names = tuple(dict.fromkeys(adapter_names))
         position = {name: i for i, name in enumerate(names)}
         index = torch.tensor([position[n] for n in adapter_names], dtype=torch.long, device=device)
-        return cls(names, index)
+        return cls(names, index, max(1, int(expansion)))
 
-    def index_for(self, rows: int, device: torch.device) -> torch.Tensor:
-        """The row index for a tensor with `rows` rows (generate() repeats rows for beams)."""
+    @property
+    def rows(self) -> int:
+        """B: the number of input rows, one adapter name each."""
+        return self.index.shape[0]
+
+    def index_for(
+        self,
+        rows: int,
+        device: torch.device,
+        where: str | Callable[[], str] = "a layer",
+        flat: bool = False,
+    ) -> torch.Tensor:
+        """The row index for a tensor with `rows` rows; `flat`: the tensor is 2-D (rows,
+        features), so rows may be tokens flattened batch-major (see the module docstring).
+        `where` names the caller in the error (a callable is only called then)."""
         index = self.index
-        if rows != index.shape[0]:
-            if rows % index.shape[0]:
-                raise AdapterError(
-                    f"adapter_names has {index.shape[0]} entries but a layer saw a batch of "
-                    f"{rows} rows. Pass one adapter name per row of the batch."
-                )
-            # generate() expands each row into consecutive beams / return sequences
-            index = index.repeat_interleave(rows // index.shape[0])
-        return index.to(device, non_blocking=True)
+        batch = index.shape[0]
+        if rows == batch:
+            return index.to(device, non_blocking=True)
+        if self.expansion > 1 and rows == batch * self.expansion:
+            # each input row became `expansion` consecutive rows (beams, choices)
+            return index.repeat_interleave(self.expansion).to(device, non_blocking=True)
+        if flat and rows % batch == 0:
+            # (B * m, features): each row's m tokens (times any expansion) are consecutive
+            return index.repeat_interleave(rows // batch).to(device, non_blocking=True)
+        where = where() if callable(where) else where
+        allowed = f"{batch}" if self.expansion == 1 else f"{batch} or {batch * self.expansion}"
+        raise AdapterError(
+            f"Mixed-adapter batch: {where} got a tensor with {rows} rows in its leading "
+            f"dimension, but adapter_names has {batch} entries (rows routable: {allowed}). "
+            "Its input is not batch-major (sequence-first, or a slice of the batch such as a "
+            "torch.nn.DataParallel replica gets), so rows cannot be matched to adapters. "
+            "Pass one adapter name per row of the batch the model is called with, or "
+            + ONE_ADAPTER_FIX
+            + "."
+        )
 
 
 class _RoutingSlot(threading.local):

@@ -13,6 +13,7 @@ from torch import nn
 
 from ia3engine.errors import AdapterError
 from ia3engine.routing import current_routing
+from ia3engine.row_groups import combine_rows, take_rows
 
 
 class SavedModule(nn.Module):
@@ -66,8 +67,10 @@ class SavedModule(nn.Module):
         routing = current_routing()
         if routing is None or self.disabled:
             return self.module_for(self.active_adapter)(*args, **kwargs)
-        rows_total = _batch_rows(args, kwargs)
-        index = routing.index_for(rows_total, _first_tensor(args, kwargs).device)  # (B,)
+        first = _first_tensor(args, kwargs)
+        rows_total = first.shape[0]
+        where = f"a modules_to_save copy ({type(self.original_module).__name__})"
+        index = routing.index_for(rows_total, first.device, where, flat=first.dim() == 2)
         groups: dict[int, list[int]] = {}  # id(module) -> positions in routing.names
         modules: dict[int, nn.Module] = {}
         for position, name in enumerate(routing.names):
@@ -83,12 +86,11 @@ class SavedModule(nn.Module):
             rows = torch.isin(index, index.new_tensor(positions)).nonzero().squeeze(1)  # (b,)
             if rows.numel() == 0:
                 continue
-            sub_args = [_take(a, rows, rows_total) for a in args]
-            sub_kwargs = {k: _take(v, rows, rows_total) for k, v in kwargs.items()}
+            sub_args = [take_rows(a, rows, rows_total) for a in args]
+            sub_kwargs = {k: take_rows(v, rows, rows_total) for k, v in kwargs.items()}
             outputs.append(modules[key](*sub_args, **sub_kwargs))
             order.append(rows)
-        inverse = torch.argsort(torch.cat(order))  # row r of the result comes from here
-        return _combine(outputs, inverse)
+        return combine_rows(outputs, order)
 
 
 def _whole_batch_forward(modules: dict, groups: dict, index: torch.Tensor, args, kwargs):
@@ -125,27 +127,3 @@ def _first_tensor(args, kwargs) -> torch.Tensor:
         if isinstance(value, torch.Tensor):
             return value
     raise AdapterError("A saved module was called without a tensor; cannot route rows.")
-
-
-def _batch_rows(args, kwargs) -> int:
-    return _first_tensor(args, kwargs).shape[0]
-
-
-def _take(value, rows: torch.Tensor, rows_total: int):
-    if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == rows_total:
-        return value.index_select(0, rows)
-    return value
-
-
-def _combine(outputs: list, inverse: torch.Tensor):
-    first = outputs[0]
-    if isinstance(first, torch.Tensor):
-        return torch.cat(outputs).index_select(0, inverse)
-    if isinstance(first, tuple):
-        return tuple(_combine([o[i] for o in outputs], inverse) for i in range(len(first)))
-    if first is None:
-        return None
-    raise AdapterError(
-        f"A saved module returned {type(first).__name__}; mixed-adapter batches can route "
-        "only modules that return tensors or tuples of tensors."
-    )

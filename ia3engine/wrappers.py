@@ -96,7 +96,9 @@ def wrap_layer(module: nn.Module, name: str = "") -> IA3Layer:
     kind = layer_type(module)
     if kind is None:
         raise UnsupportedLayerError(unsupported_message(name, module))
-    return LAYER_TYPES[kind].wrapper(module)
+    layer = LAYER_TYPES[kind].wrapper(module)
+    layer.path = name
+    return layer
 
 
 def replace_module(root: nn.Module, name: str, new: nn.Module) -> None:

@@ -210,7 +210,7 @@ def test_mixed_rows_match_per_row_single_adapter_outputs(kind):
 
 def test_mixed_rows_expand_for_beams():
     layer, _, x = _wrapped("linear", names=("a", "b"))
-    routing = RowRouting.from_names(["a", "b"])
+    routing = RowRouting.from_names(["a", "b"], expansion=2)
     doubled = x[:2].repeat_interleave(2, dim=0)  # generate() with 2 beams per row
     with route_rows(routing):
         y = layer(doubled)
