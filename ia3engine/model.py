@@ -59,7 +59,9 @@ class IA3Model(nn.Module):
         try:
             return super().__getattr__(name)  # parameters, buffers, submodules
         except AttributeError:
-            if name == "base_model":  # not set yet (inside __init__): no recursion
+            # base_model not set yet (inside __init__): no recursion; protocol lookups such as
+            # __deepcopy__ are answered for the wrapper, never by the base model
+            if name == "base_model" or name.startswith("__"):
                 raise
         base = self.base_model
         try:
