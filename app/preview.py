@@ -16,6 +16,7 @@ from app.model_pool import MODEL_LOCK
 from ia3engine import IA3Config, preview_targets
 from ia3engine.data.dataset import inspect_dataset
 from ia3engine.errors import DataError, ModelLoadError
+from ia3engine.model import TASK_HEADS
 from ia3engine.training.loading import BUNDLED, detect_kind, resolve_model_path
 
 logger = logging.getLogger(__name__)
@@ -23,8 +24,8 @@ logger = logging.getLogger(__name__)
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "data"
 DATA_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet", ".txt")
 _model_cache: dict[str, dict] = {}
-# The heads training saves for encoder classifiers (as IA3Model does for task_type SEQ_CLS).
-HEAD_MODULES = ["classifier", "score"]
+# The heads training saves for encoder classifiers: IA3Model's for task_type SEQ_CLS.
+HEAD_MODULES = list(TASK_HEADS["SEQ_CLS"])
 
 
 def bundled_models() -> list[str]:

@@ -90,7 +90,8 @@ class IA3Config:
     """Which modules (IA)^3 scales and how; field names and defaults follow PEFT's IA3Config."""
 
     # Modules to scale: None (per-architecture default), a regex (full match), a list of
-    # names (equal or dot-suffix), or "all-linear" (every Linear/Conv1D except the output head).
+    # names (equal or dot-suffix), or "all-linear" in any case (every Linear/Conv1D except the
+    # output head).
     target_modules: Spec = None
     # Modules never to scale, same matching rules; an excluded module always wins.
     exclude_modules: Spec = None
@@ -115,6 +116,8 @@ class IA3Config:
 
     def __post_init__(self):
         problems: list[str] = []
+        if isinstance(self.target_modules, str) and self.target_modules.lower() == ALL_LINEAR:
+            self.target_modules = ALL_LINEAR  # PEFT takes the shorthand in any case
         self.target_modules = _normalise_spec("target_modules", self.target_modules, problems)
         self.exclude_modules = _normalise_spec("exclude_modules", self.exclude_modules, problems)
         self.feedforward_modules = _normalise_spec(

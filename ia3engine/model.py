@@ -28,8 +28,17 @@ from ia3engine.wrappers import param_count, replace_module, wrap_layer
 
 logger = logging.getLogger(__name__)
 
-# PEFT saves the classifier of a sequence-classification model with every adapter.
-_SEQ_CLS_HEADS = ["classifier", "score"]
+# The head PEFT adds to modules_to_save for each task type (its PeftModelFor<Task> classes), so
+# a task model's new head trains and is saved with every adapter. Names absent from a model are
+# skipped ("score" on BERT, "classifier" on Llama).
+TASK_HEADS: dict[str, tuple[str, ...]] = {
+    "SEQ_CLS": ("classifier", "score"),
+    "TOKEN_CLS": ("classifier", "score"),
+    "QUESTION_ANS": ("qa_outputs",),
+    "CAUSAL_LM": (),
+    "SEQ_2_SEQ_LM": (),
+    "FEATURE_EXTRACTION": (),
+}
 
 # Inputs whose leading dimension is the batch (the first found is checked against
 # adapter_names), and the rank at which a token input carries multiple-choice choices.
@@ -61,10 +70,24 @@ class IA3Model(nn.Module):
         self.add_adapter(adapter_name, config)
 
     # ---- what users of the base model need ------------------------------------------------
-    @property
-    def config(self):
-        """The base model's (transformers) config."""
-        return self.base_model.config
+    def __getattr__(self, name: str):
+        """What IA3Model lacks comes from the base model, as in PEFT: config, dtype,
+        generation_config, get_input_embeddings, gradient_checkpointing_enable, ..."""
+        try:
+            return super().__getattr__(name)  # parameters, buffers, submodules
+        except AttributeError:
+            # base_model not set yet (inside __init__): no recursion; protocol lookups such as
+            # __deepcopy__ are answered for the wrapper, never by the base model
+            if name == "base_model" or name.startswith("__"):
+                raise
+        base = self.base_model
+        try:
+            return getattr(base, name)
+        except AttributeError:
+            raise AttributeError(
+                f"Neither IA3Model nor its base model ({type(base).__name__}) has an attribute "
+                f"{name!r}."
+            ) from None
 
     @property
     def device(self) -> torch.device:
@@ -158,11 +181,7 @@ class IA3Model(nn.Module):
     def add_adapter(self, adapter_name: str, config: IA3Config) -> None:
         """Inject a new adapter; the first one becomes active and trainable, later ones not."""
         self.check_new_name(adapter_name)
-        if config.task_type == "SEQ_CLS":
-            extra = [n for n in _SEQ_CLS_HEADS if n not in (config.modules_to_save or [])]
-            config = dataclasses.replace(
-                config, modules_to_save=list(config.modules_to_save or []) + extra
-            )
+        config = with_task_head(config)
         targets, resolved = resolve_targets(self.base_model, config)
         # layers pick their weight layout from their type; the saved flag says what PEFT's
         # would (it ends up as the last target's: True for Conv1D)
@@ -239,6 +258,34 @@ class IA3Model(nn.Module):
         if remaining:
             self.set_adapter(remaining)
 
+    @property
+    def active_adapter(self) -> str | list[str]:
+        """The active adapter's name; the list when several are active (PEFT's convention)."""
+        return self.active_adapters[0] if len(self.active_adapters) == 1 else self.active_adapters
+
+    @property
+    def targeted_module_names(self) -> list[str]:
+        """Paths (in the base model) of every module an adapter scales, in model order."""
+        return [name for name, _ in self.ia3_layers()]
+
+    def set_requires_grad(self, adapter_names: str | list[str], requires_grad: bool = True) -> None:
+        """Turn training on (or off) for the named adapters' vectors and saved-module copies,
+        active or not; other adapters keep their state."""
+        names = [adapter_names] if isinstance(adapter_names, str) else list(adapter_names)
+        self.check_known(names)
+        for _, layer in self.ia3_layers():
+            for name in names:
+                if name in layer.ia3_l:
+                    layer.ia3_l[name].requires_grad_(requires_grad)
+        for _, module in self.saved_modules():
+            for name in names:
+                if name in module.modules_to_save:
+                    module.modules_to_save[name].requires_grad_(requires_grad)
+
+    def disable_adapter(self):
+        """PEFT's name for disable_adapters(): `with model.disable_adapter(): ...`."""
+        return self.disable_adapters()
+
     @contextmanager
     def disable_adapters(self) -> Iterator[None]:
         """Run the bare base model inside the block; merged adapters come back on exit."""
@@ -308,10 +355,26 @@ class IA3Model(nn.Module):
             layer.unmerge()
         self.merged_adapters.clear()
 
-    def merge_and_unload(
+    def merge_adapter(
         self, adapter_names: list[str] | None = None, safe_merge: bool = False
+    ) -> None:
+        """PEFT's name for merge()."""
+        self.merge(adapter_names, safe_merge=safe_merge)
+
+    def unmerge_adapter(self) -> None:
+        """PEFT's name for unmerge()."""
+        self.unmerge()
+
+    def merge_and_unload(
+        self,
+        progressbar: bool = False,
+        safe_merge: bool = False,
+        adapter_names: list[str] | None = None,
     ) -> nn.Module:
-        """Merge, then return the bare base model (Conv1D stays Conv1D); adapters are gone."""
+        """Merge, then return the bare base model (Conv1D stays Conv1D); adapters are gone.
+
+        PEFT's signature; `progressbar` is accepted and ignored (the merge is one quick pass).
+        """
         self.merge(adapter_names, safe_merge=safe_merge)
         unload_adapters(self.base_model, keep_merged=True)
         return self._forget_adapters()
@@ -333,8 +396,30 @@ class IA3Model(nn.Module):
         """New adapter with vector sum(w_i * l_i); an adapter absent from a module counts as 1."""
         mixing.add_weighted_adapter(self, list(adapters), list(weights), adapter_name)
 
-    def save_pretrained(self, save_directory, selected_adapters: list[str] | None = None) -> None:
-        io.save_adapters(self, save_directory, selected_adapters)
+    def save_pretrained(
+        self,
+        save_directory,
+        safe_serialization: bool = True,
+        selected_adapters: list[str] | None = None,
+        save_embedding_layers: str | bool = "auto",
+        is_main_process: bool = True,
+        **kwargs,
+    ) -> None:
+        """Write the adapters (default: all) in PEFT's layout, plus a README.md model card
+        unless one is there. safe_serialization=False writes adapter_model.bin (a pickle, as
+        PEFT does); only the main process writes. IA3 never targets embeddings, so
+        `save_embedding_layers` changes nothing; other PEFT keywords are ignored."""
+        if kwargs:
+            logger.info(
+                "save_pretrained ignores %s (PEFT options IA3 has no use for)", sorted(kwargs)
+            )
+        io.save_adapters(
+            self,
+            save_directory,
+            selected_adapters,
+            safe_serialization=safe_serialization,
+            is_main_process=is_main_process,
+        )
 
     def load_adapter(self, folder, adapter_name: str, is_trainable: bool = False) -> None:
         io.load_adapter(self, folder, adapter_name, is_trainable=is_trainable)
@@ -366,6 +451,15 @@ def _checkpointing(model: nn.Module) -> bool:
         if hasattr(type(model), name):
             return bool(getattr(model, name))
     return False
+
+
+def with_task_head(config: IA3Config) -> IA3Config:
+    """`config` with its task type's heads (TASK_HEADS) added to modules_to_save."""
+    saved = list(config.modules_to_save or [])
+    extra = [name for name in TASK_HEADS.get(config.task_type, ()) if name not in saved]
+    if not extra:
+        return config
+    return dataclasses.replace(config, modules_to_save=saved + extra)
 
 
 def get_ia3_model(
