@@ -17,6 +17,15 @@ from ia3engine.routing import RowRouting, current_routing
 logger = logging.getLogger(__name__)
 
 
+def final_merge_message(names: list[str]) -> str:
+    """The one wording for an unmerge after a merge made with keep_original=False."""
+    return (
+        f"Adapters {names} were merged with keep_original=False, so the original weights were "
+        "not kept and cannot be restored. Reload the base model to get them back, or merge "
+        "with keep_original=True (the default) when you need unmerge()."
+    )
+
+
 class IA3Layer(nn.Module):
     """A base layer whose input (feedforward adapters) or output (others) is scaled.
 
@@ -154,37 +163,56 @@ class IA3Layer(nn.Module):
 
     # ---- merge / unmerge ------------------------------------------------------------------
     def merge(
-        self, adapter_names: list[str], safe_merge: bool = False, commit: bool = True
+        self,
+        adapter_names: list[str],
+        safe_merge: bool = False,
+        commit: bool = True,
+        keep_original: bool = True,
     ) -> list[str]:
         """Scale the weights by the named adapters present here; returns the names merged.
 
         commit=False only runs the safe_merge check, so a model can check every layer first.
+        keep_original=False makes the merge final: no copy of the weights is kept (one kept
+        from an earlier merge is dropped too), so it costs no extra memory beyond one layer's
+        scaled weight, and unmerge() raises from then on.
         """
         names = [n for n in adapter_names if n in self.ia3_l and n not in self.merged_adapters]
-        if not names:
-            return []
-        weight, bias = self._read_weight()
-        for name in names:
-            weight, bias = self._scaled(weight, bias, name)
-            finite = torch.isfinite(weight).all() and (bias is None or torch.isfinite(bias).all())
-            if safe_merge and not finite:
-                raise MergeError(
-                    "NaNs detected in the merged weights. The adapter "
-                    f"{name} seems to be broken: its vector holds NaN/inf or overflows the "
-                    "weights. Retrain it or leave it unmerged."
+        if names:
+            weight, bias = self._read_weight()
+            for name in names:
+                weight, bias = self._scaled(weight, bias, name)
+                finite = torch.isfinite(weight).all() and (
+                    bias is None or torch.isfinite(bias).all()
                 )
+                if safe_merge and not finite:
+                    raise MergeError(
+                        "NaNs detected in the merged weights. The adapter "
+                        f"{name} seems to be broken: its vector holds NaN/inf or overflows the "
+                        "weights. Retrain it or leave it unmerged."
+                    )
         if not commit:
             return names
-        if not self.merged_adapters:
+        if not keep_original:
+            self.forget_original()  # freed before the write: the peak holds no copy
+        if not names:
+            return []
+        if keep_original and not self.merged_adapters:
             self._keep_original()
         self._write_weight(weight, bias)  # weight and bias are committed together
         self.merged_adapters.extend(names)
         return names
 
+    @property
+    def merge_is_final(self) -> bool:
+        """Merged without a kept original (keep_original=False): unmerge() is impossible."""
+        return self.merged and not self._has_original()
+
     def unmerge(self) -> bool:
         """Restore the original weights bit for bit; False if nothing was merged."""
         if not self.merged_adapters:
             return False
+        if self.merge_is_final:
+            raise MergeError(final_merge_message(self.merged_adapters))
         self._restore_original()
         self.merged_adapters.clear()
         return True
@@ -208,6 +236,9 @@ class IA3Layer(nn.Module):
         self.register_buffer("original_weight", weight.clone(), persistent=False)
         if bias is not None:
             self.register_buffer("original_bias", bias.clone(), persistent=False)
+
+    def _has_original(self) -> bool:
+        return "original_weight" in self._buffers
 
     def _restore_original(self) -> None:
         bias = self._buffers.pop("original_bias", None)
