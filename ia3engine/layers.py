@@ -179,12 +179,13 @@ class IA3Layer(nn.Module):
         names = [n for n in adapter_names if n in self.ia3_l and n not in self.merged_adapters]
         if names:
             weight, bias = self._read_weight()
+            owned = self.reads_a_copy  # a private weight may be scaled in place
             for name in names:
-                weight, bias = self._scaled(weight, bias, name)
-                finite = torch.isfinite(weight).all() and (
-                    bias is None or torch.isfinite(bias).all()
-                )
-                if safe_merge and not finite:
+                weight, bias = self._scaled(weight, bias, name, in_place=owned)
+                owned = True  # from here on it is the first _scaled's result
+                if safe_merge and not (
+                    torch.isfinite(weight).all() and (bias is None or torch.isfinite(bias).all())
+                ):
                     raise MergeError(
                         "NaNs detected in the merged weights. The adapter "
                         f"{name} seems to be broken: its vector holds NaN/inf or overflows the "
@@ -217,8 +218,11 @@ class IA3Layer(nn.Module):
         self.merged_adapters.clear()
         return True
 
-    def _scaled(self, weight, bias, name):
+    def _scaled(self, weight, bias, name, in_place: bool = False):
+        """weight and bias scaled by adapter `name`; in_place: weight is ours to overwrite."""
         raise NotImplementedError
+
+    reads_a_copy = False  # _read_weight gives the weight itself: never scaled in place
 
     def _read_weight(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         bias = self.base_layer.bias
@@ -254,6 +258,14 @@ class IA3Layer(nn.Module):
         return f"in={self.in_features}, out={self.out_features}, adapters=[{modes}]"
 
 
+def _times(weight: torch.Tensor, scale: torch.Tensor, in_place: bool) -> torch.Tensor:
+    """weight * scale in weight's dtype; in place (no second full-size tensor) when allowed.
+
+    Both compute in the promoted dtype and round once to weight's dtype.
+    """
+    return weight.mul_(scale) if in_place else (weight * scale).to(weight.dtype)
+
+
 class IA3Linear(IA3Layer):
     """nn.Linear (weight (out, in)) or transformers Conv1D (weight (in, out))."""
 
@@ -287,9 +299,9 @@ class IA3Linear(IA3Layer):
             bias = None if bias is None else (bias * scale_out).to(bias.dtype)
         return nn.functional.linear(x, weight.to(x.dtype), bias)
 
-    def _scaled(self, weight, bias, name):
+    def _scaled(self, weight, bias, name, in_place: bool = False):
         vector = self.ia3_l[name].detach()  # (out, 1) or (1, in): broadcasts on (out, in)
-        weight = (weight * (vector.T if self.transposed else vector)).to(weight.dtype)
+        weight = _times(weight, vector.T if self.transposed else vector, in_place)
         if bias is not None and not self.feedforward[name]:
             bias = (bias * vector.flatten()).to(bias.dtype)
         return weight, bias
@@ -308,7 +320,7 @@ class IA3Conv(IA3Layer):
         spatial = self.base_layer.weight.dim() - 2
         return (1, channels) + (1,) * spatial
 
-    def _scaled(self, weight, bias, name):
+    def _scaled(self, weight, bias, name, in_place: bool = False):
         vector = self.ia3_l[name].detach().flatten()
         out, in_per_group = weight.shape[:2]  # weight (out, in/groups, k...)
         kernel = (1,) * (weight.dim() - 2)
@@ -316,9 +328,9 @@ class IA3Conv(IA3Layer):
             # W[o, j] reads input channel group(o) * in_per_group + j
             per_group = vector.view(self.base_layer.groups, in_per_group)
             scale = per_group.repeat_interleave(out // self.base_layer.groups, dim=0)
-            weight = (weight * scale.view(out, in_per_group, *kernel)).to(weight.dtype)
+            weight = _times(weight, scale.view(out, in_per_group, *kernel), in_place)
         else:
-            weight = (weight * vector.view(out, 1, *kernel)).to(weight.dtype)
+            weight = _times(weight, vector.view(out, 1, *kernel), in_place)
             if bias is not None:
                 bias = (bias * vector).to(bias.dtype)
         return weight, bias

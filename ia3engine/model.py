@@ -243,13 +243,13 @@ class IA3Model(nn.Module):
         for name in [n for n in names if n in self.merged_adapters]:
             logger.warning("Adapter '%s' is already merged; nothing to do for it.", name)
         names = [n for n in names if n not in self.merged_adapters]
-        if not names:
+        if not names and keep_original:
             return
         layers = [layer for _, layer in self.ia3_layers()]
         if safe_merge:
             for layer in layers:
                 layer.merge(names, safe_merge=True, commit=False)
-        for layer in layers:
+        for layer in layers:  # with nothing new to merge, keep_original=False drops the copies
             layer.merge(names, keep_original=keep_original)
         self.merged_adapters.extend(names)
 

@@ -17,6 +17,8 @@ from ia3engine.layers import IA3Linear
 class _QuantizedLinear(IA3Linear):
     """A bitsandbytes base: the original quantized parameter itself is kept for unmerge."""
 
+    reads_a_copy = True  # the dequantized weight is a private fp32 tensor
+
     def _has_original(self) -> bool:
         return "_original" in self.__dict__
 
@@ -31,7 +33,8 @@ def quantize_rows_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     int8_vectorwise_quant computes, but in fp32 (its CUDA kernel takes fp16 only, which would
     overflow a weight scaled past 65504). `weight` is consumed: scaled in place.
     """
-    scb = weight.abs().amax(dim=1).float()  # (out,)
+    low, high = torch.aminmax(weight, dim=1)  # no full-size |W| temporary
+    scb = torch.maximum(high, -low).float()  # (out,)
     # an all-zero row has SCB 0: its codes are 0 whatever the divisor
     weight.mul_((127.0 / scb.clamp_min(torch.finfo(torch.float32).tiny)).unsqueeze(1))
     return weight.round_().to(torch.int8), scb
@@ -57,7 +60,7 @@ class IA3Linear8bit(_QuantizedLinear):
     @torch.no_grad()
     def _read_weight(self):
         data = self.base_layer.weight.data  # (out, in) int8, or float with has_fp16_weights
-        weight = data.float()
+        weight = data.to(torch.float32, copy=True)  # private even when data is fp32
         if self._quantized():
             weight.mul_(self._scb().float().unsqueeze(1) / 127.0)  # in place: one fp32 copy
         bias = self.base_layer.bias

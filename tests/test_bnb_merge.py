@@ -283,6 +283,18 @@ def test_unmerge_after_a_final_merge_raises_and_changes_nothing(kind):
         assert torch.equal(base(_x()), merged)
 
 
+def test_final_merge_of_adapters_already_merged_drops_the_copies():
+    model = _model("dense")
+    model.merge()
+    with torch.no_grad():
+        merged = model(_x())
+    model.merge(keep_original=False)  # nothing new to merge: the merge becomes final
+    assert all(layer.merge_is_final for _, layer in model.ia3_layers())
+    assert not any(name.startswith("original") for name, _ in model.named_buffers())
+    with torch.no_grad():
+        assert torch.equal(model(_x()), merged)
+
+
 def _peak_bytes(fn) -> int:
     """Peak of the CPU memory allocated during fn(), from the profiler's allocation events."""
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
