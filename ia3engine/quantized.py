@@ -45,8 +45,8 @@ class IA3Linear8bit(_QuantizedLinear):
 
     A merge writes a quantized Int8Params (CB/SCB set) on the weight's device: bitsandbytes'
     own .to(device) quantizes only a parameter coming from the CPU, so on CUDA it would leave
-    a dense float weight until the next forward. Bases kept in float (has_fp16_weights=True)
-    are read and written in their own dtype.
+    a dense float weight until the next forward. A weight still in float (has_fp16_weights=True,
+    or not quantized yet) is read and written in its own dtype, its flags unchanged.
     """
 
     def _quantized(self) -> bool:
@@ -76,7 +76,9 @@ class IA3Linear8bit(_QuantizedLinear):
             new = bnb.nn.Int8Params(cb, requires_grad=False, has_fp16_weights=False, CB=cb, SCB=scb)
         else:
             new = bnb.nn.Int8Params(
-                weight.to(old.dtype), requires_grad=old.requires_grad, has_fp16_weights=True
+                weight.to(old.dtype),
+                requires_grad=old.requires_grad,
+                has_fp16_weights=old.has_fp16_weights,  # not yet quantized stays so
             )
         self._install(new)
         if bias is not None:

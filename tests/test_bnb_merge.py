@@ -236,7 +236,7 @@ def test_int8_layer_holding_float_weights_merges_and_unmerges():
     original = model.base_model.lin0.base_layer.weight.detach().clone()
     model.merge()
     merged = model.base_model.lin0.base_layer.weight
-    assert merged.dtype == original.dtype
+    assert merged.dtype == original.dtype and merged.has_fp16_weights
     torch.testing.assert_close(merged.detach(), original * 1.5)
     model.unmerge()
     assert torch.equal(model.base_model.lin0.base_layer.weight, original)
