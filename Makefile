@@ -36,6 +36,7 @@ bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/engine.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/jobs.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/fewshot.py --quick
+	$(BIN)/python bench/merge_memory.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

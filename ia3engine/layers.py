@@ -34,6 +34,15 @@ class AdapterVectors(nn.ParameterDict):
         return dict(self.items())
 
 
+def final_merge_message(names: list[str]) -> str:
+    """The one wording for an unmerge after a merge made with keep_original=False."""
+    return (
+        f"Adapters {names} were merged with keep_original=False, so the original weights were "
+        "not kept and cannot be restored. Reload the base model to get them back, or merge "
+        "with keep_original=True (the default) when you need unmerge()."
+    )
+
+
 class IA3Layer(nn.Module):
     """A base layer whose input (feedforward adapters) or output (others) is scaled.
 
@@ -215,43 +224,66 @@ class IA3Layer(nn.Module):
 
     # ---- merge / unmerge ------------------------------------------------------------------
     def merge(
-        self, adapter_names: list[str], safe_merge: bool = False, commit: bool = True
+        self,
+        adapter_names: list[str],
+        safe_merge: bool = False,
+        commit: bool = True,
+        keep_original: bool = True,
     ) -> list[str]:
         """Scale the weights by the named adapters present here; returns the names merged.
 
         commit=False only runs the safe_merge check, so a model can check every layer first.
+        keep_original=False makes the merge final: no copy of the weights is kept (one kept
+        from an earlier merge is dropped too), so it costs no extra memory beyond one layer's
+        scaled weight, and unmerge() raises from then on.
         """
         names = [n for n in adapter_names if n in self.ia3_l and n not in self.merged_adapters]
-        if not names:
-            return []
-        weight, bias = self._read_weight()
-        for name in names:
-            weight, bias = self._scaled(weight, bias, name)
-            finite = torch.isfinite(weight).all() and (bias is None or torch.isfinite(bias).all())
-            if safe_merge and not finite:
-                raise MergeError(
-                    "NaNs detected in the merged weights. The adapter "
-                    f"{name} seems to be broken: its vector holds NaN/inf or overflows the "
-                    "weights. Retrain it or leave it unmerged."
-                )
+        if names:
+            weight, bias = self._read_weight()
+            owned = self.reads_a_copy  # a private weight may be scaled in place
+            for name in names:
+                weight, bias = self._scaled(weight, bias, name, in_place=owned)
+                owned = True  # from here on it is the first _scaled's result
+                if safe_merge and not (
+                    torch.isfinite(weight).all() and (bias is None or torch.isfinite(bias).all())
+                ):
+                    raise MergeError(
+                        "NaNs detected in the merged weights. The adapter "
+                        f"{name} seems to be broken: its vector holds NaN/inf or overflows the "
+                        "weights. Retrain it or leave it unmerged."
+                    )
         if not commit:
             return names
-        if not self.merged_adapters:
+        if not keep_original:
+            self.forget_original()  # freed before the write: the peak holds no copy
+        if not names:
+            return []
+        if keep_original and not self.merged_adapters:
             self._keep_original()
         self._write_weight(weight, bias)  # weight and bias are committed together
         self.merged_adapters.extend(names)
         return names
 
+    @property
+    def merge_is_final(self) -> bool:
+        """Merged without a kept original (keep_original=False): unmerge() is impossible."""
+        return self.merged and not self._has_original()
+
     def unmerge(self) -> bool:
         """Restore the original weights bit for bit; False if nothing was merged."""
         if not self.merged_adapters:
             return False
+        if self.merge_is_final:
+            raise MergeError(final_merge_message(self.merged_adapters))
         self._restore_original()
         self.merged_adapters.clear()
         return True
 
-    def _scaled(self, weight, bias, name):
+    def _scaled(self, weight, bias, name, in_place: bool = False):
+        """weight and bias scaled by adapter `name`; in_place: weight is ours to overwrite."""
         raise NotImplementedError
+
+    reads_a_copy = False  # _read_weight gives the weight itself: never scaled in place
 
     def _read_weight(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         bias = self.base_layer.bias
@@ -270,6 +302,9 @@ class IA3Layer(nn.Module):
         if bias is not None:
             self.register_buffer("original_bias", bias.clone(), persistent=False)
 
+    def _has_original(self) -> bool:
+        return "original_weight" in self._buffers
+
     def _restore_original(self) -> None:
         bias = self._buffers.pop("original_bias", None)
         self._write_weight(self._buffers.pop("original_weight"), bias)
@@ -282,6 +317,14 @@ class IA3Layer(nn.Module):
     def extra_repr(self) -> str:
         modes = ", ".join(f"{n}:{'ff' if ff else 'out'}" for n, ff in self.feedforward.items())
         return f"in={self.in_features}, out={self.out_features}, adapters=[{modes}]"
+
+
+def _times(weight: torch.Tensor, scale: torch.Tensor, in_place: bool) -> torch.Tensor:
+    """weight * scale in weight's dtype; in place (no second full-size tensor) when allowed.
+
+    Both compute in the promoted dtype and round once to weight's dtype.
+    """
+    return weight.mul_(scale) if in_place else (weight * scale).to(weight.dtype)
 
 
 class IA3Linear(IA3Layer):
@@ -315,9 +358,9 @@ class IA3Linear(IA3Layer):
             bias = None if bias is None else (bias * scale_out).to(bias.dtype)
         return nn.functional.linear(x, weight.to(x.dtype), bias)
 
-    def _scaled(self, weight, bias, name):
+    def _scaled(self, weight, bias, name, in_place: bool = False):
         vector = self.ia3_l[name].detach()  # (out, 1) or (1, in): broadcasts on (out, in)
-        weight = (weight * (vector.T if self.transposed else vector)).to(weight.dtype)
+        weight = _times(weight, vector.T if self.transposed else vector, in_place)
         if bias is not None and not self.feedforward[name]:
             bias = (bias * vector.flatten()).to(bias.dtype)
         return weight, bias
@@ -336,7 +379,7 @@ class IA3Conv(IA3Layer):
         spatial = self.base_layer.weight.dim() - 2
         return (1, channels) + (1,) * spatial
 
-    def _scaled(self, weight, bias, name):
+    def _scaled(self, weight, bias, name, in_place: bool = False):
         vector = self.ia3_l[name].detach().flatten()
         out, in_per_group = weight.shape[:2]  # weight (out, in/groups, k...)
         kernel = (1,) * (weight.dim() - 2)
@@ -344,9 +387,9 @@ class IA3Conv(IA3Layer):
             # W[o, j] reads input channel group(o) * in_per_group + j
             per_group = vector.view(self.base_layer.groups, in_per_group)
             scale = per_group.repeat_interleave(out // self.base_layer.groups, dim=0)
-            weight = (weight * scale.view(out, in_per_group, *kernel)).to(weight.dtype)
+            weight = _times(weight, scale.view(out, in_per_group, *kernel), in_place)
         else:
-            weight = (weight * vector.view(out, 1, *kernel)).to(weight.dtype)
+            weight = _times(weight, vector.view(out, 1, *kernel), in_place)
             if bias is not None:
                 bias = (bias * vector).to(bias.dtype)
         return weight, bias

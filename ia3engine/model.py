@@ -18,8 +18,8 @@ from torch import nn
 
 from ia3engine import io, mixing
 from ia3engine.config import IA3Config
-from ia3engine.errors import AdapterError
-from ia3engine.layers import IA3Layer
+from ia3engine.errors import AdapterError, MergeError
+from ia3engine.layers import IA3Layer, final_merge_message
 from ia3engine.routing import BASE, ONE_ADAPTER_FIX, RowRouting, route_rows
 from ia3engine.row_groups import install_per_adapter_forwards, remove_per_adapter_forwards
 from ia3engine.saved_modules import SavedModule
@@ -325,10 +325,19 @@ class IA3Model(nn.Module):
             )
 
     # ---- merging ---------------------------------------------------------------------------
-    def merge(self, adapter_names: list[str] | None = None, safe_merge: bool = False) -> None:
+    def merge(
+        self,
+        adapter_names: list[str] | None = None,
+        safe_merge: bool = False,
+        keep_original: bool = True,
+    ) -> None:
         """Fold adapters (default: the active ones) into the base weights.
 
         With safe_merge every layer is checked for NaN/inf before any weight changes.
+        keep_original (default) keeps a copy of each targeted weight for an exact unmerge():
+        +100% of the targeted weights (quantized bases: their int8/4-bit parameter). False
+        makes the merge final and keeps nothing (an earlier merge's copy is dropped too);
+        unmerge() then raises MergeError.
         """
         names = [adapter_names] if isinstance(adapter_names, str) else adapter_names
         names = list(self.active_adapters if names is None else names)
@@ -336,14 +345,14 @@ class IA3Model(nn.Module):
         for name in [n for n in names if n in self.merged_adapters]:
             logger.warning("Adapter '%s' is already merged; nothing to do for it.", name)
         names = [n for n in names if n not in self.merged_adapters]
-        if not names:
+        if not names and keep_original:
             return
         layers = [layer for _, layer in self.ia3_layers()]
         if safe_merge:
             for layer in layers:
                 layer.merge(names, safe_merge=True, commit=False)
-        for layer in layers:
-            layer.merge(names)
+        for layer in layers:  # with nothing new to merge, keep_original=False drops the copies
+            layer.merge(names, keep_original=keep_original)
         self.merged_adapters.extend(names)
 
     def unmerge(self) -> None:
@@ -351,6 +360,7 @@ class IA3Model(nn.Module):
         if not self.merged_adapters:
             logger.warning("Already unmerged. Nothing to do.")
             return
+        _check_can_unmerge(self.base_model)
         for _, layer in self.ia3_layers():
             layer.unmerge()
         self.merged_adapters.clear()
@@ -374,8 +384,9 @@ class IA3Model(nn.Module):
         """Merge, then return the bare base model (Conv1D stays Conv1D); adapters are gone.
 
         PEFT's signature; `progressbar` is accepted and ignored (the merge is one quick pass).
+        The merge is final (keep_original=False): no copy of the weights is made on the way.
         """
-        self.merge(adapter_names, safe_merge=safe_merge)
+        self.merge(adapter_names, safe_merge=safe_merge, keep_original=False)
         unload_adapters(self.base_model, keep_merged=True)
         return self._forget_adapters()
 
@@ -497,6 +508,8 @@ def unload_adapters(base_model: nn.Module, keep_merged: bool = False) -> int:
         for name, module in base_model.named_modules()
         if isinstance(module, (IA3Layer, SavedModule))
     ]
+    if not keep_merged:
+        _check_can_unmerge(base_model)  # before any module is unwrapped
     for name, module in reversed(wrapped):  # innermost first: outer paths stay valid
         if isinstance(module, IA3Layer):
             if keep_merged:
@@ -540,3 +553,10 @@ def _sequence_first(base_model: nn.Module) -> str | None:
         ):
             return f"module '{path}' ({type(module).__name__}) runs with batch_first=False"
     return None
+
+
+def _check_can_unmerge(base_model: nn.Module) -> None:
+    """Raise MergeError, changing nothing, if a layer was merged with keep_original=False."""
+    for module in base_model.modules():
+        if isinstance(module, IA3Layer) and module.merge_is_final:
+            raise MergeError(final_merge_message(module.merged_adapters))
