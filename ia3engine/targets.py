@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from dataclasses import dataclass, field
 
 from torch import nn
@@ -179,6 +180,7 @@ class _Choice:
     model_type: str
     modules: dict[str, nn.Module]
     protected: list[str]  # modules_to_save roots
+    all_names: list[str]  # every name a target may be chosen from (what a reload matches)
 
 
 def _choose(model: nn.Module, config: IA3Config) -> _Choice:
@@ -219,7 +221,7 @@ def _choose(model: nn.Module, config: IA3Config) -> _Choice:
     else:
         structure = structure or detect_structure(model, walked, heads)
         ff = structure[1] & set(names)
-    return _Choice(names, ff, source, model_type, modules, protected)
+    return _Choice(names, ff, source, model_type, modules, protected, all_names)
 
 
 def _resolve(model: nn.Module, config: IA3Config) -> tuple[_Choice, list[Target], IA3Config]:
@@ -233,8 +235,7 @@ def _resolve(model: nn.Module, config: IA3Config) -> tuple[_Choice, list[Target]
         )
         for name in choice.names
     ]
-    saved_targets = _saved_targets(config, choice)
-    saved_ff = _saved_feedforward(config, choice, saved_targets)
+    saved_targets, saved_ff = _saved_form(config, choice)
     resolved = dataclasses.replace(
         config, target_modules=saved_targets, feedforward_modules=saved_ff
     )
@@ -253,12 +254,80 @@ def resolve_targets(
 ) -> tuple[list[Target], IA3Config]:
     """The modules to scale and a copy of `config` with both module fields resolved.
 
-    The resolved fields are what gets saved: the table's names for table models, the full
-    module paths for the structural fallback and "all-linear", the user's spec otherwise.
-    Feedforward is always saved so that PEFT's literal subset check accepts it on reload.
+    The resolved fields are what gets saved, and they select exactly these modules with these
+    feedforward modes both here and in PEFT (see `_saved_form`): the user's spec or the
+    table's names when they do, full module paths otherwise ("all-linear", the structural
+    fallback, feedforward lists PEFT's subset check or its plain `endswith` would misread).
     """
     _, targets, resolved = _resolve(model, config if config is not None else IA3Config())
     return targets, resolved
+
+
+def _saved_form(config: IA3Config, choice: _Choice) -> tuple:
+    """(target_modules, feedforward_modules) to save: the first form, most readable first, that
+    PEFT accepts and that selects `choice` exactly, both in PEFT and in our own reload.
+
+    Tried in turn: the user's (or the table's) form; the user's targets with full-path
+    feedforward entries (a target regex has no subset check); full paths for both; and, when
+    a full path is itself a suffix of another module's name, escaped full-match regexes,
+    which select exactly under both rules.
+    """
+    wanted = {name: name in choice.feedforward for name in choice.names}
+    targets = _saved_targets(config, choice)
+    paths = list(choice.names)
+    ff_paths = [name for name in paths if name in choice.feedforward]
+    candidates = [
+        (targets, _saved_feedforward(config, choice, targets)),
+        (targets, ff_paths),
+        (paths, ff_paths),
+        (paths, _exact_regex(ff_paths)),
+        (_exact_regex(paths), _exact_regex(ff_paths)),
+    ]
+    for saved_targets, saved_ff in candidates:
+        if _reads_back(saved_targets, saved_ff, config.exclude_modules, choice.all_names, wanted):
+            return saved_targets, saved_ff
+    # unreachable: the last candidate's full-match regexes select exactly `wanted`
+    raise AssertionError(f"no saved form selects {sorted(wanted)} exactly")
+
+
+def _exact_regex(names: list[str]):
+    """A regex that full-matches exactly `names` ([] when there are none)."""
+    return "|".join(re.escape(name) for name in names) if names else []
+
+
+def _reads_back(targets, feedforward, exclude, all_names: list[str], wanted: dict) -> bool:
+    """Whether a saved pair selects `wanted` ({name: feedforward}) here and in PEFT 0.21.2.
+
+    PEFT's rules (its IA3Config and tuner): target lists match a name equal to an entry or
+    ending with "." + entry, a str is `re.fullmatch`ed, exclude_modules likewise; two lists
+    must be literal subsets (feedforward <= targets), and a feedforward list entry marks any
+    target whose name merely ends with it (no dot boundary, spec bug #9). Our reload matches
+    feedforward lists on the dot boundary instead (`select`), so both must agree.
+    """
+    if targets is None or feedforward is None or targets == ALL_LINEAR:
+        return False
+    if isinstance(targets, list) and isinstance(feedforward, list):
+        if not set(feedforward) <= set(targets):
+            return False
+    excluded = set(select(exclude, all_names))
+    picked = [name for name in select(targets, all_names) if name not in excluded]
+    if set(picked) != set(wanted):
+        return False
+    ours = set(select(feedforward, picked))
+    if any((name in ours) != wanted[name] for name in picked):
+        return False
+    is_feedforward = _peft_feedforward(feedforward)
+    return all(is_feedforward(name) == wanted[name] for name in picked)
+
+
+def _peft_feedforward(spec):
+    """PEFT's feedforward test for a name: a regex full-matches; a list entry is any plain
+    suffix of the name (checked as a set lookup per suffix, so long lists stay cheap)."""
+    if isinstance(spec, str):
+        pattern = re.compile(spec)
+        return lambda name: pattern.fullmatch(name) is not None
+    entries = set(spec)
+    return lambda name: any(name[i:] in entries for i in range(len(name)))
 
 
 def _saved_targets(config: IA3Config, choice: _Choice):
@@ -279,7 +348,8 @@ def _saved_feedforward(config: IA3Config, choice: _Choice, saved_targets):
     if isinstance(saved_targets, str):
         return ff_names
     # Prefer the target entries that select only feedforward modules ("down_proj"), so the
-    # saved FF list is a literal subset of the saved targets; full paths fill any gap.
+    # saved FF list is a literal subset of the saved targets; full paths fill any gap (which
+    # PEFT's subset check refuses: `_saved_form` then saves full paths for both).
     hits: dict[str, list[str]] = {}
     for name in choice.names:
         for suffix in dot_suffixes(name):
