@@ -161,6 +161,23 @@ def test_evaluation_loss_and_the_best_adapter_at_the_end(tmp_path):
     assert any(not torch.equal(last[k], first[k]) for k in first)
 
 
+def test_a_classifier_trains_and_saves_its_new_head(tmp_path):
+    """SEQ_CLS: the head's adapter copy trains beside the vectors and is saved with them."""
+    model = get_ia3_model(tiny_models.bert(), IA3Config(task_type="SEQ_CLS"))
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    data = [{**row, "labels": i % 2} for i, row in enumerate(rows())]
+    IA3Trainer(model=model, args=arguments(tmp_path), train_dataset=data).train()
+    changed = {k for k, v in model.named_parameters() if not torch.equal(v, before[k])}
+    trainable = {k for k, v in model.named_parameters() if v.requires_grad}
+    assert changed == trainable
+    assert any("classifier" in k for k in trainable)
+    model.eval()
+    theirs = PeftModel.from_pretrained(tiny_models.bert(), str(tmp_path / "checkpoint-2")).eval()
+    batch = tiny_models.token_batch("bert")
+    with torch.no_grad():
+        torch.testing.assert_close(theirs(**batch).logits, model(**batch).logits)
+
+
 def test_a_base_with_tied_embeddings_saves(tmp_path):
     """The whole state dict of a tied base cannot go to safetensors (shared memory); the adapter
     can."""
