@@ -11,6 +11,7 @@ _EXPORTS = {
     "IA3Model": "model",
     "get_ia3_model": "model",
     "load_ia3_model": "model",
+    "IA3Trainer": "hf_trainer",
     "TrainSpec": "training.spec",
     "train": "training.run",
     "TrainResult": "training.run",
