@@ -170,18 +170,9 @@ def quantize_model(model: nn.Module, kind: str, device: torch.device) -> dict[st
     return weights
 
 
-def quantized_state(model: nn.Module, kind: str) -> list[torch.Tensor]:
+def quantized_state(model: nn.Module) -> list[torch.Tensor]:
     """The stored tensors of every quantized base layer (for the exact-unmerge check)."""
-    out = []
-    for _, layer in model.ia3_layers():
-        weight = layer.base_layer.weight
-        out.append(weight.data.clone())
-        if kind == "int8":
-            scb = weight.SCB if weight.SCB is not None else layer.base_layer.state.SCB
-            out.append(scb.clone())
-        else:
-            out.append(weight.quant_state.absmax.clone())
-    return out
+    return [t.clone() for _, layer in model.ia3_layers() for t in layer.stored_tensors()]
 
 
 def bnb_section(kind: str) -> Callable:
@@ -228,7 +219,7 @@ def merge_errors(model, batch, kind: str, row: Row) -> dict[str, float]:
     model.eval()
     with torch.no_grad():
         unmerged = model(**inputs).logits.float()
-        stored = quantized_state(model, kind)
+        stored = quantized_state(model)
         with peak_memory(batch["input_ids"].device, row.figures, "merge_peak_bytes"):
             model.merge()
         merged = model(**inputs).logits.float()
@@ -237,7 +228,7 @@ def merge_errors(model, batch, kind: str, row: Row) -> dict[str, float]:
         model.unmerge()
         restored = model(**inputs).logits.float()
         same_tensors = all(
-            torch.equal(a, b) for a, b in zip(stored, quantized_state(model, kind), strict=True)
+            torch.equal(a, b) for a, b in zip(stored, quantized_state(model), strict=True)
         )
     return {
         "merge": rel(merged, unmerged),

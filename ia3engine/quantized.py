@@ -52,6 +52,10 @@ class IA3Linear8bit(_QuantizedLinear):
     def _quantized(self) -> bool:
         return self.base_layer.weight.dtype == torch.int8
 
+    def stored_tensors(self) -> list[torch.Tensor]:
+        """The int8 rows and their scales as stored (an exact unmerge restores them)."""
+        return [self.base_layer.weight.data, self._scb()]
+
     def _scb(self) -> torch.Tensor:
         weight = self.base_layer.weight
         # bitsandbytes moves SCB from the parameter to the layer state on the first forward
@@ -114,6 +118,11 @@ class IA3Linear8bit(_QuantizedLinear):
 
 class IA3Linear4bit(_QuantizedLinear):
     """bitsandbytes Linear4bit: packed 4-bit blocks with a quant_state."""
+
+    def stored_tensors(self) -> list[torch.Tensor]:
+        """The packed blocks and their absmax as stored (an exact unmerge restores them)."""
+        weight = self.base_layer.weight
+        return [weight.data, weight.quant_state.absmax]
 
     def _packed_for_cpu(self) -> bool:
         # bitsandbytes repacks 4-bit weights in place for its CPU kernel on the first eval

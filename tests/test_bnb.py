@@ -3,7 +3,7 @@ forward against float layers, a training step, merge by re-quantizing, exact unm
 
 import pytest
 import torch
-from torch import nn
+from bnb_nets import Net, float_net, quantize, stored_tensors
 
 from ia3engine.config import IA3Config
 from ia3engine.model import get_ia3_model
@@ -15,36 +15,9 @@ KINDS = ["int8", "nf4"]
 CONFIG = dict(target_modules=["lin0", "lin1"], feedforward_modules=["lin1"])
 
 
-class Net(nn.Module):
-    def __init__(self, lin0: nn.Module, lin1: nn.Module):
-        super().__init__()
-        self.lin0, self.relu, self.lin1 = lin0, nn.ReLU(), lin1
-
-    def forward(self, x):
-        return self.lin1(self.relu(self.lin0(x)))
-
-
-def _float_net() -> Net:
-    torch.manual_seed(0)
-    return Net(nn.Linear(64, 128), nn.Linear(128, 32))
-
-
-def _quantize(layer: nn.Linear, kind: str) -> nn.Module:
-    if kind == "int8":
-        q = bnb.nn.Linear8bitLt(
-            layer.in_features, layer.out_features, has_fp16_weights=False, threshold=0.0
-        )
-    else:
-        q = bnb.nn.Linear4bit(
-            layer.in_features, layer.out_features, compute_dtype=torch.float32, quant_type="nf4"
-        )
-    q.load_state_dict(layer.state_dict())
-    return q.to("cpu")  # moving to a device is what quantizes
-
-
 def _quantized_net(kind: str) -> Net:
-    net = _float_net()
-    return Net(_quantize(net.lin0, kind), _quantize(net.lin1, kind))
+    net = float_net()
+    return Net(quantize(net.lin0, kind, threshold=0.0), quantize(net.lin1, kind, threshold=0.0))
 
 
 def _vectors_near_one(model, scale=0.2):
@@ -63,23 +36,10 @@ def _x():
     return torch.randn(8, 64, generator=torch.Generator().manual_seed(2))
 
 
-def _quantized_tensors(model, kind) -> list[torch.Tensor]:
-    out = []
-    for _, layer in model.ia3_layers():
-        weight = layer.base_layer.weight
-        out.append(weight.data.clone())
-        if kind == "int8":
-            scb = weight.SCB if weight.SCB is not None else layer.base_layer.state.SCB
-            out.append(scb.clone())
-        else:
-            out.append(weight.quant_state.absmax.clone())
-    return out
-
-
 @pytest.mark.parametrize("kind", KINDS)
 def test_forward_on_quantized_layers_matches_float_layers(kind):
     ours = get_ia3_model(_quantized_net(kind), IA3Config(**CONFIG))
-    reference = get_ia3_model(_float_net(), IA3Config(**CONFIG))
+    reference = get_ia3_model(float_net(), IA3Config(**CONFIG))
     layer_type = IA3Linear8bit if kind == "int8" else IA3Linear4bit
     assert all(isinstance(layer, layer_type) for _, layer in ours.ia3_layers())
     _vectors_near_one(ours)
@@ -94,15 +54,13 @@ def test_forward_on_quantized_layers_matches_float_layers(kind):
 def test_training_step_on_quantized_base_updates_only_vectors(kind):
     model = get_ia3_model(_quantized_net(kind), IA3Config(**CONFIG))
     model.train()
-    frozen = _quantized_tensors(model, kind)
+    frozen = stored_tensors(model)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.1)
     model(_x()).pow(2).mean().backward()
     optimizer.step()
     vectors = [p for n, p in model.named_parameters() if "ia3_l" in n]
     assert all(not torch.equal(v, torch.ones_like(v)) for v in vectors)
-    assert all(
-        torch.equal(a, b) for a, b in zip(frozen, _quantized_tensors(model, kind), strict=True)
-    )
+    assert all(torch.equal(a, b) for a, b in zip(frozen, stored_tensors(model), strict=True))
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -113,7 +71,7 @@ def test_merge_requantizes_and_unmerge_restores_quantized_tensors(kind, mode):
     _vectors_near_one(model)
     with torch.no_grad():
         unmerged = model(_x())
-        original = _quantized_tensors(model, kind)
+        original = stored_tensors(model)
         model.merge()
         merged = model(_x())
         model.unmerge()
@@ -125,9 +83,7 @@ def test_merge_requantizes_and_unmerge_restores_quantized_tensors(kind, mode):
     print(f"{kind}/{mode}: merged vs unmerged relative error {error:.4f}")
     assert 0 < error < (0.02 if kind == "int8" else 0.2)
     assert torch.equal(restored, unmerged)
-    assert all(
-        torch.equal(a, b) for a, b in zip(original, _quantized_tensors(model, kind), strict=True)
-    )
+    assert all(torch.equal(a, b) for a, b in zip(original, stored_tensors(model), strict=True))
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -135,7 +91,7 @@ def test_merge_error_on_quantized_base_is_close_to_a_float_merge(kind):
     """Merge on the quantized net vs the same merge on its dequantized float twin."""
     model = get_ia3_model(_quantized_net(kind), IA3Config(**CONFIG))
     _vectors_near_one(model)
-    twin = _float_net()
+    twin = float_net()
     with torch.no_grad():
         for name in ("lin0", "lin1"):
             dense, _ = getattr(model.base_model, name)._read_weight()

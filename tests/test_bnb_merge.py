@@ -12,6 +12,7 @@ import weakref
 
 import pytest
 import torch
+from bnb_nets import Net, float_net, quantize
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
@@ -29,35 +30,10 @@ OUTPUT_TOLERANCE = {"int8": 0.02, "nf4": 0.2, "dense": 1e-6}  # relative error o
 WEIGHT_TOLERANCE = {"int8": 0.01, "nf4": 0.15, "dense": 1e-6}
 
 
-class Net(nn.Module):
-    def __init__(self, lin0: nn.Module, lin1: nn.Module):
-        super().__init__()
-        self.lin0, self.relu, self.lin1 = lin0, nn.ReLU(), lin1
-
-    def forward(self, x):
-        return self.lin1(self.relu(self.lin0(x)))
-
-
-def _float_net() -> Net:
-    torch.manual_seed(0)
-    return Net(nn.Linear(IN, HIDDEN), nn.Linear(HIDDEN, OUT))
-
-
-def _quantize(layer: nn.Linear, kind: str) -> nn.Module:
-    if kind == "int8":
-        q = bnb.nn.Linear8bitLt(layer.in_features, layer.out_features, has_fp16_weights=False)
-    else:
-        q = bnb.nn.Linear4bit(
-            layer.in_features, layer.out_features, compute_dtype=torch.float32, quant_type="nf4"
-        )
-    q.load_state_dict(layer.state_dict())
-    return q.to("cpu")  # moving to a device is what quantizes
-
-
 def _model(kind: str, adapters=("default",)):
-    net = _float_net()
+    net = float_net()
     if kind != "dense":
-        net = Net(_quantize(net.lin0, kind), _quantize(net.lin1, kind))
+        net = Net(quantize(net.lin0, kind), quantize(net.lin1, kind))
     model = get_ia3_model(net, IA3Config(**CONFIG), adapters[0])
     for name in adapters[1:]:
         model.add_adapter(name, IA3Config(**CONFIG))
@@ -115,7 +91,7 @@ def _expected(model, dense, adapters) -> tuple[dict, torch.Tensor]:
             if not layer.feedforward[adapter]:
                 bias = bias * vector.flatten()
         scaled[name] = (weight, bias)
-    twin = _float_net()
+    twin = float_net()
     with torch.no_grad():
         for name, (weight, bias) in scaled.items():
             getattr(twin, name).weight.copy_(weight)
