@@ -194,3 +194,17 @@ def test_the_package_face_names_it():
 def test_refuses_a_model_without_adapters(tmp_path):
     with pytest.raises(AdapterError, match="get_ia3_model"):
         IA3Trainer(model=tiny_models.llama(), args=arguments(tmp_path), train_dataset=rows())
+
+
+def test_gradient_checkpointing_trains_every_vector(tmp_path):
+    """Trainer turns checkpointing on through the model (forwarded to the base): every
+    vector still gets a gradient through the recomputed blocks."""
+    model = ia3_llama()
+    before = vectors(model)
+    args = arguments(tmp_path, gradient_checkpointing=True, save_strategy="no")
+    IA3Trainer(model=model, args=args, train_dataset=rows()).train()
+    assert model.base_model.is_activation_checkpointing
+    after = vectors(model)
+    assert before.keys() == after.keys()
+    unchanged = [k for k in before if torch.equal(before[k], after[k])]
+    assert not unchanged, f"vectors with no update under checkpointing: {unchanged}"
