@@ -16,7 +16,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from ia3engine import io, mixing
+from ia3engine import batch_rows, io, mixing
 from ia3engine.config import IA3Config
 from ia3engine.errors import AdapterError, MergeError
 from ia3engine.layers import IA3Layer, final_merge_message
@@ -39,21 +39,6 @@ TASK_HEADS: dict[str, tuple[str, ...]] = {
     "SEQ_2_SEQ_LM": (),
     "FEATURE_EXTRACTION": (),
 }
-
-# Inputs whose leading dimension is the batch (the first found is checked against
-# adapter_names), and the rank at which a token input carries multiple-choice choices.
-_BATCH_INPUTS = (
-    "input_ids",
-    "inputs_embeds",
-    "inputs",
-    "pixel_values",
-    "input_values",
-    "input_features",
-)
-_CHOICE_DIMS = {"input_ids": 3, "inputs_embeds": 4}
-
-# transformers models whose targeted layers see (length, batch, ...) tensors
-_SEQUENCE_FIRST_TYPES = frozenset({"fsmt", "led", "longformer", "xlnet"})
 
 
 class IA3Model(nn.Module):
@@ -103,7 +88,7 @@ class IA3Model(nn.Module):
 
     def generate(self, *args, adapter_names: list[str] | None = None, **kwargs):
         """The base model's generate; `adapter_names` gives one adapter per prompt."""
-        expansion = _generate_expansion(self.base_model, kwargs)
+        expansion = batch_rows.generate_expansion(self.base_model, kwargs)
         with route_rows(self._routing(adapter_names, args, kwargs, expansion)):
             return self.base_model.generate(*args, **kwargs)
 
@@ -124,7 +109,7 @@ class IA3Model(nn.Module):
             raise AdapterError(
                 "A mixed-adapter batch needs unmerged adapters; call model.unmerge() first."
             )
-        if torch.is_grad_enabled() and _checkpointing(self.base_model):
+        if torch.is_grad_enabled() and batch_rows.checkpointing(self.base_model):
             # checkpointed blocks recompute their forward in backward, outside this call's
             # row routing, so the gradients would silently come from the active adapters
             raise AdapterError(
@@ -137,33 +122,11 @@ class IA3Model(nn.Module):
                 "layer's leading dimension is not the batch and rows would be matched to the "
                 "wrong adapters: " + ONE_ADAPTER_FIX + "."
             )
-        expansion = self._check_batch_rows(len(adapter_names), args, kwargs or {}, expansion)
+        replica = getattr(self, "_is_replica", False)
+        expansion = batch_rows.check_batch_rows(
+            len(adapter_names), args, kwargs or {}, expansion, replica
+        )
         return RowRouting.from_names(list(adapter_names), device=self.device, expansion=expansion)
-
-    def _check_batch_rows(self, names: int, args, kwargs, expansion: int) -> int:
-        """Check adapter_names against the inputs' batch; returns the rows each input row
-        becomes inside the model (multiple-choice inputs (B, choices, L) are flattened)."""
-        found = _batch_input(args, kwargs)
-        if found is None:
-            return expansion  # the layers check their rows
-        key, value = found
-        if getattr(self, "_is_replica", False) and value.shape[0] != names:
-            raise AdapterError(
-                f"adapter_names has {names} entries but this torch.nn.DataParallel replica got "
-                f"{value.shape[0]} rows: DataParallel splits the inputs between devices but "
-                "hands every replica the whole adapter_names list, so rows cannot be matched "
-                "to adapters. Run mixed batches on one device, or with "
-                "DistributedDataParallel where each process passes the adapter_names of its "
-                "own rows; or " + ONE_ADAPTER_FIX + "."
-            )
-        if value.shape[0] != names:
-            raise AdapterError(
-                f"adapter_names has {names} entries but the batch ({key}) has "
-                f"{value.shape[0]} rows. Pass one adapter name per row of the batch."
-            )
-        if key in _CHOICE_DIMS and value.dim() == _CHOICE_DIMS[key]:
-            return expansion * value.shape[1]  # (B, choices, ...) -> B * choices rows
-        return expansion
 
     # ---- modules ---------------------------------------------------------------------------
     def ia3_layers(self) -> Iterator[tuple[str, IA3Layer]]:
@@ -196,7 +159,7 @@ class IA3Model(nn.Module):
             layer.add_adapter(adapter_name, target.feedforward, config.init_ia3_weights)
             layer.ia3_l[adapter_name].requires_grad_(False)
         install_per_adapter_forwards(self.base_model)
-        self._sequence_first = _sequence_first(self.base_model)
+        self._sequence_first = batch_rows.sequence_first(self.base_model)
         self.add_saved_modules(adapter_name, config.modules_to_save)
         self.peft_config[adapter_name] = resolved
         if not self.active_adapters:
@@ -454,16 +417,6 @@ class IA3Model(nn.Module):
         )
 
 
-def _checkpointing(model: nn.Module) -> bool:
-    """Whether a transformers model recomputes activations in backward (gradient checkpointing)."""
-    # transformers 5 renamed the property; the old name warns on every read, which would also
-    # break a torch.compile graph
-    for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):
-        if hasattr(type(model), name):
-            return bool(getattr(model, name))
-    return False
-
-
 def with_task_head(config: IA3Config) -> IA3Config:
     """`config` with its task type's heads (TASK_HEADS) added to modules_to_save."""
     saved = list(config.modules_to_save or [])
@@ -521,38 +474,6 @@ def unload_adapters(base_model: nn.Module, keep_merged: bool = False) -> int:
             chosen = module.active_adapter if keep_merged else None
             replace_module(base_model, name, module.module_for(chosen))
     return len(wrapped)
-
-
-def _batch_input(args, kwargs) -> tuple[str, torch.Tensor] | None:
-    """(name, tensor) of the first batch-major input of a forward/generate call, if any."""
-    for key in _BATCH_INPUTS:
-        if isinstance(kwargs.get(key), torch.Tensor):
-            return key, kwargs[key]
-    if args and isinstance(args[0], torch.Tensor):
-        return "the first argument", args[0]
-    return None
-
-
-def _generate_expansion(base_model: nn.Module, kwargs: dict) -> int:
-    """How many rows generate() makes of each prompt: max(num_beams, num_return_sequences)."""
-    config = kwargs.get("generation_config") or getattr(base_model, "generation_config", None)
-    beams = kwargs.get("num_beams") or getattr(config, "num_beams", None) or 1
-    returned = kwargs.get("num_return_sequences") or getattr(config, "num_return_sequences", 1)
-    return max(int(beams), int(returned or 1))
-
-
-def _sequence_first(base_model: nn.Module) -> str | None:
-    """Why IA3 layers in `base_model` see sequence-first inputs, or None if none is known to."""
-    model_type = getattr(getattr(base_model, "config", None), "model_type", None)
-    if model_type in _SEQUENCE_FIRST_TYPES:
-        return f"{model_type} models run their layers on sequence-first tensors"
-    for path, module in base_model.named_modules():
-        flags = [module] + list(module.children())
-        if any(getattr(m, "batch_first", None) is False for m in flags) and any(
-            isinstance(m, IA3Layer) for m in module.modules()
-        ):
-            return f"module '{path}' ({type(module).__name__}) runs with batch_first=False"
-    return None
 
 
 def _check_can_unmerge(base_model: nn.Module) -> None:
