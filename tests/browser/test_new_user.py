@@ -36,19 +36,21 @@ def reviews_csv(tmp_path):
     return path
 
 
-def set_slider(page, elem_id: str, value) -> None:
-    """Type `value` into a slider's number box until it holds: on a busy machine the box may
-    be drawn again just after the accordion opens and drop the first typing."""
-    box = page.locator(f"#{elem_id} input[type=number]")
-    for _ in range(3):
-        box.fill(str(value))
-        box.press("Tab")
-        try:
-            expect(box).to_have_value(str(value), timeout=3_000)
-            return
-        except AssertionError:
-            continue
-    expect(box).to_have_value(str(value))
+def set_sliders(page, values: dict[str, int]) -> None:
+    """Type each value into its slider's number box until all of them hold together: on a busy
+    machine a box may be drawn again after the accordion opens, or after a later control
+    changes, and drop what was typed (seen as the slider's start value coming back)."""
+    boxes = {key: page.locator(f"#{key} input[type=number]") for key in values}
+    for _ in range(4):
+        for key, box in boxes.items():
+            if box.input_value() != str(values[key]):
+                box.fill(str(values[key]))
+                box.press("Tab")
+        page.wait_for_timeout(500)
+        if all(box.input_value() == str(values[key]) for key, box in boxes.items()):
+            break
+    for key, box in boxes.items():
+        expect(box).to_have_value(str(values[key]))
 
 
 def step_shown(page) -> int:
@@ -75,12 +77,9 @@ def test_new_user_trains_follows_compares_and_downloads(
     shots(page, "uploaded-and-mapped")
 
     page.get_by_text("Advanced settings").click()
-    set_slider(page, "steps", STEPS)
-    set_slider(page, "eval-every", 8)
-    set_slider(page, "max-length", 64)
     choose(page, "batch-size", "8")
+    set_sliders(page, {"steps": STEPS, "eval-every": 8, "max-length": 64})
     shots(page, "short-run-settings")
-    expect(page.locator("#steps input[type=number]")).to_have_value(str(STEPS))
     page.locator("#queue-button").click()
 
     progress = page.locator("#job-progress")
