@@ -43,6 +43,8 @@ class JobInfo:
     data_blob_id: int | None = None
     eval_blob_id: int | None = None
     max_seconds: float | None = None  # the job's wall-clock limit per attempt; None: none
+    kind: str = "train"  # "train" or "predict"
+    result_blob_id: int | None = None  # a predict job's output file (datasets table)
 
 
 _TIMES = ("created_at", "started_at", "finished_at", "heartbeat_at")

@@ -77,6 +77,10 @@ class Job(Base):
     eval_blob_id: Mapped[int | None] = mapped_column(Integer)
     # Seconds one attempt may run (the limit of the studio that queued it); NULL: no limit.
     max_seconds: Mapped[float | None] = mapped_column(Float)
+    # "train" or "predict" (migration 0006); a predict job's output file is a datasets row.
+    kind: Mapped[str] = mapped_column(String(16), default="train", server_default="train")
+    insights: Mapped[dict | None] = mapped_column(JSON)  # validation insights (training jobs)
+    result_blob_id: Mapped[int | None] = mapped_column(Integer)
 
 
 class JobEvent(Base):
