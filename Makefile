@@ -33,6 +33,7 @@ test: $(STAMP) lint
 	  scripts/test-services.sh $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
+	$(BIN)/pip install -q -e ".[bench]"
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/engine.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/jobs.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/fewshot.py --quick

