@@ -94,7 +94,7 @@ def choose_text_column(frame: pd.DataFrame, given: str | None, info: dict, sourc
     file has it, else the longest text column (as training guesses it)."""
     columns = list(frame.columns)
     if given:
-        require_column(given, columns, "text", source, "Pass the text column with --text-column.")
+        require_column(given, columns, "text", source, "Name one of them as the text column.")
         return given
     trained = info.get("text_column")
     if trained and trained in columns:
@@ -103,7 +103,7 @@ def choose_text_column(frame: pd.DataFrame, given: str | None, info: dict, sourc
     if guessed is None:
         raise DataError(
             f"No column of '{source}' holds text; columns are: {', '.join(columns)}. "
-            "Name the text column (--text-column)."
+            "Name the column that holds the text (the text column)."
         )
     return guessed
 
