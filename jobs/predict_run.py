@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 class PredictRun(JobRun):
     """Runs a predict job for `worker` with worker.predict_fn (ia3engine's predict_file)."""
 
+    WORK = "The prediction"
+
     def __init__(self, worker, job: queue.JobInfo):
         super().__init__(worker, job)
         self._started = time.monotonic()

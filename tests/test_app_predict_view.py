@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import train_models as tm
 
-from app import jobs_tab, predict_view
+from app import job_actions, jobs_tab, predict_view
 from app.auth import acting_as
 from app.studio_config import StudioConfig
 from ia3engine import TrainSpec, train
@@ -71,6 +71,9 @@ def test_the_block_queues_a_prediction_and_the_jobs_tab_offers_its_file(
         )
         again, _ = predict_view.download_update(job_id, drawn)
         assert again == gr.skip()  # unchanged: neither copied nor redrawn again
+        lines = job_actions.log_lines(job_actions.job_events(job_id))
+        assert any(line.endswith("started: predicting 5 rows on cpu") for line in lines)
+        assert any("Predicted 5 rows" in line for line in lines)
         shown = jobs_tab.progress_html({**queue.get_job(job_id, db=db_url).__dict__})
         assert "Row 5 of 5" in shown
 

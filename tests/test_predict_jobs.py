@@ -178,3 +178,23 @@ def test_nobody_else_sees_cancels_downloads_or_borrows(db_url, trained, upload):
     assert access.prediction_file(job_id, actor=ANN, db=db_url).is_file()
     with pytest.raises(AccessDeniedError):
         access.prediction_file(job_id, actor=BOB, db=db_url)
+
+
+def test_a_crash_fails_the_prediction_plainly_and_the_worker_goes_on(db_url, trained, upload):
+    adapter = _adapter(trained, db_url)
+    first = access.enqueue_predict(upload, actor=ANN, adapter_id=adapter, limits=OPEN, db=db_url)
+    second = access.enqueue_predict(upload, actor=ANN, adapter_id=adapter, limits=OPEN, db=db_url)
+    calls = []
+
+    def crash_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError(f"boom in {upload}")
+        return predict_file(*args, **kwargs)
+
+    worker = Worker(db_url, predict_fn=crash_once, device="cpu")
+    assert worker.run_one() and worker.run_one()
+    failed = queue.get_job(first, db=db_url)
+    assert failed.status == "failed"
+    assert failed.message.startswith("The prediction crashed with RuntimeError: boom in rows.csv")
+    assert queue.get_job(second, db=db_url).status == "done"
