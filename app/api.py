@@ -9,7 +9,7 @@ from pathlib import Path
 import gradio as gr
 from gradio.data_classes import FileData
 
-from app import access_share, adapter_actions, job_actions, preview, serving
+from app import access_share, adapter_actions, job_actions, predict_view, preview, serving
 from app.job_files import enqueue_with_uploads
 from app.messages import scrub, shown_as_error, shown_spec
 from app.uploads import uploaded_file
@@ -93,6 +93,27 @@ def retry_job(job_id: int) -> int:
     return job_actions.retry_job(job_id)
 
 
+def predict_file(
+    data_file: FileData,
+    adapter_id: int | None = None,
+    base_model: str = "",
+    text_column: str = "",
+) -> int:
+    """Queue a predict job: every row of the uploaded CSV/JSONL/Parquet file through one of
+    your adapters (adapter_id; its own base model), or base_model alone (adapter_id empty);
+    returns the job id. Follow it with job_status; download_prediction gives the file."""
+    path = uploaded_file(data_file, preview.sample_datasets())  # yours, or a sample by name
+    return predict_view.enqueue_prediction(
+        path, adapter_id, base_model, text_column, _config["data_dir"]
+    )
+
+
+def download_prediction(job_id: int) -> FileData:
+    """A finished predict job's file: the input rows with predicted_label and prob_<label>
+    (or generated_text), in the input's format."""
+    return FileData(path=predict_view.prediction_download(job_id))
+
+
 def predict(text: str, adapter_ids: list[int], include_base: bool = True) -> dict:
     """The untuned base and each adapter on one input, side by side."""
     return serving.compare(text, adapter_ids, include_base)
@@ -154,6 +175,8 @@ ENDPOINTS = [
     job_curves,
     cancel_job,
     retry_job,
+    predict_file,
+    download_prediction,
     predict,
     mix,
     list_adapters,

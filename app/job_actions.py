@@ -129,6 +129,8 @@ def log_lines(events: list[dict], tail: int = LOG_TAIL_LINES) -> list[str]:
             text = f"checkpoint saved at step {data.get('step')}"
         elif kind == "failed":
             text = f"failed: {data.get('message', '')}"
+        elif kind == "started" and data.get("kind") == "predict":
+            text = f"started: predicting {data.get('total_steps', '?')} rows on {data.get('device', '?')}"
         elif kind == "started":
             text = (
                 f"started: {data.get('total_steps', '?')} steps on {data.get('device', '?')}, "

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import gradio as gr
 import pandas as pd
 
-from app import job_actions
+from app import job_actions, predict_view
 from app.messages import explain, field_note, note_box
 from app.studio_config import StudioConfig
 from jobs.status import ACTIVE, Status, sources
@@ -95,7 +95,8 @@ def progress_html(job: dict) -> str:
     status = job["status"]
     share = 100.0 if status == Status.DONE else (100.0 * step / total if total else 0.0)
     model, data = _describe_job(job)
-    facts = [f"Step {step} of {total} ({share:.0f} %)" if total else "Waiting for a worker"]
+    unit = "Row" if job.get("kind") == "predict" else "Step"  # a predict job counts rows
+    facts = [f"{unit} {step} of {total} ({share:.0f} %)" if total else "Waiting for a worker"]
     if status == Status.RUNNING:
         facts.append(f"ETA {_eta(job.get('eta_s'))}")
     if isinstance(job.get("loss"), float):
@@ -223,6 +224,7 @@ def _layout() -> SimpleNamespace:
             try_button = gr.Button(
                 "Try it in the Playground", variant="primary", visible=False, elem_id="try-adapter"
             )
+            prediction = predict_view.download_button()  # a finished predict job's file
     with gr.Row():
         # No initial frame: a plot that starts from an empty frame never draws its coloured lines.
         # Colours are fixed and named in the label: the plot's own legend is cut off.
@@ -265,6 +267,7 @@ def _layout() -> SimpleNamespace:
         cancel=cancel,
         retry=retry,
         try_button=try_button,
+        prediction=prediction,
         loss=loss,
         metrics=metrics,
         log=log,
@@ -305,6 +308,7 @@ def build(demo: gr.Blocks, config: StudioConfig) -> JobsTab:
     c.cancel.click(cancel, c.selected, c.note, api_visibility="private")
     retry = _act(job_actions.retry_job, "Job #{} queued again.")
     c.retry.click(retry, c.selected, c.note, api_visibility="private")
+    predict_view.follow_download(c.prediction, c.selected, timer, demo)
     return JobsTab(c.selected, c.try_button, c.adapter_id)
 
 

@@ -29,6 +29,7 @@ from app import (
     job_actions,
     jobs_tab,
     playground_tab,
+    predict_view,
     sessions,
     share_page,
     studio_workers,
@@ -68,7 +69,7 @@ def _try_adapter(adapter_id):
 
 
 def build_studio(config: StudioConfig | None = None) -> gr.Blocks:
-    """The whole page: four tabs, their cross-tab links and the API endpoints."""
+    """The whole page: five tabs, their cross-tab links and the API endpoints."""
     config = config or StudioConfig()
     private = {"api_visibility": "private"}
     # Gradio's cache (uploads, handed-out downloads) is swept hourly of files over 6 hours old,
@@ -83,10 +84,14 @@ def build_studio(config: StudioConfig | None = None) -> gr.Blocks:
                 jobs = jobs_tab.build(demo, config)
             with gr.Tab("Playground", id="playground") as play_item:
                 play = playground_tab.build(demo)
+            with gr.Tab("Predict", id="predict") as predict_item:
+                predict = predict_view.build(demo, config)
             with gr.Tab("Adapters", id="adapters") as adapters_item:
                 adapters = adapters_tab.build(demo)
                 access_share.build(adapters.selected)
         train.queue_event.then(_after_queue, train.queued_job, [tabs, jobs.selected], **private)
+        predict.queue_event.then(_after_queue, predict.queued_job, [tabs, jobs.selected], **private)
+        predict_item.select(predict.refresh, predict.adapter, predict.adapter, **private)
         jobs.try_button.click(_try_adapter, jobs.adapter_id, [tabs, play.adapters], **private)
         play_item.select(
             lambda: gr.Dropdown(choices=playground_tab.adapter_choices()),

@@ -1,4 +1,5 @@
-"""`ia3 train` and `ia3 eval`: thin shells over train() and Predictor, with a progress bar.
+"""`ia3 train`, `ia3 eval` and `ia3 predict`: thin shells over train(), Predictor and
+predict_file, with a progress bar.
 
 Errors meant for people (IA3Error) print their message and exit with code 2, no traceback.
 """
@@ -56,7 +57,7 @@ def add_train_arguments(parser) -> None:
 
 
 def add_commands(subparsers) -> None:
-    """Register `train` and `eval` on an argparse subparsers object."""
+    """Register `train`, `eval` and `predict` on an argparse subparsers object."""
     train = subparsers.add_parser(
         "train",
         help="train an IA3 adapter on a dataset file",
@@ -81,6 +82,30 @@ def add_commands(subparsers) -> None:
     ev.add_argument("--device")
     ev.add_argument("--json", action="store_true", help="print one JSON object: the scores")
     ev.set_defaults(func=run_eval)
+    add_predict_command(subparsers)
+
+
+def add_predict_command(subparsers) -> None:
+    """`ia3 predict`: every row of a file through an adapter (or the base alone)."""
+    pr = subparsers.add_parser(
+        "predict",
+        help="predict every row of a file with an adapter (or the base alone)",
+        description="Predict every row of a CSV/JSONL/Parquet file and write the rows back, in "
+        "the same format, with predicted_label and prob_<label> (classify) or generated_text.",
+    )
+    pr.add_argument("--model", help="base model (default: the one the adapter was trained on)")
+    pr.add_argument("--adapter", help="adapter folder; leave out to use the base alone")
+    pr.add_argument("--data", required=True, help="the file to predict (CSV, JSONL, Parquet, ...)")
+    pr.add_argument("--out", help="output file (default: <data>.predictions.<same format>)")
+    pr.add_argument("--text-column", help="column holding the text (default: guessed)")
+    pr.add_argument("--batch-size", type=int, default=16, help="rows per forward pass (1-256)")
+    pr.add_argument("--max-rows", type=int, help="refuse files with more rows than this")
+    pr.add_argument("--max-new-tokens", type=int, default=64, help="generation: tokens (1-512)")
+    pr.add_argument("--task", choices=["classify", "generate"], default=None)
+    pr.add_argument("--labels", nargs="+", help="base alone: the labels to choose from")
+    pr.add_argument("--device")
+    pr.add_argument("--json", action="store_true", help="print one JSON object: the summary")
+    pr.set_defaults(func=run_predict)
 
 
 def _guarded(command):
@@ -241,6 +266,67 @@ def run_eval(args) -> int:
         for key, value in metrics.items():
             print(f"  {key}: {value:.4f}" if isinstance(value, float) else f"  {key}: {value}")
     return 0
+
+
+# ---- predict -------------------------------------------------------------------------------
+@_guarded
+def run_predict(args) -> int:
+    from ia3engine.serve.predict_file import predict_file  # noqa: PLC0415 - see _COMMAND_TIME
+
+    if not args.model and not args.adapter:
+        raise IA3Error("Give --model (the base alone) or --adapter (a trained adapter folder).")
+    bar = RowBar(enabled=sys.stderr.isatty())
+    result = predict_file(
+        args.model,
+        args.data,
+        args.out,
+        adapter=args.adapter,
+        task=args.task,
+        labels=args.labels,
+        text_column=args.text_column,
+        batch_size=args.batch_size,
+        max_rows=args.max_rows,
+        max_new_tokens=args.max_new_tokens,
+        device=args.device,
+        on_progress=bar.update,
+    )
+    bar.close()
+    summary = {
+        "out": result.out_path,
+        "rows": result.rows,
+        "format": result.format,
+        "task": result.task,
+        "text_column": result.text_column,
+        "labels": result.labels,
+        "truncated": result.truncated,
+        "warnings": result.warnings,
+        "seconds": round(result.seconds, 2),
+    }
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"predicted {result.rows:,} rows from column '{result.text_column}'")
+    print(f"written to {result.out_path}")
+    return 0
+
+
+class RowBar:
+    """Rows done of the file, on one terminal line; silent elsewhere."""
+
+    def __init__(self, enabled: bool, stream=None):
+        self.enabled, self.stream = enabled, stream or sys.stderr
+
+    def update(self, done: int, total: int) -> None:
+        if self.enabled:
+            self.stream.write(f"\r  {done:,}/{total:,} rows")
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.stream.write("\n")
+            self.stream.flush()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ia3engine.errors import AdapterError
 from ia3engine.training.spec import TrainSpec
-from jobs import access_limits, adapter_files, queue, registry, time_limit
+from jobs import access_limits, adapter_files, predict_jobs, queue, registry, time_limit
 from jobs.access_limits import Limits
 from jobs.errors import AccessDeniedError, JobError
 from jobs.specs import DATA_FIELDS, spec_from_dict, validated_spec
@@ -168,6 +168,64 @@ def enqueue(
     )
     log.info("job %s queued for %s", job_id, actor.name or "the local user")
     return job_id
+
+
+# Predict jobs --------------------------------------------------------------------------
+
+
+def enqueue_predict(
+    data,
+    *,
+    actor: Actor,
+    adapter_id: int | None = None,
+    model: str | None = None,
+    text_column: str | None = None,
+    limits: Limits | None = None,
+    db=None,
+) -> int:
+    """Queue a predict job for `actor`: their file (an upload, for signed-in users) through an
+    adapter they may use (theirs, or any for an admin) or a base model alone, within the host's
+    limits (file size, rows, queue room, the wall-clock limit); returns the job id."""
+    limits = limits or Limits.from_env(defaults=actor != LOCAL)
+    owner = owner_for(actor)
+    adapter = folder = None
+    if adapter_id is not None:
+        adapter = _adapter(adapter_id, actor, db, write=True)  # a share link lends no worker
+        folder = registry.adapter_folder(adapter.id, db=db)
+    if actor != LOCAL:
+        # Before anything reads the path: its messages would tell whether it exists here.
+        access_limits.check_data_path("data", str(data or ""))
+        if adapter is None:
+            access_limits.check_model(str(model or ""), limits)
+    access_limits.check_file_size(data, limits)
+    access_limits.check_queue_room(owner, limits, db=db)
+    spec = predict_jobs.predict_spec(
+        model or "",
+        data,
+        adapter=adapter,
+        adapter_folder=folder,
+        text_column=text_column,
+        max_rows=limits.max_rows,
+        db=db,
+    )
+
+    def room(conn):
+        access_limits.check_queue_room(owner, limits, conn=conn)
+
+    job_id = predict_jobs.enqueue_predict(
+        spec,
+        owner=owner,
+        room=room,
+        max_seconds=time_limit.job_seconds(defaults=actor != LOCAL),
+        db=db,
+    )
+    log.info("predict job %s queued for %s", job_id, actor.name or "the local user")
+    return job_id
+
+
+def prediction_file(job_id: int, *, actor: Actor, db=None) -> Path:
+    """A finished predict job's output file, for its owner (or an admin) only."""
+    return predict_jobs.result_file(_job(job_id, actor, db), db=db)
 
 
 # Adapters ------------------------------------------------------------------------------

@@ -128,6 +128,10 @@ def _jobs_show(args) -> int:
     ]
     if job.adapter_id is not None:
         lines.append(f"  adapter   {job.adapter_id}")
+    if job.kind == "predict":
+        lines.insert(1, f"  kind      predict with {job.spec.get('adapter_name')}")
+        if job.result_blob_id is not None:
+            lines.append(f"  result    stored dataset {job.result_blob_id}")
     if job.message:
         lines.append(f"  message   {job.message}")
     _emit(args, _job_dict(job), "\n".join(lines))

@@ -35,6 +35,8 @@ class LostJob(Exception):
 class JobRun:
     """Runs `job` for `worker` (a jobs.worker.Worker): its cache, device and settings."""
 
+    WORK = "Training"  # what crashed, in a failure message
+
     def __init__(self, worker, job: queue.JobInfo):
         self.worker, self.job, self.db = worker, job, worker.engine
         self.cancelled = threading.Event()
@@ -241,7 +243,7 @@ class JobRun:
         return adapter_id
 
     def _fail(self, exc: Exception) -> str:
-        message = failure_message(exc, self.job.id, self.worker.device)
+        message = failure_message(exc, self.job.id, self.worker.device, self.WORK)
         details = {"message": message, "level": "error"}
         if not isinstance(exc, IA3Error):
             details["traceback"] = "".join(traceback.format_exception(exc))
@@ -300,13 +302,15 @@ def without_paths(text: str) -> str:
     return _SERVER_PATH.sub(lambda m: m.group(0).rstrip("/").rsplit("/", 1)[-1], text)
 
 
-def failure_message(exc: BaseException, job_id: int, device: str | None) -> str:
+def failure_message(
+    exc: BaseException, job_id: int, device: str | None, work: str = "Training"
+) -> str:
     """What a person reads when a job fails: the problem, then what to do about it; never a
     path on the server (the full text is in the job's log)."""
-    return without_paths(_failure_message(exc, job_id, device))
+    return without_paths(_failure_message(exc, job_id, device, work))
 
 
-def _failure_message(exc: BaseException, job_id: int, device: str | None) -> str:
+def _failure_message(exc: BaseException, job_id: int, device: str | None, work: str) -> str:
     retry = f"then run `ia3 jobs retry {job_id}`"
     if isinstance(exc, IA3Error):
         return str(exc)
@@ -323,6 +327,6 @@ def _failure_message(exc: BaseException, job_id: int, device: str | None) -> str
         )
     first = (str(exc).splitlines() or [""])[0][:300]
     return (
-        f"Training crashed with {type(exc).__name__}: {first}. The traceback is in the job's "
+        f"{work} crashed with {type(exc).__name__}: {first}. The traceback is in the job's "
         f"log (`ia3 jobs logs {job_id}`); fix the cause and retry the job."
     )

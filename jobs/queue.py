@@ -75,6 +75,33 @@ def enqueue(
     raises to refuse: a limit it checks holds however many requests arrive together.
     """
     spec_dict = validated_spec(spec)
+    return insert_job(
+        spec_dict,
+        owner=owner,
+        priority=priority,
+        max_attempts=max_attempts,
+        data_files=data_paths(spec_dict) if upload_data else {},
+        max_seconds=max_seconds,
+        room=room,
+        db=db,
+    )
+
+
+def insert_job(
+    spec_dict: dict,
+    *,
+    kind: str = "train",
+    owner: str | None = None,
+    priority: int = 0,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    data_files: dict | None = None,
+    max_seconds: float | None = None,
+    room: Callable[[Connection], None] | None = None,
+    db=None,
+) -> int:
+    """Add one queued job of `kind` whose spec is already validated (enqueue for training,
+    jobs.predict_jobs for predictions); `data_files` (field -> path: data, eval_data) are
+    copied into the database as the owner's datasets."""
     if int(max_attempts) < 1:
         raise JobError(f"max_attempts must be at least 1, got {max_attempts}.")
     if max_seconds is not None and not float(max_seconds) > 0:
@@ -84,13 +111,13 @@ def enqueue(
             _lock_enqueues(conn)
             room(conn)
         blob_ids = {}
-        if upload_data:
-            for field, path in data_paths(spec_dict).items():
-                blob_ids[field] = blobs.store_dataset(conn, path, owner=owner)
+        for field, path in (data_files or {}).items():
+            blob_ids[field] = blobs.store_dataset(conn, path, owner=owner)
         job_id = conn.scalar(
             insert(Job)
             .values(
                 status=Status.QUEUED,
+                kind=kind,
                 spec=spec_dict,
                 owner=owner,
                 priority=int(priority),
@@ -105,7 +132,9 @@ def enqueue(
             )
             .returning(Job.id)
         )
-    log.info("job %s queued (model %s, priority %s)", job_id, spec_dict.get("model"), priority)
+    log.info(
+        "%s job %s queued (model %s, priority %s)", kind, job_id, spec_dict.get("model"), priority
+    )
     return job_id
 
 
@@ -345,9 +374,11 @@ def finish_job(
     message: str | None = None,
     *,
     adapter_id: int | None = None,
+    result_blob_id: int | None = None,
     attempt: int = 0,
 ) -> bool:
-    """Move a running job held by `worker` to done, failed or cancelled, inside `conn`.
+    """Move a running job held by `worker` to done, failed or cancelled, inside `conn`
+    (a training job's adapter, a predict job's output file go with it).
 
     Returns False when the worker no longer holds it; the caller must then roll back
     anything it did in the same transaction (such as registering the adapter).
@@ -357,6 +388,8 @@ def finish_job(
     values: dict[str, Any] = {"status": status, "message": message, "finished_at": utcnow()}
     if adapter_id is not None:
         values["adapter_id"] = adapter_id
+    if result_blob_id is not None:
+        values["result_blob_id"] = result_blob_id
     done = conn.execute(
         update(Job).where(Job.id == job_id, _held_by(worker)).values(**values)
     ).rowcount

@@ -14,11 +14,14 @@ import threading
 import uuid
 from collections.abc import Callable
 
+from ia3engine.serve.predict_file import predict_file
 from ia3engine.training.loading import BaseCache
 from ia3engine.training.run import train
 from jobs import queue
 from jobs.db import resolve
 from jobs.job_run import JobRun
+from jobs.predict_jobs import KIND as PREDICT
+from jobs.predict_run import PredictRun
 from jobs.status import FINISHED
 
 log = logging.getLogger(__name__)
@@ -36,6 +39,8 @@ class Worker:
     stale_after_s: a running job without a heartbeat for this long is taken back (and
     heartbeat_s must be well below it); cancel_poll_s: how often a cancel is looked for;
     step_event_s: at most one stored step event per this many seconds (0 = every step).
+    A job of kind "predict" runs predict_fn over its file (jobs/predict_run.py); every other
+    job trains with train_fn.
     """
 
     def __init__(
@@ -50,6 +55,7 @@ class Worker:
         cancel_poll_s: float = 0.5,
         step_event_s: float = 0.5,
         train_fn: Callable | None = None,
+        predict_fn: Callable | None = None,
     ):
         self.engine = resolve(db_url)
         self.device = device
@@ -58,6 +64,7 @@ class Worker:
         self.heartbeat_s, self.cancel_poll_s = heartbeat_s, cancel_poll_s
         self.step_event_s = step_event_s
         self.train_fn = train_fn or train
+        self.predict_fn = predict_fn or predict_file  # predict jobs (kind "predict")
         self.base_cache = BaseCache()
         self.stopping = threading.Event()
 
@@ -66,7 +73,7 @@ class Worker:
         job = queue.claim_job(self.worker_id, stale_after_s=self.stale_after_s, db=self.engine)
         if job is None:
             return False
-        run = JobRun(self, job)
+        run = (PredictRun if job.kind == PREDICT else JobRun)(self, job)
         beat = threading.Thread(target=self._heartbeat, args=(run,), daemon=True)
         beat.start()
         try:

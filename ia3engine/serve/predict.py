@@ -165,8 +165,16 @@ class Predictor:
         )
 
     # ---- prediction ------------------------------------------------------------------------
-    def predict(self, texts: list[str], adapter_names: list[str | None] | None = None) -> list:
-        """One result per text: {"label", "probs"} (classify) or {"text"} (generate)."""
+    def predict(
+        self,
+        texts: list[str],
+        adapter_names: list[str | None] | None = None,
+        *,
+        max_new_tokens: int | None = None,
+    ) -> list:
+        """One result per text: {"label", "probs"} (classify) or {"text"} (generate).
+
+        max_new_tokens bounds generation (None: the task's default)."""
         names = list(adapter_names) if adapter_names is not None else [None] * len(texts)
         if len(names) != len(texts):
             raise AdapterError(
@@ -181,8 +189,18 @@ class Predictor:
         for i, owner in enumerate(owners):
             batches[self._batch_key(owner)].append(i)
         for rows in batches.values():
-            self._predict_rows(rows, texts, names, owners, results)
+            self._predict_rows(rows, texts, names, owners, results, max_new_tokens)
         return results
+
+    def truncated(self, texts: list[str], name: str | None = None) -> int:
+        """How many of `texts` are longer than the tokens the adapter reads (its training
+        max_length): those are cut, as training cut them."""
+        owner = name or self._owner_for([])
+        info = self.adapters[owner]
+        limit = info["task_obj"].max_length
+        rendered = [render_input(info, text) for text in texts]
+        lengths = self._tokenizer(rendered, add_special_tokens=True)["input_ids"]
+        return sum(len(ids) > limit for ids in lengths)
 
     def _owner_for(self, names: list) -> str:
         """Whose labels (and head) an untuned row uses: the batch's first adapter, else the last added."""
@@ -202,7 +220,7 @@ class Predictor:
         return ("group", info["group"]) if self._kind == "encoder" else ("owner", owner)
 
     @torch.no_grad()
-    def _predict_rows(self, rows, texts, names, owners, results) -> None:
+    def _predict_rows(self, rows, texts, names, owners, results, max_new_tokens=None) -> None:
         first = self.adapters[owners[rows[0]]]
         model = self._groups[first["group"]]
         task = first["task_obj"]
@@ -214,7 +232,9 @@ class Predictor:
             else:
                 routed.append(owners[i] + UNTUNED_SUFFIX if self._kind == "encoder" else BASE)
         if self.task_name == "generate":
-            outputs = task.generate(model, inputs, adapter_names=routed)
+            outputs = task.generate(
+                model, inputs, adapter_names=routed, max_new_tokens=max_new_tokens
+            )
             for i, text in zip(rows, outputs, strict=True):
                 results[i] = {"text": text}
             return
