@@ -31,13 +31,17 @@ def job_choices(jobs: list[dict]) -> list[tuple[str, int]]:
     return choices
 
 
-def refresh_choices():
-    """The dropdown's choices from the person's jobs (the tab's list changed)."""
+def refresh_choices(drawn=None):
+    """(dropdown, drawn): the choices from the person's jobs when they differ from those
+    drawn last (the table changes at every step of a running job; the choices rarely do)."""
     try:
         jobs = job_actions.list_jobs(limit=100)
     except Exception:  # the tab's own refresh shows why; the choices stay as they were
-        return gr.skip()
-    return gr.Dropdown(choices=job_choices(jobs))
+        return gr.skip(), drawn
+    choices = job_choices(jobs)
+    if choices == drawn:
+        return gr.skip(), drawn
+    return gr.Dropdown(choices=choices), choices
 
 
 def _frame(table: dict) -> pd.DataFrame:
@@ -117,7 +121,8 @@ def build(job_list: gr.Dataframe) -> SimpleNamespace:
     """Lay out the accordion; its choices follow `job_list` (the tab's table of jobs)."""
     c = _layout()
     quiet = {"api_visibility": "private", "show_progress": "hidden"}
-    job_list.change(refresh_choices, None, c.jobs, **quiet)
+    drawn = gr.State(None)
+    job_list.change(refresh_choices, drawn, [c.jobs, drawn], **quiet)
     c.button.click(
         show,
         c.jobs,
