@@ -9,7 +9,8 @@ from pathlib import Path
 import gradio as gr
 from gradio.data_classes import FileData
 
-from app import access_share, adapter_actions, job_actions, predict_view, preview, serving
+from app import access_share, adapter_actions, compare, job_actions, predict_view, preview, serving
+from app.auth import current_actor
 from app.job_files import enqueue_with_uploads
 from app.messages import scrub, shown_as_error, shown_spec
 from app.uploads import uploaded_file
@@ -81,6 +82,12 @@ def job_log(job_id: int, tail: int = 50) -> list:
 def job_curves(job_id: int) -> dict:
     """Loss and eval-metric points of a job: {'loss': [...], 'metrics': [...]}."""
     return job_actions.curves(job_actions.job_events(job_id))
+
+
+def compare_jobs(job_ids: list[int]) -> dict:
+    """Two to eight of your training jobs side by side: curves ([{step, value, series}]),
+    the settings that differ and the final metrics ({headers, rows} each), adapter links."""
+    return compare.compare_jobs(job_ids, current_actor())
 
 
 def cancel_job(job_id: int) -> dict:
@@ -173,6 +180,7 @@ ENDPOINTS = [
     list_jobs,
     job_log,
     job_curves,
+    compare_jobs,
     cancel_job,
     retry_job,
     predict_file,
@@ -190,7 +198,8 @@ ENDPOINTS = [
 ]
 ENDPOINTS += access_share.ENDPOINTS  # share links: share_adapter, unshare_adapter, share_link
 # Reads may run side by side; predictions share one model pool, so they queue one at a time.
-_READS = {"job_status", "list_jobs", "job_log", "job_curves", "list_adapters", "adapter_info"}
+_READS = {"job_status", "list_jobs", "job_log", "job_curves", "compare_jobs"}
+_READS |= {"list_adapters", "adapter_info"}
 
 
 def register(data_dir: Path) -> None:
