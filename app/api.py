@@ -9,7 +9,15 @@ from pathlib import Path
 import gradio as gr
 from gradio.data_classes import FileData
 
-from app import access_share, adapter_actions, job_actions, predict_view, preview, serving
+from app import (
+    access_share,
+    adapter_actions,
+    job_actions,
+    predict_view,
+    preview,
+    publish_view,
+    serving,
+)
 from app.job_files import enqueue_with_uploads
 from app.messages import scrub, shown_as_error, shown_spec
 from app.uploads import uploaded_file
@@ -164,6 +172,14 @@ def export_merged(adapter_id: int) -> FileData:
     return FileData(path=adapter_actions.export_merged(adapter_id))
 
 
+def publish_adapter(adapter_id: int, repo: str, token: str = "", private: bool = True) -> dict:
+    """Push one of your adapters (weights, adapter_config.json, a model card with the Hub's
+    metadata) to the Hub repository `repo` (owner/name), private unless private=False. `token`
+    is a write token, used for this call only; on a Space with sign-in it may be empty.
+    Returns {'repo', 'url', 'private'}."""
+    return publish_view.publish_adapter(adapter_id, repo, token, private)
+
+
 ENDPOINTS = [
     describe_model,
     samples,
@@ -187,6 +203,7 @@ ENDPOINTS = [
     rename_adapter,
     delete_adapter,
     export_merged,
+    publish_adapter,
 ]
 ENDPOINTS += access_share.ENDPOINTS  # share links: share_adapter, unshare_adapter, share_link
 # Reads may run side by side; predictions share one model pool, so they queue one at a time.
