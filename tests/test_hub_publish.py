@@ -9,6 +9,7 @@ database.
 
 from __future__ import annotations
 
+import argparse
 import http.server
 import json
 import logging
@@ -26,7 +27,7 @@ from transformers import AutoModelForSequenceClassification
 from ia3engine import TrainSpec
 from ia3engine.training.card import hub_metadata, model_card, split_card, with_hub_metadata
 from ia3engine.training.run import train
-from jobs import hub_publish, registry
+from jobs import cli, hub_publish, registry
 from jobs.access import LOCAL, Actor, user
 from jobs.db import dispose_engines
 from jobs.errors import AccessDeniedError
@@ -146,7 +147,9 @@ def test_the_staged_folder_holds_exactly_the_pushed_files_and_peft_loads_it(
         stored = json.loads((trained / "training_info.json").read_text())["metrics"]
         (result,) = meta["model-index"][0]["results"]
         numbers = {k: v for k, v in stored.items() if type(v) in (int, float) and v == v}
-        assert {m["type"]: m["value"] for m in result["metrics"]} == pytest.approx(numbers, rel=1e-5)
+        assert {m["type"]: m["value"] for m in result["metrics"]} == pytest.approx(
+            numbers, rel=1e-5
+        )
         base = AutoModelForSequenceClassification.from_pretrained(minilm_path, num_labels=2)
         loaded = peft.PeftModel.from_pretrained(base, str(folder))
         ours = peft.PeftModel.from_pretrained(
@@ -312,3 +315,39 @@ def test_hub_refusals_name_the_fix_and_the_token_stays_out_of_messages_logs_and_
     dispose_engines()
     database = sqlite_db.removeprefix("sqlite:///")
     assert TOKEN.encode() not in open(database, "rb").read()
+
+
+# ia3 adapters publish ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def run(sqlite_db, monkeypatch, capsys):
+    """One `ia3 ...` command line against the test's SQLite database: (code, stdout, stderr)."""
+    monkeypatch.setenv("IA3_DATABASE_URL", sqlite_db)
+    parser = argparse.ArgumentParser(prog="ia3")
+    cli.add_commands(parser.add_subparsers(dest="command", required=True))
+
+    def invoke(*argv):
+        args = parser.parse_args([str(a) for a in argv])
+        code = args.func(args)
+        return (code, *capsys.readouterr())
+
+    return invoke
+
+
+def test_the_cli_writes_the_folder_it_would_push_and_needs_a_token(
+    run, trained, sqlite_db, tmp_path, monkeypatch
+):
+    adapter = registry.register_adapter(trained, name="reviews", db=sqlite_db)
+    code, out, _ = run("adapters", "publish", adapter, "me/reviews", "--dry-run", tmp_path / "o")
+    assert code == 0 and "me/reviews" in out
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == sorted(hub_publish.PUSHED)
+    assert run("adapters", "publish", adapter, "me/re--views")[0] == 1
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+    code, _, err = run("adapters", "publish", adapter, "me/reviews")
+    assert code == 1 and "HF_TOKEN" in err and "Traceback" not in err
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, out, err = run("adapters", "publish", adapter, "me/reviews")
+    assert code == 1 and "HF_HUB_OFFLINE" in err and TOKEN not in out + err
