@@ -59,12 +59,14 @@ def publish_adapter(
 ) -> dict:
     """Push one of this person's adapters to a Hub repository (private unless asked otherwise);
     returns {"repo", "url", "private"}."""
-    if adapter_id in (None, ""):
-        raise hub_publish.PublishError("Pick one of your adapters first.")
+    try:
+        adapter = int(adapter_id)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise hub_publish.PublishError("Pick one of your adapters first.") from None
     actor = auth.current_actor()
     oauth = access_mode.active().mode == "oauth" and actor.signed_in
     return hub_publish.publish(
-        int(adapter_id),
+        adapter,
         repo,
         token=_token(token),
         actor=actor,

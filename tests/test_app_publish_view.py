@@ -59,8 +59,9 @@ def test_the_handler_explains_and_clears_the_token(adapter, monkeypatch):
         note, box = publish_view._publish(adapter, "me/mine", TOKEN, True)
         assert "HF_HUB_OFFLINE" in note and TOKEN not in note
         assert box.value == ""
-        note, _ = publish_view._publish(None, "me/mine", TOKEN, True)
-        assert "Pick one of your adapters" in note
+        for nothing in (None, "", "1; drop table"):
+            note, _ = publish_view._publish(nothing, "me/mine", TOKEN, True)
+            assert "Pick one of your adapters" in note
         note, _ = publish_view._publish(adapter, "me/mine", "", True)
         assert "No Hugging Face token" in note
     with acting_as(user("bob")):
