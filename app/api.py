@@ -9,7 +9,16 @@ from pathlib import Path
 import gradio as gr
 from gradio.data_classes import FileData
 
-from app import access_share, adapter_actions, compare, job_actions, predict_view, preview, serving
+from app import (
+    access_share,
+    adapter_actions,
+    compare,
+    job_actions,
+    predict_view,
+    preview,
+    publish_view,
+    serving,
+)
 from app.auth import current_actor
 from app.job_files import enqueue_with_uploads
 from app.messages import scrub, shown_as_error, shown_spec
@@ -171,6 +180,14 @@ def export_merged(adapter_id: int) -> FileData:
     return FileData(path=adapter_actions.export_merged(adapter_id))
 
 
+def publish_adapter(adapter_id: int, repo: str, token: str = "", private: bool = True) -> dict:
+    """Push one of your adapters (weights, adapter_config.json, a model card with the Hub's
+    metadata) to the Hub repository `repo` (owner/name), private unless private=False. `token`
+    is a write token, used for this call only; on a Space with sign-in it may be empty.
+    Returns {'repo', 'url', 'private'}."""
+    return publish_view.publish_adapter(adapter_id, repo, token, private)
+
+
 ENDPOINTS = [
     describe_model,
     samples,
@@ -195,6 +212,7 @@ ENDPOINTS = [
     rename_adapter,
     delete_adapter,
     export_merged,
+    publish_adapter,
 ]
 ENDPOINTS += access_share.ENDPOINTS  # share links: share_adapter, unshare_adapter, share_link
 # Reads may run side by side; predictions share one model pool, so they queue one at a time.
