@@ -67,10 +67,19 @@ def jobs_table(jobs: list[dict]) -> pd.DataFrame:
                 _progress_text(job),
                 f"{loss:.4f}" if isinstance(loss, float) else "—",
                 str(job.get("created_at") or "")[:19].replace("T", " "),
-                f"#{job['adapter_id']}" if job.get("adapter_id") else "",
+                _adapter_cell(job),
             ]
         )
     return pd.DataFrame(rows, columns=TABLE_HEADERS)
+
+
+def _adapter_cell(job: dict) -> str:
+    """A training job's adapter (the one it made); a predict job's (the one it used) or base."""
+    if job.get("kind") == "predict":
+        spec = job.get("spec") or {}
+        used = spec.get("adapter_id")
+        return f"#{used} {spec.get('adapter_name') or ''}".strip() if used else "base"
+    return f"#{job['adapter_id']}" if job.get("adapter_id") else ""
 
 
 def job_choices(jobs: list[dict]) -> list[tuple[str, int]]:
@@ -119,15 +128,17 @@ MAIN_METRICS = ("eval accuracy", "eval exact_match", "eval f1")
 LOSS_COLORS = {"train loss": "#2563eb", "eval loss": "#f97316"}
 
 
-def _metric_plot(points: list[dict]):
+def _metric_plot(points: list[dict], visible: bool = True):
     """The validation metric that matters most (accuracy, else exact match, ...), alone."""
     series = list(dict.fromkeys(p["series"] for p in points))
     main = next((m for m in MAIN_METRICS if m in series), series[0] if series else None)
     if main is None:
-        return gr.LinePlot(value=None, label="Validation metric")
+        return gr.LinePlot(value=None, label="Validation metric", visible=visible)
     chosen = [p for p in points if p["series"] == main]
     label = "Validation " + main.removeprefix("eval ").replace("_", " ")
-    return gr.LinePlot(value=_curve_frame(chosen), label=label, y_title=label.split()[-1])
+    return gr.LinePlot(
+        value=_curve_frame(chosen), label=label, y_title=label.split()[-1], visible=visible
+    )
 
 
 def _curve_frame(points: list[dict]) -> pd.DataFrame | None:
@@ -150,10 +161,11 @@ def _detail(job_id, config: StudioConfig):
     log = "\n".join(job_actions.log_lines(events))
     active = job["status"] in ACTIVE
     retry = job["status"] in sources("retry")
+    plots = job.get("kind") != "predict"  # a predict job counts rows: no curves to draw
     return (
         progress_html(job),
-        _curve_frame(curves["loss"]),
-        _metric_plot(curves["metrics"]),
+        gr.LinePlot(value=_curve_frame(curves["loss"]), visible=plots),
+        _metric_plot(curves["metrics"], visible=plots),
         log,
         active,
         retry,
@@ -173,13 +185,17 @@ def _refresh(selected, drawn, config: StudioConfig):
         jobs = job_actions.list_jobs(limit=100)
     except Exception as error:
         return (gr.skip(), gr.skip(), field_note(explain(error))) + unchanged + (drawn,)
+    # The page's choice is never sent back: a tick sent before a click (or before the jump to a
+    # just-queued job) lands after it, and would put the old job back. Only a missing one is.
+    page_choice = selected
     if selected not in [j["id"] for j in jobs]:
         selected = default_job(jobs)
     out_table, out_choice = gr.skip(), gr.skip()
     table_key = json.dumps([[j["id"], j["status"], j.get("step"), j.get("loss")] for j in jobs])
     if table_key != drawn.get("table") or selected != drawn.get("selected"):
         out_table = jobs_table(jobs)
-        out_choice = gr.Dropdown(choices=job_choices(jobs), value=selected)
+        chosen = {} if selected == page_choice else {"value": selected}
+        out_choice = gr.Dropdown(choices=job_choices(jobs), **chosen)
         drawn["table"] = table_key
     job = next((j for j in jobs if j["id"] == selected), None)
     detail_key = json.dumps([selected, job], default=str)
