@@ -105,7 +105,10 @@ def progress_html(job: dict) -> str:
     share = 100.0 if status == Status.DONE else (100.0 * step / total if total else 0.0)
     model, data = _describe_job(job)
     unit = "Row" if job.get("kind") == "predict" else "Step"  # a predict job counts rows
-    facts = [f"{unit} {step} of {total} ({share:.0f} %)" if total else "Waiting for a worker"]
+    waiting = "Waiting for a worker"
+    if status == Status.RUNNING:
+        waiting = "Starting: loading the model and data"
+    facts = [f"{unit} {step} of {total} ({share:.0f} %)" if total else waiting]
     if status == Status.RUNNING:
         facts.append(f"ETA {_eta(job.get('eta_s'))}")
     if isinstance(job.get("loss"), float):
@@ -141,6 +144,15 @@ def _metric_plot(points: list[dict], visible: bool = True):
     )
 
 
+def _every_loss_series(points: list[dict]) -> list[dict]:
+    """The plot fixes its colours when it first draws: a series that appears later (validation
+    loss) would stay uncoloured, unseen. So both are named from the first point on; one still
+    without points gets a copy of the first point, and a one-point line draws nothing."""
+    named = {p["series"] for p in points}
+    missing = [name for name in LOSS_COLORS if points and name not in named]
+    return points + [{**points[0], "series": name} for name in missing]
+
+
 def _curve_frame(points: list[dict]) -> pd.DataFrame | None:
     """Plot data, or None while there are no points (an empty frame breaks the plot's colours)."""
     if not points:
@@ -164,7 +176,7 @@ def _detail(job_id, config: StudioConfig):
     plots = job.get("kind") != "predict"  # a predict job counts rows: no curves to draw
     return (
         progress_html(job),
-        gr.LinePlot(value=_curve_frame(curves["loss"]), visible=plots),
+        gr.LinePlot(value=_curve_frame(_every_loss_series(curves["loss"])), visible=plots),
         _metric_plot(curves["metrics"], visible=plots),
         log,
         active,

@@ -86,3 +86,16 @@ def test_the_log_names_the_untuned_start_instead_of_a_step_0_after_later_evaluat
         "10:00:02 eval before tuning (step 0): f1=0.25",
         "10:00:03 eval at step 16: f1=1",
     ]
+
+
+def test_the_loss_plot_names_the_validation_series_before_its_first_point():
+    """The plot keeps the colours of its first drawing; validation loss comes later."""
+    train = [{"step": 1, "value": 0.9, "series": "train loss"}]
+    points = jobs_tab._every_loss_series(train)
+    assert {p["series"] for p in points} == {"train loss", "eval loss"}
+    assert [p for p in points if p["series"] == "eval loss"] == [
+        {**train[0], "series": "eval loss"}
+    ]
+    both = train + [{"step": 2, "value": 0.8, "series": "eval loss"}]
+    assert jobs_tab._every_loss_series(both) == both
+    assert jobs_tab._every_loss_series([]) == []
