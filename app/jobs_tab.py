@@ -242,7 +242,11 @@ def _layout() -> SimpleNamespace:
     note = note_box("jobs-note")
     with gr.Row(equal_height=False):
         with gr.Column(scale=3, min_width=420):
-            selected = gr.Dropdown(label="Job", choices=[], elem_id="job-select")
+            # Custom values allowed: a refresh read before a job was queued may land after the
+            # jump to it, and Gradio would then refuse the job as not among the choices.
+            selected = gr.Dropdown(
+                label="Job", choices=[], allow_custom_value=True, elem_id="job-select"
+            )
             progress = gr.HTML(elem_id="job-progress")
         with gr.Column(scale=1, min_width=220):
             cancel = gr.Button(
