@@ -124,7 +124,9 @@ def log_lines(events: list[dict], tail: int = LOG_TAIL_LINES) -> list[str]:
             continue  # steps are in the progress bar and plot; they would flood the log
         elif kind == "eval":
             shown = ", ".join(f"{k}={_fmt(v)}" for k, v in (data.get("metrics") or {}).items())
-            text = f"eval at step {data.get('step')}: {shown}"
+            # The untuned start is scored after training, but stands for step 0.
+            when = "before tuning (step 0)" if data.get("before") else f"at step {data.get('step')}"
+            text = f"eval {when}: {shown}"
         elif kind == "checkpoint":
             text = f"checkpoint saved at step {data.get('step')}"
         elif kind == "failed":

@@ -67,10 +67,19 @@ def jobs_table(jobs: list[dict]) -> pd.DataFrame:
                 _progress_text(job),
                 f"{loss:.4f}" if isinstance(loss, float) else "—",
                 str(job.get("created_at") or "")[:19].replace("T", " "),
-                f"#{job['adapter_id']}" if job.get("adapter_id") else "",
+                _adapter_cell(job),
             ]
         )
     return pd.DataFrame(rows, columns=TABLE_HEADERS)
+
+
+def _adapter_cell(job: dict) -> str:
+    """A training job's adapter (the one it made); a predict job's (the one it used) or base."""
+    if job.get("kind") == "predict":
+        spec = job.get("spec") or {}
+        used = spec.get("adapter_id")
+        return f"#{used} {spec.get('adapter_name') or ''}".strip() if used else "base"
+    return f"#{job['adapter_id']}" if job.get("adapter_id") else ""
 
 
 def job_choices(jobs: list[dict]) -> list[tuple[str, int]]:
@@ -96,7 +105,10 @@ def progress_html(job: dict) -> str:
     share = 100.0 if status == Status.DONE else (100.0 * step / total if total else 0.0)
     model, data = _describe_job(job)
     unit = "Row" if job.get("kind") == "predict" else "Step"  # a predict job counts rows
-    facts = [f"{unit} {step} of {total} ({share:.0f} %)" if total else "Waiting for a worker"]
+    waiting = "Waiting for a worker"
+    if status == Status.RUNNING:
+        waiting = "Starting: loading the model and data"
+    facts = [f"{unit} {step} of {total} ({share:.0f} %)" if total else waiting]
     if status == Status.RUNNING:
         facts.append(f"ETA {_eta(job.get('eta_s'))}")
     if isinstance(job.get("loss"), float):
@@ -119,15 +131,26 @@ MAIN_METRICS = ("eval accuracy", "eval exact_match", "eval f1")
 LOSS_COLORS = {"train loss": "#2563eb", "eval loss": "#f97316"}
 
 
-def _metric_plot(points: list[dict]):
+def _metric_plot(points: list[dict], visible: bool = True):
     """The validation metric that matters most (accuracy, else exact match, ...), alone."""
     series = list(dict.fromkeys(p["series"] for p in points))
     main = next((m for m in MAIN_METRICS if m in series), series[0] if series else None)
     if main is None:
-        return gr.LinePlot(value=None, label="Validation metric")
+        return gr.LinePlot(value=None, label="Validation metric", visible=visible)
     chosen = [p for p in points if p["series"] == main]
     label = "Validation " + main.removeprefix("eval ").replace("_", " ")
-    return gr.LinePlot(value=_curve_frame(chosen), label=label, y_title=label.split()[-1])
+    return gr.LinePlot(
+        value=_curve_frame(chosen), label=label, y_title=label.split()[-1], visible=visible
+    )
+
+
+def _every_loss_series(points: list[dict]) -> list[dict]:
+    """The plot fixes its colours when it first draws: a series that appears later (validation
+    loss) would stay uncoloured, unseen. So both are named from the first point on; one still
+    without points gets a copy of the first point, and a one-point line draws nothing."""
+    named = {p["series"] for p in points}
+    missing = [name for name in LOSS_COLORS if points and name not in named]
+    return points + [{**points[0], "series": name} for name in missing]
 
 
 def _curve_frame(points: list[dict]) -> pd.DataFrame | None:
@@ -150,10 +173,11 @@ def _detail(job_id, config: StudioConfig):
     log = "\n".join(job_actions.log_lines(events))
     active = job["status"] in ACTIVE
     retry = job["status"] in sources("retry")
+    plots = job.get("kind") != "predict"  # a predict job counts rows: no curves to draw
     return (
         progress_html(job),
-        _curve_frame(curves["loss"]),
-        _metric_plot(curves["metrics"]),
+        gr.LinePlot(value=_curve_frame(_every_loss_series(curves["loss"])), visible=plots),
+        _metric_plot(curves["metrics"], visible=plots),
         log,
         active,
         retry,
@@ -173,13 +197,17 @@ def _refresh(selected, drawn, config: StudioConfig):
         jobs = job_actions.list_jobs(limit=100)
     except Exception as error:
         return (gr.skip(), gr.skip(), field_note(explain(error))) + unchanged + (drawn,)
+    # The page's choice is never sent back: a tick sent before a click (or before the jump to a
+    # just-queued job) lands after it, and would put the old job back. Only a missing one is.
+    page_choice = selected
     if selected not in [j["id"] for j in jobs]:
         selected = default_job(jobs)
     out_table, out_choice = gr.skip(), gr.skip()
     table_key = json.dumps([[j["id"], j["status"], j.get("step"), j.get("loss")] for j in jobs])
     if table_key != drawn.get("table") or selected != drawn.get("selected"):
         out_table = jobs_table(jobs)
-        out_choice = gr.Dropdown(choices=job_choices(jobs), value=selected)
+        chosen = {} if selected == page_choice else {"value": selected}
+        out_choice = gr.Dropdown(choices=job_choices(jobs), **chosen)
         drawn["table"] = table_key
     job = next((j for j in jobs if j["id"] == selected), None)
     detail_key = json.dumps([selected, job], default=str)
@@ -214,7 +242,11 @@ def _layout() -> SimpleNamespace:
     note = note_box("jobs-note")
     with gr.Row(equal_height=False):
         with gr.Column(scale=3, min_width=420):
-            selected = gr.Dropdown(label="Job", choices=[], elem_id="job-select")
+            # Custom values allowed: a refresh read before a job was queued may land after the
+            # jump to it, and Gradio would then refuse the job as not among the choices.
+            selected = gr.Dropdown(
+                label="Job", choices=[], allow_custom_value=True, elem_id="job-select"
+            )
             progress = gr.HTML(elem_id="job-progress")
         with gr.Column(scale=1, min_width=220):
             cancel = gr.Button(

@@ -125,12 +125,15 @@ def wait_gone(pids: list[int], timeout_s: float = 30.0) -> list[int]:
 
 
 @contextmanager
-def running_studio(data_dir: Path, workers: int = 1):
-    """`ia3 studio` on a free port with `workers` embedded worker processes."""
+def running_studio(data_dir: Path, workers: int = 1, env: dict[str, str] | None = None):
+    """`ia3 studio` on a free port with `workers` embedded worker processes; `env` adds
+    variables (IA3_USERS for password sign-in, ...)."""
     port = free_port()
     log = data_dir / "studio.log"
+    extra = env or {}
     env = dict(os.environ, IA3_DATA_DIR=str(data_dir), HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
     env.pop("IA3_DATABASE_URL", None)  # the studio's own SQLite file in data_dir
+    env.update(extra)
     command = [sys.executable, "-m", "app.cli", "studio", "--port", str(port)]
     command += ["--data-dir", str(data_dir), "--workers", str(workers)]
     with open(log, "w") as sink:

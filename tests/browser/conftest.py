@@ -5,13 +5,17 @@ Chromium runs headless through Playwright with every non-local request blocked. 
 saves screenshots of its steps under test-output/<test name>/.
 """
 
+import csv
 import os
 import shutil
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect, sync_playwright
+from studio_page import NEWCOMER
 from studio_support import running_studio
+
+from app import access_users
 
 ROOT = Path(__file__).resolve().parents[2]
 OUTPUT = ROOT / "test-output"
@@ -41,6 +45,29 @@ def studio(tmp_path_factory):
     """`ia3 studio` with one embedded worker, on a free port and a fresh data directory."""
     with running_studio(tmp_path_factory.mktemp("studio-data")) as running:
         yield running
+
+
+@pytest.fixture(scope="module")
+def signed_in_studio(tmp_path_factory):
+    """`ia3 studio` with password sign-in: one account (NEWCOMER) that has done nothing yet."""
+    data = tmp_path_factory.mktemp("signed-in-studio")
+    users = data / "users.txt"
+    access_users.add_user(users, *NEWCOMER)
+    with running_studio(data, env={"IA3_USERS": str(users)}) as running:
+        yield running
+
+
+@pytest.fixture
+def reviews_csv(tmp_path):
+    """The sample sentiment rows under other column names, with an id column to ignore."""
+    with open(ROOT / "examples/data/sentiment_train.csv", newline="") as source:
+        rows = list(csv.DictReader(source))
+    path = tmp_path / "my_reviews.csv"
+    with open(path, "w", newline="") as target:
+        writer = csv.writer(target)
+        writer.writerow(["id", "comment", "verdict"])
+        writer.writerows([i, row["text"], row["label"]] for i, row in enumerate(rows))
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,17 @@
-"""Helpers that drive the studio's page the way a person does."""
+"""Helpers that drive the studio's page the way a person does, shared by the browser tests.
 
+Each waits on what the page shows (never on a clock) and asserts what the step promises.
+"""
+
+import re
 from pathlib import Path
 
+from playwright.sync_api import expect
+
 ROOT = Path(__file__).resolve().parents[2]
+NEWCOMER = ("newcomer", "newcomer-password-2026")  # the signed-in studio's one account
+# A server path in a message (the UI must never show one).
+SERVER_PATH = re.compile(r"(/(tmp|home|root|work|usr|var|srv|opt)/|site-packages|\.py\b)")
 
 
 def open_studio(context, url: str):
@@ -14,7 +23,193 @@ def open_studio(context, url: str):
     return page
 
 
+def sign_in(context, url: str, name: str, password: str, filled=None):
+    """A new page through the studio's sign-in form, signed in as `name` and ready to use;
+    `filled(page)` is called once the form is filled in (to take its picture)."""
+    page = context.new_page()
+    page.goto(url, wait_until="domcontentloaded")
+    page.get_by_label(re.compile("username", re.I)).fill(name)
+    page.get_by_label(re.compile("password", re.I)).fill(password)
+    if filled is not None:
+        filled(page)
+    page.get_by_role("button", name=re.compile("log ?in|sign ?in", re.I)).click()
+    page.locator("#intro").wait_for(timeout=60_000)
+    expect(page.locator("#signed-in-as")).to_contain_text(f"Signed in as {name}")
+    return page
+
+
 def choose(page, elem_id: str, option: str):
     """Pick `option` in the dropdown with `elem_id`, as a person does with the mouse."""
     page.locator(f"#{elem_id} input").click()
     page.locator(f"#{elem_id} li[role=option][aria-label='{option}']").click()
+
+
+def choose_starting(page, elem_id: str, start: str):
+    """Pick the option of the dropdown `elem_id` whose text starts with `start` (job and adapter
+    choices carry a status or details after their number)."""
+    page.locator(f"#{elem_id} input").click()
+    page.locator(f"#{elem_id} li[role=option][aria-label^='{start}']").first.click()
+
+
+def upload_dataset(page, path: Path, text_column: str, label_column: str):
+    """Upload `path` in the Train tab and map its text and label columns."""
+    page.get_by_label("Upload a file").check()
+    page.locator("#data-upload input[type=file]").set_input_files(str(path))
+    expect(page.locator("#data-note .note-ok")).to_contain_text("Read")
+    choose(page, "text-column", text_column)
+    choose(page, "label-column", label_column)
+    expect(page.locator("#mapping-note .note-ok")).to_contain_text("Columns mapped")
+
+
+def set_sliders(page, values: dict[str, int]) -> None:
+    """Type each value into its slider's number box until all of them hold together: on a busy
+    machine a box may be drawn again after the accordion opens, or after a later control
+    changes, and drop what was typed (seen as the slider's start value coming back)."""
+    boxes = {key: page.locator(f"#{key} input[type=number]") for key in values}
+    for _ in range(4):
+        for key, box in boxes.items():
+            if box.input_value() != str(values[key]):
+                box.fill(str(values[key]))
+                box.press("Tab")
+        page.wait_for_timeout(500)
+        if all(box.input_value() == str(values[key]) for key, box in boxes.items()):
+            break
+    for key, box in boxes.items():
+        expect(box).to_have_value(str(values[key]))
+
+
+def short_run(page, steps: int, eval_every: int, max_length: int = 64, lr=None, name=None):
+    """Set a short run in the Train tab's advanced settings (opened when closed): batch 8,
+    `steps`, an evaluation every `eval_every` steps, optionally a learning rate and a name."""
+    if not page.locator("#steps").is_visible():
+        page.get_by_text("Advanced settings").click()
+    choose(page, "batch-size", "8")
+    if lr is not None:
+        choose(page, "lr", lr)
+    set_sliders(page, {"steps": steps, "eval-every": eval_every, "max-length": max_length})
+    if name is not None:
+        box = page.locator("#adapter-name textarea, #adapter-name input").first
+        box.fill(name)
+        expect(box).to_have_value(name)
+
+
+def queue_training(page) -> int:
+    """Press "Queue training": the Jobs tab opens on the new job. Returns its id."""
+    return _queue_new_job(page, "queue-button", "queue-note")
+
+
+def _queue_new_job(page, button_id: str, note_id: str) -> int:
+    """Press `button_id`; its note (which may still name the previous job) names a new job,
+    and the Jobs tab opens on it. Returns the job's id."""
+    note = page.locator(f"#{note_id}")
+    before = re.search(r"Job #(\d+) queued", note.text_content() or "")
+    other = rf"(?!{before.group(1)}\b)" if before else ""  # not the job it named before
+    page.locator(f"#{button_id}").click()
+    expect(note.locator(".note-ok")).to_contain_text(re.compile(rf"Job #{other}\d+ queued"))
+    job_id = int(re.search(r"Job #(\d+) queued", note.text_content()).group(1))
+    expect(page.get_by_role("tab", name="Jobs")).to_have_attribute("aria-selected", "true")
+    expect(page.locator("#job-progress")).to_contain_text(f"Job #{job_id} ·")
+    return job_id
+
+
+def step_shown(page) -> int:
+    match = re.search(r"Step (\d+) of", page.locator("#job-progress").inner_text())
+    return int(match.group(1)) if match else 0
+
+
+def select_job(page, job_id: int):
+    """Follow job `job_id` in the Jobs tab, picked in its dropdown."""
+    choose_starting(page, "job-select", f"#{job_id} ·")
+    expect(page.locator("#job-progress")).to_contain_text(f"Job #{job_id} ·")
+
+
+def wait_done(page, job_id: int, timeout: float = 600_000):
+    """Until the followed job `job_id` shows as done (it stays the one followed meanwhile)."""
+    progress = page.locator("#job-progress")
+    expect(progress.locator(".badge-done")).to_be_visible(timeout=timeout)
+    expect(progress).to_contain_text(f"Job #{job_id} ·")
+
+
+def plot_drawn(page, elem_id: str):
+    """The plot `elem_id` is shown and Vega has drawn a line in it (an SVG path with a size)."""
+    expect(page.locator(f"#{elem_id} .vega-embed .mark-line path").first).to_be_visible()
+
+
+def fill_prediction(page, adapter: str, path: Path):
+    """In the Predict tab, choose the adapter whose choice starts with `adapter` ("#1 name")
+    and upload `path`."""
+    page.get_by_role("tab", name="Predict").click()
+    choose_starting(page, "predict-adapter", adapter)
+    expect(page.locator("#predict-base")).to_be_hidden()  # the adapter brings its own base
+    page.locator("#predict-file input[type=file]").set_input_files(str(path))
+    expect(page.locator(f"#predict-file a[href*='{path.name}']").first).to_be_attached()
+
+
+def queue_prediction(page) -> int:
+    """Press "Predict the file": the Jobs tab opens on the predict job. Returns its id."""
+    return _queue_new_job(page, "predict-button", "predict-note")
+
+
+def download_prediction(page, folder: Path) -> Path:
+    """Save the followed predict job's file with the Jobs tab's download button."""
+    button = page.locator("#prediction-download")
+    expect(button).to_be_visible()
+    with page.expect_download() as download:
+        button.click()
+    target = folder / download.value.suggested_filename
+    download.value.save_as(target)
+    return target
+
+
+def open_insights(page, classes: tuple[str, ...]):
+    """The followed finished training job's validation insights: the confusion matrices (after
+    and before tuning) are drawn images, and the per-class table names one of `classes`."""
+    insights = page.locator("#insights")
+    expect(insights).to_be_attached()
+    toggle = insights.locator("button.label-wrap")  # when the insights sit in an accordion
+    if toggle.count() and not page.locator("#insights-confusion").is_visible():
+        toggle.first.click()
+    for elem_id in ("insights-confusion", "insights-confusion-before"):
+        image = page.locator(f"#{elem_id} img").first
+        expect(image).to_be_visible()
+        image.scroll_into_view_if_needed()
+        page.wait_for_function(
+            "image => image.complete && image.naturalWidth > 0", arg=image.element_handle()
+        )
+    names = re.compile("|".join(re.escape(name) for name in classes))
+    expect(page.locator("#insights-per-class")).to_contain_text(names)
+
+
+def compare_runs(page, job_ids: list[int], differing: tuple[str, ...]):
+    """Compare `job_ids` in the Jobs tab's "Compare runs": the settings table shows each of the
+    `differing` values (a setting the runs do not share), the plot is drawn, and each run's
+    adapter is linked."""
+    page.get_by_text("Compare runs").click()
+    expect(page.locator("#compare-jobs")).to_be_visible()
+    for job_id in job_ids:
+        choose_starting(page, "compare-jobs", f"#{job_id} ")
+    page.keyboard.press("Escape")  # close the open option list
+    page.locator("#compare-button").click()
+    settings = page.locator("#compare-settings")
+    for value in differing:
+        expect(settings).to_contain_text(value)
+    expect(page.locator("#compare-metrics")).to_contain_text(re.compile(r"\d"))
+    plot_drawn(page, "compare-plot")
+    links = page.locator("#compare-links a[href*='adapters/']")
+    expect(links).to_have_count(len(job_ids))
+
+
+def try_publish(page, repo: str):
+    """Try to publish the Adapters tab's adapter to `repo` without a token on a closed network:
+    the note names the missing token or the offline Hub, with no traceback and no server path."""
+    page.get_by_role("tab", name="Adapters").click()
+    page.get_by_text("Publish to the Hugging Face Hub").click()
+    expect(page.locator("#publish-private input")).to_be_checked()  # private by default
+    box = page.locator("#publish-repo textarea, #publish-repo input").first
+    box.fill(repo)
+    expect(box).to_have_value(repo)
+    page.locator("#publish-button").click()
+    note = page.locator("#publish-note")
+    expect(note).to_contain_text(re.compile("token|offline|network|reach", re.I))
+    expect(note).not_to_contain_text("Traceback")
+    assert not SERVER_PATH.search(note.inner_text()), note.inner_text()

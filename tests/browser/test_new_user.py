@@ -5,7 +5,6 @@ watch the job (reloading the page half way), compare base and tuned in the playg
 then download the zip and load it with peft: the same probabilities as the studio's.
 """
 
-import csv
 import json
 import re
 import zipfile
@@ -15,47 +14,12 @@ import torch
 from gradio_client import Client
 from peft import PeftModel
 from playwright.sync_api import expect
-from studio_page import ROOT, choose, open_studio
+from studio_page import open_studio, queue_training, short_run, step_shown, upload_dataset
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 pytestmark = pytest.mark.browser
 STEPS = 16  # a real but short run of the bundled MiniLM: long enough to reload mid-way
 TEXT = "The soup was cold and the waiter ignored us."
-
-
-@pytest.fixture
-def reviews_csv(tmp_path):
-    """The sample sentiment rows under other column names, with an id column to ignore."""
-    with open(ROOT / "examples/data/sentiment_train.csv", newline="") as source:
-        rows = list(csv.DictReader(source))
-    path = tmp_path / "my_reviews.csv"
-    with open(path, "w", newline="") as target:
-        writer = csv.writer(target)
-        writer.writerow(["id", "comment", "verdict"])
-        writer.writerows([i, row["text"], row["label"]] for i, row in enumerate(rows))
-    return path
-
-
-def set_sliders(page, values: dict[str, int]) -> None:
-    """Type each value into its slider's number box until all of them hold together: on a busy
-    machine a box may be drawn again after the accordion opens, or after a later control
-    changes, and drop what was typed (seen as the slider's start value coming back)."""
-    boxes = {key: page.locator(f"#{key} input[type=number]") for key in values}
-    for _ in range(4):
-        for key, box in boxes.items():
-            if box.input_value() != str(values[key]):
-                box.fill(str(values[key]))
-                box.press("Tab")
-        page.wait_for_timeout(500)
-        if all(box.input_value() == str(values[key]) for key, box in boxes.items()):
-            break
-    for key, box in boxes.items():
-        expect(box).to_have_value(str(values[key]))
-
-
-def step_shown(page) -> int:
-    match = re.search(r"Step (\d+) of", page.locator("#job-progress").inner_text())
-    return int(match.group(1)) if match else 0
 
 
 def test_new_user_trains_follows_compares_and_downloads(
@@ -66,25 +30,17 @@ def test_new_user_trains_follows_compares_and_downloads(
     expect(page.locator("#model-summary")).to_contain_text("16,898 parameters")
     shots(page, "opened-with-defaults")
 
-    page.get_by_label("Upload a file").check()
-    page.locator("#data-upload input[type=file]").set_input_files(str(reviews_csv))
+    upload_dataset(page, reviews_csv, "comment", "verdict")
     expect(page.locator("#data-note .note-ok")).to_contain_text("Read 300 rows")
-    choose(page, "text-column", "comment")
-    choose(page, "label-column", "verdict")
-    expect(page.locator("#mapping-note .note-ok")).to_contain_text("Columns mapped")
     expect(page.locator("#class-balance")).to_contain_text("negative")
     expect(page.locator("#class-balance")).to_contain_text("positive")
     shots(page, "uploaded-and-mapped")
 
-    page.get_by_text("Advanced settings").click()
-    choose(page, "batch-size", "8")
-    set_sliders(page, {"steps": STEPS, "eval-every": 8, "max-length": 64})
+    short_run(page, steps=STEPS, eval_every=8)
     shots(page, "short-run-settings")
-    page.locator("#queue-button").click()
+    assert queue_training(page) == 1
 
     progress = page.locator("#job-progress")
-    expect(page.get_by_role("tab", name="Jobs")).to_have_attribute("aria-selected", "true")
-    expect(progress).to_contain_text("Job #1")
     expect(progress.locator(".badge-running")).to_be_visible(timeout=120_000)
     expect(progress).to_contain_text(re.compile(rf"Step [1-9]\d* of {STEPS}"), timeout=120_000)
     before_reload = step_shown(page)
