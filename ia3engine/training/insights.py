@@ -1,0 +1,174 @@
+"""Validation insights: what a model got right and wrong on the validation rows.
+
+Measured by train() on the validation split it already uses, once with the weights before
+step 1 ("before") and once with the final adapter ("after"). The result is plain JSON:
+
+    {"version": 1, "task": "classify" | "generate", "labels": [...], "rows": n looked at,
+     "rows_total": validation rows, "before": side, "after": side}
+
+A classification side: accuracy, per_class [{label, precision, recall, f1, support}],
+confusion (rows: true label, columns: predicted, counts), wrong rows (most confident mistakes
+first, capped) and wrong_total. A generation side: exact_match and rows [{prompt, reference,
+generated, exact_match}]. The work is bounded: MAX_CLASSIFY_ROWS rows are scored,
+MAX_GENERATE_ROWS generated with at most GENERATE_NEW_TOKENS new tokens each.
+"""
+
+from __future__ import annotations
+
+import torch
+
+SCHEMA_VERSION = 1
+MAX_CLASSIFY_ROWS = 2000  # validation rows scored for the confusion matrix and the tables
+MAX_WRONG_ROWS = 200  # mistakes kept, most confident first
+MAX_GENERATE_ROWS = 50  # prompts generated for the side-by-side table
+GENERATE_NEW_TOKENS = 32  # new tokens at most per generated row (greedy)
+TEXT_CHARS = 300  # texts, prompts and generations are cut to this many characters
+
+NO_ROWS = (
+    "No validation rows to look at: give an eval file with rows, or more training rows so the "
+    "validation share holds some, to see which rows the adapter gets wrong."
+)
+STOPPED = "The run was stopped before its final evaluation."
+
+
+def cut(text, limit: int = TEXT_CHARS) -> str:
+    """`text` as a string of at most `limit` characters (an ellipsis marks a cut)."""
+    text = "" if text is None else str(text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# Classification: the arithmetic on predictions ----------------------------------------------
+
+
+def confusion(predicted: list[int], truth: list[int], num_labels: int) -> list[list[int]]:
+    """Counts: row = true label, column = predicted label."""
+    counts = [[0] * num_labels for _ in range(num_labels)]
+    for p, t in zip(predicted, truth, strict=True):
+        counts[t][p] += 1
+    return counts
+
+
+def per_class(counts: list[list[int]], labels: list[str]) -> list[dict]:
+    """Precision, recall, F1 and support per label from a confusion matrix (0 where a ratio
+    has nothing to divide by, as scikit-learn's zero_division=0)."""
+    rows = []
+    for c, label in enumerate(labels):
+        tp = counts[c][c]
+        support = sum(counts[c])
+        predicted = sum(row[c] for row in counts)
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / support if support else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        rows.append(
+            {
+                "label": label,
+                "precision": precision,
+                "recall": recall,
+                "f1": f1,
+                "support": support,
+            }
+        )
+    return rows
+
+
+def wrong_rows(texts, truth, probs, labels, limit: int = MAX_WRONG_ROWS) -> list[dict]:
+    """The rows whose most probable label is not the true one, most confident first."""
+    found = []
+    for text, t, row in zip(texts, truth, probs, strict=True):
+        guess = max(range(len(row)), key=row.__getitem__)
+        if guess != t:
+            found.append((float(row[guess]), text, t, guess, row))
+    found.sort(key=lambda item: -item[0])
+    return [
+        {
+            "text": cut(text),
+            "true": labels[t],
+            "predicted": labels[guess],
+            "confidence": round(confidence, 4),
+            "probs": {label: round(float(p), 4) for label, p in zip(labels, row, strict=True)},
+        }
+        for confidence, text, t, guess, row in found[:limit]
+    ]
+
+
+def classify_side(texts, truth, probs, labels) -> dict:
+    """One side (before or after) of a classifier's insights from its class probabilities
+    (a list of per-row lists, or a tensor)."""
+    probs = probs.tolist() if torch.is_tensor(probs) else [list(r) for r in probs]
+    predicted = [max(range(len(r)), key=r.__getitem__) for r in probs]
+    counts = confusion(predicted, list(truth), len(labels))
+    right = sum(counts[c][c] for c in range(len(labels)))
+    mistakes = len(predicted) - right
+    return {
+        "accuracy": right / len(predicted) if predicted else 0.0,
+        "per_class": per_class(counts, labels),
+        "confusion": counts,
+        "wrong": wrong_rows(texts, truth, probs, labels),
+        "wrong_total": mistakes,
+    }
+
+
+# Generation ------------------------------------------------------------------------------
+
+
+def exact(generated: str, reference: str) -> bool:
+    """The exact-match rule of evaluation: the same text once outer spaces are stripped."""
+    return str(generated).strip() == str(reference).strip()
+
+
+def generate_side(prompts, references, generated) -> dict:
+    """One side of a generator's insights: each prompt with its reference and generation."""
+    rows = [
+        {
+            "prompt": cut(p),
+            "reference": cut(r),
+            "generated": cut(g),
+            "exact_match": exact(g, r),
+        }
+        for p, r, g in zip(prompts, references, generated, strict=True)
+    ]
+    hits = sum(row["exact_match"] for row in rows)
+    return {"exact_match": hits / len(rows) if rows else 0.0, "rows": rows}
+
+
+# Running the model -----------------------------------------------------------------------
+
+
+@torch.no_grad()
+def measure(task, model, data, batch_size: int) -> dict | None:
+    """One side of the insights for `model` (in eval mode) on the first rows of `data`."""
+    if len(data) == 0:
+        return None
+    if task.task == "generate":
+        count = min(len(data), MAX_GENERATE_ROWS)
+        rows = data.select(range(count))
+        prompts, refs = list(rows["prompt"]), list(rows["response"])
+        made = []
+        for i in range(0, count, batch_size):
+            made += task.generate(
+                model, prompts[i : i + batch_size], max_new_tokens=GENERATE_NEW_TOKENS
+            )
+        return generate_side(prompts, refs, made)
+    count = min(len(data), MAX_CLASSIFY_ROWS)
+    rows = data.select(range(count))
+    texts, truth = list(rows["text"]), list(rows["label"])
+    probs = torch.cat(
+        [task.probs(model, texts[i : i + batch_size]) for i in range(0, count, batch_size)]
+    )
+    return classify_side(texts, truth, probs, task.labels)
+
+
+def combine(task, data, before: dict | None, after: dict | None) -> dict | None:
+    """The insights document from its two sides; None when nothing was measured."""
+    if after is None:
+        return None
+    cap = MAX_GENERATE_ROWS if task.task == "generate" else MAX_CLASSIFY_ROWS
+    return {
+        "version": SCHEMA_VERSION,
+        "task": task.task,
+        "labels": list(task.labels),
+        "rows": min(len(data), cap),
+        "rows_total": len(data),
+        "before": before,
+        "after": after,
+    }
