@@ -105,6 +105,12 @@ def cancel_job(job_id: int, *, actor: Actor, db=None) -> queue.JobInfo:
     return queue.cancel_job(int(job_id), db=db)
 
 
+def job_insights(job_id: int, *, actor: Actor, db=None) -> dict | None:
+    """A training job's validation insights (None until a finished run stored them)."""
+    _job(job_id, actor, db)
+    return queue.job_insights(int(job_id), db=db)
+
+
 def retry_job(job_id: int, *, actor: Actor, limits: Limits | None = None, db=None) -> int:
     """Requeue a failed or cancelled job; it counts against the queue limits like a new one."""
     job = _job(job_id, actor, db)
