@@ -266,6 +266,19 @@ def get_adapter(adapter_id: int, *, actor: Actor, db=None) -> registry.AdapterIn
     return _adapter(adapter_id, actor, db)
 
 
+def adapter_insights(adapter_id: int, *, actor: Actor, db=None) -> dict | None:
+    """The validation insights of the job that trained the adapter (None for an imported
+    one). They hold validation rows, so only the owner or an admin reads them, never a
+    share-link visitor."""
+    info = _adapter(adapter_id, actor, db, write=True)
+    if info.job_id is None:
+        return None
+    try:
+        return queue.job_insights(int(info.job_id), db=db)
+    except JobError:  # the job row is gone
+        return None
+
+
 def adapter_folder(adapter_id: int, *, actor: Actor, db=None) -> Path:
     _adapter(adapter_id, actor, db)
     return registry.adapter_folder(int(adapter_id), db=db)

@@ -78,3 +78,18 @@ def test_only_the_owner_or_an_admin_reads_a_jobs_insights(db_url, base, reviews)
     assert str(theirs.value) == str(missing.value).replace(str(job_id + 1000), str(job_id))
     with pytest.raises(AccessDeniedError):
         access.job_insights(job_id, actor=access.ANONYMOUS, db=db_url)
+
+
+def test_an_adapters_insights_are_its_jobs_and_only_for_its_owner(db_url, base, reviews):
+    job_id = queue.enqueue(_spec(base, reviews), owner="ann", db=db_url)
+    assert Worker(db_url, step_event_s=0).run_one()
+    adapter_id = queue.get_job(job_id, db=db_url).adapter_id
+    ann = access.user("ann")
+    seen = access.adapter_insights(adapter_id, actor=ann, db=db_url)
+    assert seen == queue.job_insights(job_id, db=db_url) and seen is not None
+    visitor = access.Actor(None, shared_adapter=adapter_id)  # a share link opens the adapter
+    assert access.get_adapter(adapter_id, actor=visitor, db=db_url).id == adapter_id
+    for stranger in (access.user("bob"), visitor):
+        with pytest.raises(AccessDeniedError) as theirs:
+            access.adapter_insights(adapter_id, actor=stranger, db=db_url)
+        assert f"No adapter #{adapter_id} among yours" in str(theirs.value)
