@@ -9,7 +9,15 @@ from pathlib import Path
 import gradio as gr
 from gradio.data_classes import FileData
 
-from app import access_share, adapter_actions, job_actions, predict_view, preview, serving
+from app import (
+    access_share,
+    adapter_actions,
+    insights_view,
+    job_actions,
+    predict_view,
+    preview,
+    serving,
+)
 from app.job_files import enqueue_with_uploads
 from app.messages import scrub, shown_as_error, shown_spec
 from app.uploads import uploaded_file
@@ -81,6 +89,13 @@ def job_log(job_id: int, tail: int = 50) -> list:
 def job_curves(job_id: int) -> dict:
     """Loss and eval-metric points of a job: {'loss': [...], 'metrics': [...]}."""
     return job_actions.curves(job_actions.job_events(job_id))
+
+
+def job_insights(job_id: int) -> dict:
+    """Validation insights of a finished training job, before and after tuning: per-class
+    precision/recall/F1, confusion counts, the most confident wrong rows (classification), or
+    prompts with reference and generated text (generation). Schema: docs/studio.md."""
+    return insights_view.job_insights(job_id)
 
 
 def cancel_job(job_id: int) -> dict:
@@ -173,6 +188,7 @@ ENDPOINTS = [
     list_jobs,
     job_log,
     job_curves,
+    job_insights,
     cancel_job,
     retry_job,
     predict_file,
@@ -191,6 +207,7 @@ ENDPOINTS = [
 ENDPOINTS += access_share.ENDPOINTS  # share links: share_adapter, unshare_adapter, share_link
 # Reads may run side by side; predictions share one model pool, so they queue one at a time.
 _READS = {"job_status", "list_jobs", "job_log", "job_curves", "list_adapters", "adapter_info"}
+_READS |= {"job_insights"}
 
 
 def register(data_dir: Path) -> None:
