@@ -210,6 +210,7 @@ class InsightsBlock:
 def _image(label: str, elem_id: str, part: str) -> gr.Image:
     return gr.Image(
         label=label,
+        show_label=False,  # the picture carries its own title (kept in a download)
         type="pil",
         format="png",
         interactive=False,
