@@ -130,11 +130,11 @@ def generation_table(seen: dict) -> pd.DataFrame:
 
 def confusion_pictures(seen: dict):
     """(before, after) confusion matrices as images; None for a side not measured."""
-    labels = list(seen.get("labels") or [])
     pictures = []
     for side, title in (("before", "Before tuning"), ("after", "After tuning")):
-        counts = (seen.get(side) or {}).get("confusion")
-        pictures.append(confusion_image(counts, labels, title) if counts else None)
+        part = seen.get(side) or {}
+        counts, labels = part.get("confusion"), part.get("confusion_labels") or seen.get("labels")
+        pictures.append(confusion_image(counts, list(labels or []), title) if counts else None)
     return tuple(pictures)
 
 

@@ -85,6 +85,24 @@ def test_wrong_rows_and_texts_are_capped():
     assert side["wrong"][0]["text"].endswith("…")
 
 
+def test_many_labels_keep_the_most_frequent_in_the_matrix_and_probabilities():
+    n = insights.MAX_MATRIX_LABELS + 20
+    labels = [f"l{i}" for i in range(n)]
+    truth = [i % 5 for i in range(40)] + list(range(n))  # labels 0-4 are the frequent ones
+    probs = []
+    for t in truth:
+        row = [0.5 / (n - 1)] * n
+        row[(t + 1) % n] = 0.5  # always wrong: the next label
+        probs.append(row)
+    side = insights.classify_side([str(t) for t in truth], truth, probs, labels)
+    kept = side["confusion_labels"]
+    assert len(kept) == insights.MAX_MATRIX_LABELS and kept[:6] == labels[:6]
+    assert len(side["confusion"]) == len(kept) and len(side["per_class"]) == n
+    assert side["per_class"][0]["support"] == 9 and side["per_class"][1]["precision"] == 0.0
+    top = side["wrong"][0]["probs"]
+    assert len(top) == insights.MAX_PROBS and max(top.values()) == 0.5
+
+
 def test_generation_rows_side_by_side_with_exact_match_per_row():
     side = insights.generate_side(
         ["p1", "p2", "p3"], ["yes", "no", "maybe"], [" yes ", "No", "maybe so"]
@@ -105,6 +123,7 @@ def tiny(tmp_path_factory):
     return {
         "bert": tm.save_tiny("bert", root / "bert", dropout=0.0),
         "gpt2": tm.save_tiny("gpt2", root / "gpt2"),
+        "t5": tm.save_tiny("t5", root / "t5"),
         "train": tm.write_sentiment(root / "train.csv", 48),
         "eval": tm.write_sentiment(root / "eval.csv", 16, seed=1),
         "instructions": tm.write_instructions(root / "instructions.jsonl"),
@@ -117,8 +136,9 @@ def _spec(tmp_path, **values):
     return TrainSpec(**{**base, **values, "out_dir": str(tmp_path / "adapter")})
 
 
-def test_a_classifier_run_carries_insights_before_and_after(tiny, tmp_path):
-    spec = _spec(tmp_path, model=tiny["bert"], data=tiny["train"], eval_data=tiny["eval"])
+@pytest.mark.parametrize("model", ["bert", "gpt2"])  # a head; T-Few answer choices
+def test_a_classifier_run_carries_insights_before_and_after(tiny, tmp_path, model):
+    spec = _spec(tmp_path, model=tiny[model], data=tiny["train"], eval_data=tiny["eval"])
     result = train(spec)
     seen = result.insights
     assert seen is not None and result.insights_note is None
@@ -135,8 +155,9 @@ def test_a_classifier_run_carries_insights_before_and_after(tiny, tmp_path):
     assert json.loads(json.dumps(seen)) == seen
 
 
-def test_generation_runs_carry_prompts_references_and_generations(tiny, tmp_path):
-    spec = _spec(tmp_path, model=tiny["gpt2"], task="generate", data=tiny["instructions"], steps=2)
+@pytest.mark.parametrize("model", ["gpt2", "t5"])  # causal and seq2seq
+def test_generation_runs_carry_prompts_references_and_generations(tiny, tmp_path, model):
+    spec = _spec(tmp_path, model=tiny[model], task="generate", data=tiny["instructions"], steps=2)
     result = train(spec)
     seen = result.insights
     assert seen["task"] == "generate" and seen["labels"] == []

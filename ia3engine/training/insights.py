@@ -7,19 +7,24 @@ step 1 ("before") and once with the final adapter ("after"). The result is plain
      "rows_total": validation rows, "before": side, "after": side}
 
 A classification side: accuracy, per_class [{label, precision, recall, f1, support}],
-confusion (rows: true label, columns: predicted, counts), wrong rows (most confident mistakes
-first, capped) and wrong_total. A generation side: exact_match and rows [{prompt, reference,
+confusion (rows: true label, columns: predicted, counts) over confusion_labels (every label, or
+the MAX_MATRIX_LABELS that occur most), wrong rows (most confident mistakes first, capped, with
+the MAX_PROBS most probable labels' probabilities) and wrong_total. A generation side: exact_match and rows [{prompt, reference,
 generated, exact_match}]. The work is bounded: MAX_CLASSIFY_ROWS rows are scored,
 MAX_GENERATE_ROWS generated with at most GENERATE_NEW_TOKENS new tokens each.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+
 import torch
 
 SCHEMA_VERSION = 1
 MAX_CLASSIFY_ROWS = 2000  # validation rows scored for the confusion matrix and the tables
 MAX_WRONG_ROWS = 200  # mistakes kept, most confident first
+MAX_PROBS = 10  # probabilities kept per wrong row: every label, or the most probable ones
+MAX_MATRIX_LABELS = 50  # the confusion matrix holds the labels that occur most, past this
 MAX_GENERATE_ROWS = 50  # prompts generated for the side-by-side table
 GENERATE_NEW_TOKENS = 32  # new tokens at most per generated row (greedy)
 TEXT_CHARS = 300  # texts, prompts and generations are cut to this many characters
@@ -40,24 +45,34 @@ def cut(text, limit: int = TEXT_CHARS) -> str:
 # Classification: the arithmetic on predictions ----------------------------------------------
 
 
-def confusion(predicted: list[int], truth: list[int], num_labels: int) -> list[list[int]]:
-    """Counts: row = true label, column = predicted label."""
-    counts = [[0] * num_labels for _ in range(num_labels)]
+def matrix_labels(predicted: list[int], truth: list[int], num_labels: int) -> list[int]:
+    """The label ids the confusion matrix holds: all of them, or the MAX_MATRIX_LABELS that
+    occur most often (as truth or prediction), in label order."""
+    if num_labels <= MAX_MATRIX_LABELS:
+        return list(range(num_labels))
+    weight = Counter(truth) + Counter(predicted)
+    return sorted(sorted(range(num_labels), key=lambda c: -weight[c])[:MAX_MATRIX_LABELS])
+
+
+def confusion(predicted: list[int], truth: list[int], keep: list[int]) -> list[list[int]]:
+    """Counts over the labels `keep`: row = true label, column = predicted label."""
+    index = {c: i for i, c in enumerate(keep)}
+    counts = [[0] * len(keep) for _ in keep]
     for p, t in zip(predicted, truth, strict=True):
-        counts[t][p] += 1
+        if p in index and t in index:
+            counts[index[t]][index[p]] += 1
     return counts
 
 
-def per_class(counts: list[list[int]], labels: list[str]) -> list[dict]:
-    """Precision, recall, F1 and support per label from a confusion matrix (0 where a ratio
-    has nothing to divide by, as scikit-learn's zero_division=0)."""
+def per_class(predicted: list[int], truth: list[int], labels: list[str]) -> list[dict]:
+    """Precision, recall, F1 and support per label (0 where a ratio has nothing to divide by,
+    as scikit-learn's zero_division=0)."""
+    support, guessed = Counter(truth), Counter(predicted)
+    hits = Counter(t for p, t in zip(predicted, truth, strict=True) if p == t)
     rows = []
     for c, label in enumerate(labels):
-        tp = counts[c][c]
-        support = sum(counts[c])
-        predicted = sum(row[c] for row in counts)
-        precision = tp / predicted if predicted else 0.0
-        recall = tp / support if support else 0.0
+        precision = hits[c] / guessed[c] if guessed[c] else 0.0
+        recall = hits[c] / support[c] if support[c] else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
         rows.append(
             {
@@ -65,10 +80,16 @@ def per_class(counts: list[list[int]], labels: list[str]) -> list[dict]:
                 "precision": precision,
                 "recall": recall,
                 "f1": f1,
-                "support": support,
+                "support": support[c],
             }
         )
     return rows
+
+
+def _probs(row: list[float], labels: list[str]) -> dict:
+    """label -> probability (4 decimals): every label, or the MAX_PROBS most probable."""
+    ranked = sorted(range(len(row)), key=lambda c: -row[c])[:MAX_PROBS]
+    return {labels[c]: round(float(row[c]), 4) for c in sorted(ranked)}
 
 
 def wrong_rows(texts, truth, probs, labels, limit: int = MAX_WRONG_ROWS) -> list[dict]:
@@ -85,7 +106,7 @@ def wrong_rows(texts, truth, probs, labels, limit: int = MAX_WRONG_ROWS) -> list
             "true": labels[t],
             "predicted": labels[guess],
             "confidence": round(confidence, 4),
-            "probs": {label: round(float(p), 4) for label, p in zip(labels, row, strict=True)},
+            "probs": _probs(row, labels),
         }
         for confidence, text, t, guess, row in found[:limit]
     ]
@@ -95,16 +116,17 @@ def classify_side(texts, truth, probs, labels) -> dict:
     """One side (before or after) of a classifier's insights from its class probabilities
     (a list of per-row lists, or a tensor)."""
     probs = probs.tolist() if torch.is_tensor(probs) else [list(r) for r in probs]
+    truth = [int(t) for t in truth]
     predicted = [max(range(len(r)), key=r.__getitem__) for r in probs]
-    counts = confusion(predicted, list(truth), len(labels))
-    right = sum(counts[c][c] for c in range(len(labels)))
-    mistakes = len(predicted) - right
+    keep = matrix_labels(predicted, truth, len(labels))
+    right = sum(p == t for p, t in zip(predicted, truth, strict=True))
     return {
         "accuracy": right / len(predicted) if predicted else 0.0,
-        "per_class": per_class(counts, labels),
-        "confusion": counts,
+        "per_class": per_class(predicted, truth, labels),
+        "confusion": confusion(predicted, truth, keep),
+        "confusion_labels": [labels[c] for c in keep],
         "wrong": wrong_rows(texts, truth, probs, labels),
-        "wrong_total": mistakes,
+        "wrong_total": len(predicted) - right,
     }
 
 
