@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import gradio as gr
 import pandas as pd
 
-from app import adapter_actions, insights_view, uploads
+from app import adapter_actions, insights_view, publish_view, uploads
 from app.messages import explain, field_note, note_box
 
 logger = logging.getLogger(__name__)
@@ -197,6 +197,7 @@ def _facts_column() -> SimpleNamespace:
         )
         with gr.Accordion("Model card", open=False):
             card = gr.Markdown(elem_id="adapter-card")
+        publish_view.build(selected)  # the accordion "Publish to the Hugging Face Hub"
     return SimpleNamespace(selected=selected, header=header, metrics=metrics, card=card)
 
 

@@ -12,12 +12,15 @@ from gradio.data_classes import FileData
 from app import (
     access_share,
     adapter_actions,
+    compare,
     insights_view,
     job_actions,
     predict_view,
     preview,
+    publish_view,
     serving,
 )
+from app.auth import current_actor
 from app.job_files import enqueue_with_uploads
 from app.messages import scrub, shown_as_error, shown_spec
 from app.uploads import uploaded_file
@@ -96,6 +99,12 @@ def job_insights(job_id: int) -> dict:
     precision/recall/F1, confusion counts, the most confident wrong rows (classification), or
     prompts with reference and generated text (generation). Schema: docs/studio.md."""
     return insights_view.job_insights(job_id)
+
+
+def compare_jobs(job_ids: list[int]) -> dict:
+    """Two to eight of your training jobs side by side: curves ([{step, value, series}]),
+    the settings that differ and the final metrics ({headers, rows} each), adapter links."""
+    return compare.compare_jobs(job_ids, current_actor())
 
 
 def cancel_job(job_id: int) -> dict:
@@ -179,6 +188,14 @@ def export_merged(adapter_id: int) -> FileData:
     return FileData(path=adapter_actions.export_merged(adapter_id))
 
 
+def publish_adapter(adapter_id: int, repo: str, token: str = "", private: bool = True) -> dict:
+    """Push one of your adapters (weights, adapter_config.json, a model card with the Hub's
+    metadata) to the Hub repository `repo` (owner/name), private unless private=False. `token`
+    is a write token, used for this call only; on a Space with sign-in it may be empty.
+    Returns {'repo', 'url', 'private'}."""
+    return publish_view.publish_adapter(adapter_id, repo, token, private)
+
+
 ENDPOINTS = [
     describe_model,
     samples,
@@ -189,6 +206,7 @@ ENDPOINTS = [
     job_log,
     job_curves,
     job_insights,
+    compare_jobs,
     cancel_job,
     retry_job,
     predict_file,
@@ -203,10 +221,12 @@ ENDPOINTS = [
     rename_adapter,
     delete_adapter,
     export_merged,
+    publish_adapter,
 ]
 ENDPOINTS += access_share.ENDPOINTS  # share links: share_adapter, unshare_adapter, share_link
 # Reads may run side by side; predictions share one model pool, so they queue one at a time.
-_READS = {"job_status", "list_jobs", "job_log", "job_curves", "list_adapters", "adapter_info"}
+_READS = {"job_status", "list_jobs", "job_log", "job_curves", "compare_jobs"}
+_READS |= {"list_adapters", "adapter_info"}
 _READS |= {"job_insights"}
 
 

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import gradio as gr
 import pandas as pd
 
-from app import insights_view, job_actions, predict_view
+from app import compare_view, insights_view, job_actions, predict_view
 from app.messages import explain, field_note, note_box
 from app.studio_config import StudioConfig
 from jobs.status import ACTIVE, Status, sources
@@ -279,6 +279,7 @@ def _layout() -> SimpleNamespace:
 def build(demo: gr.Blocks, config: StudioConfig) -> JobsTab:
     """Lay out the tab and wire its refresh, selection, cancel and retry."""
     c = _layout()
+    compare_view.build(c.table)  # "Compare runs": its choices follow the table
     outputs = [
         c.table,
         c.selected,

@@ -299,6 +299,16 @@ def delete_adapter(adapter_id: int, *, actor: Actor, db=None) -> None:
     registry.delete_adapter(int(adapter_id), db=db)
 
 
+def publishable_adapter(adapter_id: int, *, actor: Actor, db=None) -> registry.AdapterInfo:
+    """The adapter if `actor` may publish it to the Hub: only its owner (the local user owns
+    everything on a local studio). An admin may manage others' adapters but not republish them
+    under their own Hub account; a share link lends nothing. Other refusals read as missing."""
+    info = _adapter(adapter_id, actor, db, write=True)
+    if actor != LOCAL and not (actor.signed_in and info.owner == actor.name):
+        raise _no_adapter(adapter_id)
+    return info
+
+
 def import_adapter(
     path, *, actor: Actor, base_model=None, name=None, limits: Limits | None = None, db=None
 ) -> int:

@@ -1,7 +1,9 @@
-"""`ia3 adapters list|show|download|import|delete|rename`: the registry from the command line."""
+"""`ia3 adapters list|show|download|import|delete|rename|publish`: the registry from the command
+line."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -41,6 +43,19 @@ def add_adapters(subparsers) -> None:
     rename = _command(commands, "rename", "give an adapter a new name", _adapters_rename)
     rename.add_argument("id", type=int)
     rename.add_argument("name")
+    publish = _command(
+        commands,
+        "publish",
+        "push an adapter to a Hugging Face Hub repository (private unless --public); the token "
+        "comes from HF_TOKEN or `hf auth login`, never from the command line",
+        _adapters_publish,
+    )
+    publish.add_argument("id", type=int)
+    publish.add_argument("repo", help="owner/name on the Hub")
+    publish.add_argument("--public", action="store_true", help="create the repository public")
+    publish.add_argument(
+        "--dry-run", metavar="DIR", help="write the folder that would be pushed to DIR; no network"
+    )
 
 
 def _adapters_list(args) -> int:
@@ -136,3 +151,36 @@ def _adapters_rename(args) -> int:
     info = registry.rename_adapter(args.id, args.name)
     _emit(args, registry.adapter_summary(info), f"Adapter {info.id} is now '{info.name}'.")
     return 0
+
+
+def _adapters_publish(args) -> int:
+    from jobs import hub_publish  # noqa: PLC0415 - loads torch (see the top)
+    from jobs.access import LOCAL  # noqa: PLC0415 - loads torch through the registry
+
+    repo = hub_publish.repo_id(args.repo)
+    if args.dry_run:
+        out = Path(args.dry_run)
+        with hub_publish.staged_folder(args.id, actor=LOCAL) as folder:
+            shutil.copytree(folder, out, dirs_exist_ok=True)
+        files = sorted(p.name for p in out.iterdir())
+        _emit(
+            args,
+            {"id": args.id, "repo": repo, "folder": str(out), "files": files},
+            f"Would push {', '.join(files)} from {out} to {repo}.",
+        )
+        return 0
+    token = os.environ.get("HF_TOKEN") or _saved_token()
+    if not token:
+        raise hub_publish.PublishError(
+            "No Hugging Face token: set HF_TOKEN to a token with write access, or run "
+            "`hf auth login` once."
+        )
+    done = hub_publish.publish(args.id, repo, token=token, actor=LOCAL, private=not args.public)
+    _emit(args, done, f"Published adapter {args.id} to {done['url']}.")
+    return 0
+
+
+def _saved_token() -> str | None:
+    from huggingface_hub import get_token  # noqa: PLC0415 - heavy, only when publishing
+
+    return get_token()

@@ -76,6 +76,18 @@ def test_enqueue_returns_a_job_that_finishes_with_an_adapter_and_a_log(client, t
     assert {j["id"] for j in listed} >= {t["id"] for t in trained}
 
 
+def test_compare_jobs_puts_both_runs_side_by_side_with_links_to_their_adapters(client, trained):
+    ids = [t["id"] for t in trained]
+    found = client.predict(ids + ids[:1], api_name="/compare_jobs")  # a repeat counts once
+    assert found["jobs"] == ids
+    assert {f"#{i} train loss" for i in ids} <= {p["series"] for p in found["curves"]}
+    assert {row[0]: row[1:] for row in found["settings"]["rows"]}["seed"] == ["0", "1"]
+    assert [row[3] for row in found["metrics"]["rows"]] == [f"#{t['adapter_id']}" for t in trained]
+    assert [link["url"] for link in found["links"]] == [
+        f"/adapters/{t['adapter_id']}" for t in trained
+    ]
+
+
 def test_predict_shows_the_base_and_each_adapter_side_by_side(client, trained):
     ids = [t["adapter_id"] for t in trained]
     result = client.predict("the movie was very good", ids, True, api_name="/predict")
