@@ -89,7 +89,8 @@ def per_class_table(seen: dict) -> pd.DataFrame:
 
 
 def _probabilities(probs: dict) -> str:
-    ranked = sorted(probs.items(), key=lambda item: -item[1])
+    known = [(label, p) for label, p in probs.items() if isinstance(p, int | float)]
+    ranked = sorted(known, key=lambda item: -item[1])
     return " · ".join(f"{label} {p:.3f}" for label, p in ranked)
 
 

@@ -17,7 +17,7 @@ from sqlalchemy import ColumnElement, Connection, and_, func, insert, select, te
 from jobs import blobs
 from jobs.db import db_now, reading, retried, writing
 from jobs.errors import JobError
-from jobs.events import EventInfo, add_event, finite, job_events  # noqa: F401 (API)
+from jobs.events import EventInfo, add_event, finite, job_events, jsonable  # noqa: F401 (API)
 from jobs.job_info import (  # noqa: F401 (API: reading jobs)
     DEFAULT_MAX_ATTEMPTS,
     JOB_COLUMNS,
@@ -393,7 +393,7 @@ def finish_job(
     if result_blob_id is not None:
         values["result_blob_id"] = result_blob_id
     if insights is not None:  # never written as JSON null: has_insights tests IS NOT NULL
-        values["insights"] = insights
+        values["insights"] = jsonable(insights)  # NaN (a diverged run) -> null for PostgreSQL
     done = conn.execute(
         update(Job).where(Job.id == job_id, _held_by(worker)).values(**values)
     ).rowcount

@@ -144,6 +144,7 @@ def test_a_classifier_run_carries_insights_before_and_after(tiny, tmp_path, mode
     assert seen is not None and result.insights_note is None
     assert seen["version"] == insights.SCHEMA_VERSION and seen["task"] == "classify"
     assert seen["labels"] == result.labels and seen["rows"] == seen["rows_total"] == 16
+    assert seen["metrics_before"] == result.metrics_before and seen["metrics"] == result.metrics
     for side, metrics in (("before", result.metrics_before), ("after", result.metrics)):
         part = seen[side]
         assert sum(map(sum, part["confusion"])) == 16

@@ -11,6 +11,7 @@ from train_models import save_tiny
 from ia3engine.training.insights import SCHEMA_VERSION
 from ia3engine.training.spec import TrainSpec
 from jobs import access, queue
+from jobs.db import writing
 from jobs.errors import AccessDeniedError
 from jobs.status import Status
 from jobs.worker import Worker
@@ -93,3 +94,14 @@ def test_an_adapters_insights_are_its_jobs_and_only_for_its_owner(db_url, base, 
         with pytest.raises(AccessDeniedError) as theirs:
             access.adapter_insights(adapter_id, actor=stranger, db=db_url)
         assert f"No adapter #{adapter_id} among yours" in str(theirs.value)
+
+
+def test_a_diverged_runs_nan_is_stored_as_null_not_refused(db_url, base, reviews):
+    job_id = queue.enqueue(_spec(base, reviews), db=db_url)
+    assert queue.claim_job("w1", db=db_url).id == job_id
+    seen = {"version": 1, "after": {"accuracy": float("nan"), "wrong": [{"confidence": 0.5}]}}
+    with writing(db_url) as conn:
+        assert queue.finish_job(conn, job_id, "w1", Status.DONE, insights=seen, attempt=1)
+    stored = queue.job_insights(job_id, db=db_url)
+    assert stored["after"] == {"accuracy": None, "wrong": [{"confidence": 0.5}]}
+    assert queue.get_job(job_id, db=db_url).has_insights

@@ -4,13 +4,14 @@ Measured by train() on the validation split it already uses, once with the weigh
 step 1 ("before") and once with the final adapter ("after"). The result is plain JSON:
 
     {"version": 1, "task": "classify" | "generate", "labels": [...], "rows": n looked at,
-     "rows_total": validation rows, "before": side, "after": side}
+     "rows_total": validation rows, "before": side, "after": side,
+     "metrics_before": the run's step-0 evaluation, "metrics": its final evaluation}
 
 A classification side: accuracy, per_class [{label, precision, recall, f1, support}],
 confusion (rows: true label, columns: predicted, counts) over confusion_labels (every label, or
 the MAX_MATRIX_LABELS that occur most), wrong rows (most confident mistakes first, capped, with
-the MAX_PROBS most probable labels' probabilities) and wrong_total. A generation side: exact_match and rows [{prompt, reference,
-generated, exact_match}]. The work is bounded: MAX_CLASSIFY_ROWS rows are scored,
+the MAX_PROBS most probable labels' probabilities) and wrong_total. A generation side:
+exact_match and rows [{prompt, reference, generated, exact_match}]. The work is bounded: MAX_CLASSIFY_ROWS rows are scored,
 MAX_GENERATE_ROWS generated with at most GENERATE_NEW_TOKENS new tokens each.
 """
 
@@ -180,8 +181,11 @@ def measure(task, model, data, batch_size: int) -> dict | None:
     return classify_side(texts, truth, probs, task.labels)
 
 
-def combine(task, data, before: dict | None, after: dict | None) -> dict | None:
-    """The insights document from its two sides; None when nothing was measured."""
+def combine(
+    task, data, before: dict | None, after: dict | None, metrics_before=None, metrics=None
+) -> dict | None:
+    """The insights document from its two sides (and the run's own evaluation of the same
+    weights, metrics_before and metrics); None when nothing was measured."""
     if after is None:
         return None
     cap = MAX_GENERATE_ROWS if task.task == "generate" else MAX_CLASSIFY_ROWS
@@ -193,4 +197,6 @@ def combine(task, data, before: dict | None, after: dict | None) -> dict | None:
         "rows_total": len(data),
         "before": before,
         "after": after,
+        "metrics_before": dict(metrics_before or {}),
+        "metrics": dict(metrics or {}),
     }

@@ -294,7 +294,7 @@ def _final_metrics(run: Run, loop: Loop, stopped: bool) -> tuple[dict, dict, dic
         loop.restore_best()  # with early stopping, the adapter is the best evaluation's
     metrics = loop.evaluate(final=True)
     run.emit("eval", step=loop.state.step, metrics=metrics)
-    seen = insights.combine(run.task, run.data.eval, seen_before, loop.insights())
+    seen = insights.combine(run.task, run.data.eval, seen_before, loop.insights(), before, metrics)
     return before, metrics, seen
 
 
