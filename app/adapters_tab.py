@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import gradio as gr
 import pandas as pd
 
-from app import adapter_actions, publish_view, uploads
+from app import adapter_actions, insights_view, publish_view, uploads
 from app.messages import explain, field_note, note_box
 
 logger = logging.getLogger(__name__)
@@ -266,6 +266,7 @@ def build(demo: gr.Blocks) -> AdaptersTab:
     shown = _list_section()
     with gr.Row(equal_height=False, visible=False) as detail_row:  # shown once there is one
         facts, acts = _facts_column(), _actions_column()
+    insights = insights_view.adapter_block()  # the training job's validation insights
     imports = _import_section()
     selected = facts.selected
     filters = [shown.search, shown.base_filter, shown.task_filter, selected]
@@ -284,9 +285,10 @@ def build(demo: gr.Blocks) -> AdaptersTab:
     def refresh_on(listener, *args, **kwargs):
         # The panel is hidden until there is an adapter, and a hidden dropdown fires no change
         # event, so the details are chained here rather than left to selected.change.
-        return listener(*args, list_view, filters, listing, **kwargs, **private).then(
+        shown_event = listener(*args, list_view, filters, listing, **kwargs, **private).then(
             _details, selected, details, **private
         )
+        return insights_view.follow_adapter(shown_event, selected, insights)
 
     for trigger in (
         demo.load,
@@ -295,10 +297,12 @@ def build(demo: gr.Blocks) -> AdaptersTab:
         shown.task_filter.input,
     ):
         refresh_on(trigger)
-    selected.input(_details, selected, details, **private)
-    shown.table.select(_pick_row, shown.table, selected, **private).then(
+    picked = selected.input(_details, selected, details, **private)
+    insights_view.follow_adapter(picked, selected, insights)
+    clicked = shown.table.select(_pick_row, shown.table, selected, **private).then(
         _details, selected, details, **private
     )
+    insights_view.follow_adapter(clicked, selected, insights)
     renamed = acts.rename.click(
         _act(adapter_actions.rename_adapter, "Renamed adapter #{id}."),
         [selected, acts.new_name],

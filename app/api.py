@@ -13,6 +13,7 @@ from app import (
     access_share,
     adapter_actions,
     compare,
+    insights_view,
     job_actions,
     predict_view,
     preview,
@@ -91,6 +92,13 @@ def job_log(job_id: int, tail: int = 50) -> list:
 def job_curves(job_id: int) -> dict:
     """Loss and eval-metric points of a job: {'loss': [...], 'metrics': [...]}."""
     return job_actions.curves(job_actions.job_events(job_id))
+
+
+def job_insights(job_id: int) -> dict:
+    """Validation insights of a finished training job, before and after tuning: per-class
+    precision/recall/F1, confusion counts, the most confident wrong rows (classification), or
+    prompts with reference and generated text (generation). Schema: docs/studio.md."""
+    return insights_view.job_insights(job_id)
 
 
 def compare_jobs(job_ids: list[int]) -> dict:
@@ -197,6 +205,7 @@ ENDPOINTS = [
     list_jobs,
     job_log,
     job_curves,
+    job_insights,
     compare_jobs,
     cancel_job,
     retry_job,
@@ -218,6 +227,7 @@ ENDPOINTS += access_share.ENDPOINTS  # share links: share_adapter, unshare_adapt
 # Reads may run side by side; predictions share one model pool, so they queue one at a time.
 _READS = {"job_status", "list_jobs", "job_log", "job_curves", "compare_jobs"}
 _READS |= {"list_adapters", "adapter_info"}
+_READS |= {"job_insights"}
 
 
 def register(data_dir: Path) -> None:

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import gradio as gr
 import pandas as pd
 
-from app import compare_view, job_actions, predict_view
+from app import compare_view, insights_view, job_actions, predict_view
 from app.messages import explain, field_note, note_box
 from app.studio_config import StudioConfig
 from jobs.status import ACTIVE, Status, sources
@@ -342,6 +342,7 @@ def build(demo: gr.Blocks, config: StudioConfig) -> JobsTab:
     retry = _act(job_actions.retry_job, "Job #{} queued again.")
     c.retry.click(retry, c.selected, c.note, api_visibility="private")
     predict_view.follow_download(c.prediction, c.selected, timer, demo)
+    insights_view.follow_job(c.selected, timer, demo)  # a finished training job's insights
     return JobsTab(c.selected, c.try_button, c.adapter_id)
 
 

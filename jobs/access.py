@@ -105,6 +105,12 @@ def cancel_job(job_id: int, *, actor: Actor, db=None) -> queue.JobInfo:
     return queue.cancel_job(int(job_id), db=db)
 
 
+def job_insights(job_id: int, *, actor: Actor, db=None) -> dict | None:
+    """A training job's validation insights (None until a finished run stored them)."""
+    _job(job_id, actor, db)
+    return queue.job_insights(int(job_id), db=db)
+
+
 def retry_job(job_id: int, *, actor: Actor, limits: Limits | None = None, db=None) -> int:
     """Requeue a failed or cancelled job; it counts against the queue limits like a new one."""
     job = _job(job_id, actor, db)
@@ -258,6 +264,19 @@ def list_adapters(
 
 def get_adapter(adapter_id: int, *, actor: Actor, db=None) -> registry.AdapterInfo:
     return _adapter(adapter_id, actor, db)
+
+
+def adapter_insights(adapter_id: int, *, actor: Actor, db=None) -> dict | None:
+    """The validation insights of the job that trained the adapter (None for an imported
+    one). They hold validation rows, so only the owner or an admin reads them, never a
+    share-link visitor."""
+    info = _adapter(adapter_id, actor, db, write=True)
+    if info.job_id is None:
+        return None
+    try:
+        return queue.job_insights(int(info.job_id), db=db)
+    except JobError:  # the job row is gone
+        return None
 
 
 def adapter_folder(adapter_id: int, *, actor: Actor, db=None) -> Path:

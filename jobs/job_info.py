@@ -45,10 +45,14 @@ class JobInfo:
     max_seconds: float | None = None  # the job's wall-clock limit per attempt; None: none
     kind: str = "train"  # "train" or "predict"
     result_blob_id: int | None = None  # a predict job's output file (datasets table)
+    has_insights: bool = False  # validation insights stored (read them with job_insights)
 
 
 _TIMES = ("created_at", "started_at", "finished_at", "heartbeat_at")
-JOB_COLUMNS = [getattr(Job, name) for name in JobInfo.__dataclass_fields__]
+_DERIVED = {"has_insights": Job.insights.is_not(None).label("has_insights")}
+JOB_COLUMNS = [
+    _DERIVED.get(name, getattr(Job, name, None)) for name in JobInfo.__dataclass_fields__
+]
 
 
 def as_job_info(row) -> JobInfo:
@@ -57,6 +61,7 @@ def as_job_info(row) -> JobInfo:
     for name in _TIMES:
         values[name] = as_utc(values[name])
     values["cancel_requested"] = bool(values["cancel_requested"])
+    values["has_insights"] = bool(values["has_insights"])
     values["status"] = Status(values["status"])
     return JobInfo(**values)
 
@@ -83,3 +88,12 @@ def list_jobs(*, owner=None, status=None, limit: int = 200, db=None) -> list[Job
         query = query.where(Job.status.in_(statuses))
     with reading(db) as conn:
         return [as_job_info(row) for row in conn.execute(query)]
+
+
+def job_insights(job_id: int, *, db=None) -> dict | None:
+    """A training job's validation insights (ia3engine/training/insights.py), None if none."""
+    with reading(db) as conn:
+        row = conn.execute(select(Job.id, Job.insights).where(Job.id == job_id)).first()
+    if row is None:
+        raise JobError(f"No job with id {job_id}; `ia3 jobs list` shows the jobs there are.")
+    return row.insights

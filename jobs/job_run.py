@@ -235,6 +235,7 @@ class JobRun:
                 Status.DONE,
                 message,
                 adapter_id=adapter_id,
+                insights=getattr(result, "insights", None),
                 attempt=job.attempts,
             )
             if not finished:

@@ -17,7 +17,7 @@ from sqlalchemy import ColumnElement, Connection, and_, func, insert, select, te
 from jobs import blobs
 from jobs.db import db_now, reading, retried, writing
 from jobs.errors import JobError
-from jobs.events import EventInfo, add_event, finite, job_events  # noqa: F401 (API)
+from jobs.events import EventInfo, add_event, finite, job_events, jsonable  # noqa: F401 (API)
 from jobs.job_info import (  # noqa: F401 (API: reading jobs)
     DEFAULT_MAX_ATTEMPTS,
     JOB_COLUMNS,
@@ -25,6 +25,7 @@ from jobs.job_info import (  # noqa: F401 (API: reading jobs)
     as_job_info,
     fetch,
     get_job,
+    job_insights,
     list_jobs,
 )
 from jobs.models import Job, utcnow
@@ -375,10 +376,11 @@ def finish_job(
     *,
     adapter_id: int | None = None,
     result_blob_id: int | None = None,
+    insights: dict | None = None,
     attempt: int = 0,
 ) -> bool:
     """Move a running job held by `worker` to done, failed or cancelled, inside `conn`
-    (a training job's adapter, a predict job's output file go with it).
+    (a training job's adapter and validation insights, a predict job's output file go with it).
 
     Returns False when the worker no longer holds it; the caller must then roll back
     anything it did in the same transaction (such as registering the adapter).
@@ -390,6 +392,8 @@ def finish_job(
         values["adapter_id"] = adapter_id
     if result_blob_id is not None:
         values["result_blob_id"] = result_blob_id
+    if insights is not None:  # never written as JSON null: has_insights tests IS NOT NULL
+        values["insights"] = jsonable(insights)  # NaN (a diverged run) -> null for PostgreSQL
     done = conn.execute(
         update(Job).where(Job.id == job_id, _held_by(worker)).values(**values)
     ).rowcount

@@ -21,6 +21,7 @@ from ia3engine.training.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from ia3engine.training.insights import measure as measure_insights
 from ia3engine.training.tasks import evaluate
 from ia3engine.wrappers import is_adapter_param
 
@@ -142,10 +143,21 @@ class Loop:
 
     # ---- evaluation ------------------------------------------------------------------------
     def evaluate(self, final: bool = False) -> dict:
+        return self._measure(
+            lambda model: evaluate(self.task, model, self.eval_data, self._eval_batch(), final)
+        )
+
+    def insights(self) -> dict | None:
+        """One side of the validation insights (ia3engine/training/insights.py), bounded."""
+        return self._measure(
+            lambda model: measure_insights(self.task, model, self.eval_data, self._eval_batch())
+        )
+
+    def _measure(self, score):
         model = self.accelerator.unwrap_model(self.model)
         model.eval()
         try:
-            return evaluate(self.task, model, self.eval_data, self._eval_batch(), final=final)
+            return score(model)
         finally:
             model.train()
 
@@ -216,15 +228,15 @@ class Loop:
         self._load(best)
         logger.info("Keeping the best evaluation's weights (step %s).", self.state.best_step)
 
-    def evaluate_initial(self) -> dict:
-        """Scores of the weights before step 1, measured now: evaluation uses no randomness,
-        so this equals a step-0 evaluation without delaying the first step."""
+    def evaluate_initial(self) -> tuple[dict, dict | None]:
+        """Scores and insights of the weights before step 1, measured now: evaluation uses no
+        randomness, so this equals a step-0 evaluation without delaying the first step."""
         if self.state.initial_state is None:
-            return {}
+            return {}, None
         current = _snapshot(self.params)
         self._load(self.state.initial_state)
         try:
-            return self.evaluate()
+            return self.evaluate(), self.insights()
         finally:
             self._load(current)
 

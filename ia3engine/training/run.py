@@ -23,6 +23,7 @@ from ia3engine.config import IA3Config
 from ia3engine.data.dataset import PreparedData, prepare_dataset
 from ia3engine.errors import SpecError
 from ia3engine.model import IA3Model, get_ia3_model
+from ia3engine.training import insights
 from ia3engine.training.card import model_card
 from ia3engine.training.head import init_from_class_means
 from ia3engine.training.loading import (
@@ -57,6 +58,8 @@ class TrainResult:
     trainable_params: int
     target_modules: list[str] | str | None = None
     metrics_before: dict = field(default_factory=dict)  # step 0 evaluation, before any update
+    insights: dict | None = None  # validation insights before and after (training/insights.py)
+    insights_note: str | None = None  # why there are none
 
 
 @dataclass
@@ -216,7 +219,7 @@ def train_and_save(run: Run) -> TrainResult:
     _start(run, loop, spec_dict)
     out_dir = Path(run.spec.out_dir)
     stopped = loop.run(run.should_stop, run.checkpoint_dir, out_dir / "checkpoint", spec_dict)
-    before, metrics = _final_metrics(run, loop, stopped)
+    before, metrics, seen = _final_metrics(run, loop, stopped)
     result = TrainResult(
         adapter_dir=str(out_dir),
         metrics=metrics,
@@ -229,6 +232,8 @@ def train_and_save(run: Run) -> TrainResult:
         trainable_params=_trainable(run),
         target_modules=run.model.peft_config["default"].target_modules,
         metrics_before=before,
+        insights=seen,
+        insights_note=_insights_note(run, stopped, seen),
     )
     if run.accelerator.is_main_process:
         write_adapter(run, result)
@@ -278,18 +283,29 @@ def _start(run: Run, loop: Loop, spec_dict: dict) -> None:
     )
 
 
-def _final_metrics(run: Run, loop: Loop, stopped: bool) -> tuple[dict, dict]:
-    """(before, after): the untrained adapter's score and the final one; a stopped run keeps
-    its last evaluation and skips both."""
+def _final_metrics(run: Run, loop: Loop, stopped: bool) -> tuple[dict, dict, dict | None]:
+    """(before, after, insights): the untrained adapter's score, the final one, and the
+    validation insights of both; a stopped run keeps its last evaluation and skips the rest."""
     if stopped:
-        return {}, dict(loop.state.last_metrics)
-    before = loop.evaluate_initial()
+        return {}, dict(loop.state.last_metrics), None
+    before, seen_before = loop.evaluate_initial()
     run.emit("eval", step=0, metrics=before, before=True)
     if run.spec.early_stopping_patience:
         loop.restore_best()  # with early stopping, the adapter is the best evaluation's
     metrics = loop.evaluate(final=True)
     run.emit("eval", step=loop.state.step, metrics=metrics)
-    return before, metrics
+    seen = insights.combine(run.task, run.data.eval, seen_before, loop.insights(), before, metrics)
+    return before, metrics, seen
+
+
+def _insights_note(run: Run, stopped: bool, seen: dict | None) -> str | None:
+    """Why a run has no validation insights (None when it has them); said in the log too."""
+    if seen is not None:
+        return None
+    note = insights.STOPPED if stopped else insights.NO_ROWS
+    if not stopped:
+        run.emit("log", message=note)
+    return note
 
 
 def write_adapter(run: Run, result: TrainResult) -> None:
