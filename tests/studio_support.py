@@ -22,6 +22,7 @@ from waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 180
+JOB_TIMEOUT_S = 240  # a short job on a tiny model, on a busy 2-core machine
 
 
 class Studio:
@@ -157,3 +158,17 @@ def running_studio(data_dir: Path, workers: int = 1, env: dict[str, str] | None 
         for pid in left:
             os.kill(pid, 9)
     assert not left, f"worker processes {left} outlived the studio:\n{log.read_text()[-3000:]}"
+
+
+def wait_done(client, job_id, studio) -> dict:
+    """The job's status once it ends through the API (`client`); fails unless it is done."""
+
+    def ended():
+        job = client.predict(job_id, api_name="/job_status")
+        return job if job["status"] in ("done", "failed", "cancelled") else None
+
+    job = wait_for(
+        ended, JOB_TIMEOUT_S, lambda: f"job {job_id} to end:\n{studio.log_tail()}", poll_s=0.5
+    )
+    assert job["status"] == "done", f"{job['message']}\n{studio.log_tail()}"
+    return job

@@ -10,12 +10,10 @@ import zipfile
 import pytest
 import torch
 from gradio_client import Client, handle_file
-from studio_support import running_studio
+from studio_support import JOB_TIMEOUT_S, running_studio, wait_done
 from train_models import save_tiny, write_instructions, write_sentiment
 from transformers import AutoModelForCausalLM
 from waiting import wait_for
-
-JOB_TIMEOUT_S = 240
 
 
 @pytest.fixture(scope="module")
@@ -33,18 +31,6 @@ def client(studio):
 def tiny(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny")
     return save_tiny("gpt2", folder / "gpt2"), write_sentiment(folder / "reviews.csv", n=48)
-
-
-def wait_done(client, job_id, studio) -> dict:
-    def ended():
-        job = client.predict(job_id, api_name="/job_status")
-        return job if job["status"] in ("done", "failed", "cancelled") else None
-
-    job = wait_for(
-        ended, JOB_TIMEOUT_S, lambda: f"job {job_id} to end:\n{studio.log_tail()}", poll_s=0.5
-    )
-    assert job["status"] == "done", f"{job['message']}\n{studio.log_tail()}"
-    return job
 
 
 @pytest.fixture(scope="module")

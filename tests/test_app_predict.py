@@ -7,11 +7,8 @@ import pandas as pd
 import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
-from studio_support import running_studio
+from studio_support import running_studio, wait_done
 from train_models import save_tiny, sentiment_rows, write_sentiment
-from waiting import wait_for
-
-JOB_TIMEOUT_S = 240
 
 
 @pytest.fixture(scope="module")
@@ -23,18 +20,6 @@ def studio(tmp_path_factory):
 @pytest.fixture(scope="module")
 def client(studio):
     return Client(studio.url, verbose=False)
-
-
-def wait_done(client, job_id, studio) -> dict:
-    def ended():
-        job = client.predict(job_id, api_name="/job_status")
-        return job if job["status"] in ("done", "failed", "cancelled") else None
-
-    job = wait_for(
-        ended, JOB_TIMEOUT_S, lambda: f"job {job_id} to end:\n{studio.log_tail()}", poll_s=0.5
-    )
-    assert job["status"] == "done", f"{job['message']}\n{studio.log_tail()}"
-    return job
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ import train_models as tm
 from app import job_actions, jobs_tab, predict_view
 from app.auth import acting_as
 from app.studio_config import StudioConfig
-from ia3engine import TrainSpec, train
 from jobs import queue, registry
 from jobs.access import LOCAL
 from jobs.worker import Worker
@@ -23,19 +22,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def adapter_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("view")
-    folder = root / "adapter"
-    spec = TrainSpec(
-        model=tm.save_tiny("bert", root / "bert"),
-        data=tm.write_sentiment(root / "train.csv", 32),
-        out_dir=str(folder),
-        steps=2,
-        batch_size=8,
-        eval_every=0,
-        device="cpu",
-    )
-    train(spec)
-    return folder
+    return tm.tiny_classifier(tmp_path_factory.mktemp("view"))[1]
 
 
 def _rows(path, n=5) -> str:

@@ -145,7 +145,7 @@ def test_metrics_table_has_final_and_before_tuning_values_and_links(db_url, trai
 
 def test_before_tuning_comes_from_the_jobs_insights_when_they_hold_it(db_url, anns):
     with writing(db_url) as conn:
-        insights = {"before": {"metrics": {"accuracy": 0.125}, "confusion": [[1, 2], [3, 4]]}}
+        insights = {"version": 1, "metrics_before": {"accuracy": 0.125}, "metrics": {}}
         conn.execute(update(Job).where(Job.id == anns[0]).values(insights=insights))
     table = compare.compare_jobs(anns, ANN, db=db_url)["metrics"]
     column = table["headers"].index("accuracy before tuning")

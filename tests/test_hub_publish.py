@@ -22,11 +22,10 @@ import pytest
 import torch
 import yaml
 from jobs_support import make_database
+from train_models import train_adapter
 from transformers import AutoModelForSequenceClassification
 
-from ia3engine import TrainSpec
 from ia3engine.training.card import hub_metadata, model_card, split_card, with_hub_metadata
-from ia3engine.training.run import train
 from jobs import cli, hub_publish, registry
 from jobs.access import LOCAL, Actor, user
 from jobs.db import dispose_engines
@@ -41,23 +40,7 @@ ANN, BOB, ROOT = user("ann"), user("bob"), user("root", admins={"root"})
 def trained(tmp_path_factory, minilm_path):
     """A one-step MiniLM classifier trained from a CSV in a folder that names this machine."""
     tmp = tmp_path_factory.mktemp("server-side-secret-folder")
-    data = tmp / "reviews.csv"
-    rows = [
-        f"the film was {'good' if i % 2 else 'bad'} {i},{('neg', 'pos')[i % 2]}" for i in range(20)
-    ]
-    data.write_text("text,label\n" + "\n".join(rows) + "\n")
-    spec = TrainSpec(
-        model="minilm",
-        data=str(data),
-        steps=1,
-        batch_size=4,
-        eval_every=0,
-        max_length=32,
-        out_dir=str(tmp / "adapter"),
-        name="reviews",
-    )
-    train(spec)
-    return tmp / "adapter"
+    return train_adapter(tmp / "adapter", ("neg", "pos"))
 
 
 @pytest.fixture

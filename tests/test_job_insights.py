@@ -4,12 +4,10 @@ the job's owner (or an admin) and refuses everyone else as it refuses a missing 
 
 from __future__ import annotations
 
-import jobs_support
 import pytest
-from train_models import save_tiny
+from jobs_support import small_spec
 
 from ia3engine.training.insights import SCHEMA_VERSION
-from ia3engine.training.spec import TrainSpec
 from jobs import access, queue
 from jobs.db import writing
 from jobs.errors import AccessDeniedError
@@ -19,23 +17,12 @@ from jobs.worker import Worker
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    return save_tiny("bert", tmp_path_factory.mktemp("tiny-bert"))
+def _spec(base, data):
+    return small_spec(base, data, steps=4, eval_every=2)
 
 
-@pytest.fixture
-def reviews(tmp_path):
-    return jobs_support.write_reviews(tmp_path / "reviews.csv")
-
-
-def _spec(base, data, **fields) -> TrainSpec:
-    values = dict(model=base, data=data, steps=4, batch_size=8, max_length=16, eval_every=2)
-    return TrainSpec(**(values | fields))
-
-
-def test_the_worker_stores_insights_before_and_after_on_the_job(db_url, base, reviews):
-    job_id = queue.enqueue(_spec(base, reviews), owner="ann", db=db_url)
+def test_the_worker_stores_insights_before_and_after_on_the_job(db_url, tiny_bert, reviews):
+    job_id = queue.enqueue(_spec(tiny_bert, reviews), owner="ann", db=db_url)
     assert not queue.get_job(job_id, db=db_url).has_insights
     assert queue.job_insights(job_id, db=db_url) is None
     assert Worker(db_url, step_event_s=0).run_one()
@@ -57,16 +44,16 @@ def test_the_worker_stores_insights_before_and_after_on_the_job(db_url, base, re
     assert seen["after"]["accuracy"] == pytest.approx(final[-1]["accuracy"])
 
 
-def test_a_cancelled_run_stores_no_insights(db_url, base, reviews):
-    job_id = queue.enqueue(_spec(base, reviews), owner="ann", db=db_url)
+def test_a_cancelled_run_stores_no_insights(db_url, tiny_bert, reviews):
+    job_id = queue.enqueue(_spec(tiny_bert, reviews), owner="ann", db=db_url)
     queue.cancel_job(job_id, db=db_url)  # cancelled while queued: never trained
     job = queue.get_job(job_id, db=db_url)
     assert job.status == Status.CANCELLED and not job.has_insights
     assert queue.job_insights(job_id, db=db_url) is None
 
 
-def test_only_the_owner_or_an_admin_reads_a_jobs_insights(db_url, base, reviews):
-    job_id = queue.enqueue(_spec(base, reviews), owner="ann", db=db_url)
+def test_only_the_owner_or_an_admin_reads_a_jobs_insights(db_url, tiny_bert, reviews):
+    job_id = queue.enqueue(_spec(tiny_bert, reviews), owner="ann", db=db_url)
     assert Worker(db_url, step_event_s=0).run_one()
     ann, bob = access.user("ann"), access.user("bob")
     mine = access.job_insights(job_id, actor=ann, db=db_url)
@@ -81,8 +68,8 @@ def test_only_the_owner_or_an_admin_reads_a_jobs_insights(db_url, base, reviews)
         access.job_insights(job_id, actor=access.ANONYMOUS, db=db_url)
 
 
-def test_an_adapters_insights_are_its_jobs_and_only_for_its_owner(db_url, base, reviews):
-    job_id = queue.enqueue(_spec(base, reviews), owner="ann", db=db_url)
+def test_an_adapters_insights_are_its_jobs_and_only_for_its_owner(db_url, tiny_bert, reviews):
+    job_id = queue.enqueue(_spec(tiny_bert, reviews), owner="ann", db=db_url)
     assert Worker(db_url, step_event_s=0).run_one()
     adapter_id = queue.get_job(job_id, db=db_url).adapter_id
     ann = access.user("ann")
@@ -96,8 +83,8 @@ def test_an_adapters_insights_are_its_jobs_and_only_for_its_owner(db_url, base, 
         assert f"No adapter #{adapter_id} among yours" in str(theirs.value)
 
 
-def test_a_diverged_runs_nan_is_stored_as_null_not_refused(db_url, base, reviews):
-    job_id = queue.enqueue(_spec(base, reviews), db=db_url)
+def test_a_diverged_runs_nan_is_stored_as_null_not_refused(db_url, tiny_bert, reviews):
+    job_id = queue.enqueue(_spec(tiny_bert, reviews), db=db_url)
     assert queue.claim_job("w1", db=db_url).id == job_id
     seen = {"version": 1, "after": {"accuracy": float("nan"), "wrong": [{"confidence": 0.5}]}}
     with writing(db_url) as conn:

@@ -11,7 +11,6 @@ import pytest
 import train_models as tm
 from waiting import wait_for
 
-from ia3engine import TrainSpec, train
 from ia3engine.errors import AdapterError, DataError
 from ia3engine.serve.predict_file import predict_file
 from jobs import access, access_limits, predict_jobs, queue, quota, registry
@@ -27,19 +26,7 @@ OPEN = access_limits.NO_LIMITS
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("predict-jobs")
-    base = tm.save_tiny("bert", root / "bert")
-    folder = root / "adapter"
-    spec = TrainSpec(
-        model=base,
-        data=tm.write_sentiment(root / "train.csv", 32),
-        out_dir=str(folder),
-        steps=2,
-        batch_size=8,
-        eval_every=0,
-        device="cpu",
-    )
-    train(spec)
+    base, folder = tm.tiny_classifier(tmp_path_factory.mktemp("predict-jobs"))
     return {"base": base, "folder": folder}
 
 

@@ -7,15 +7,13 @@ from __future__ import annotations
 import errno
 import threading
 
-import jobs_support
 import pytest
 import torch
+from jobs_support import small_spec
 from sqlalchemy import insert
-from train_models import save_tiny
 from waiting import wait_for
 
 from ia3engine.training.run import train
-from ia3engine.training.spec import TrainSpec
 from jobs import blobs, queue, registry
 from jobs.db import writing
 from jobs.models import Job
@@ -24,24 +22,9 @@ from jobs.worker import Worker
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    return save_tiny("bert", tmp_path_factory.mktemp("tiny-bert"))
-
-
-@pytest.fixture
-def reviews(tmp_path):
-    return jobs_support.write_reviews(tmp_path / "reviews.csv")
-
-
-def spec_for(base, data, **fields) -> TrainSpec:
-    values = dict(model=base, data=data, steps=6, batch_size=8, max_length=16, eval_every=3)
-    return TrainSpec(**(values | fields))
-
-
-def test_worker_trains_registers_and_keeps_the_base_warm(db_url, base, reviews):
-    first = queue.enqueue(spec_for(base, reviews, name="first"), owner="ann", db=db_url)
-    second = queue.enqueue(spec_for(base, reviews, name="second", seed=1), db=db_url)
+def test_worker_trains_registers_and_keeps_the_base_warm(db_url, tiny_bert, reviews):
+    first = queue.enqueue(small_spec(tiny_bert, reviews, name="first"), owner="ann", db=db_url)
+    second = queue.enqueue(small_spec(tiny_bert, reviews, name="second", seed=1), db=db_url)
     worker = Worker(db_url, step_event_s=0)
     assert worker.run_one() and worker.run_one() and not worker.run_one()
     assert worker.base_cache.loads == 1  # the second job reused the loaded base
@@ -73,8 +56,10 @@ def _pause_after_first_step(spec, on_event, should_stop, **kwargs):
     return train(spec, on_event=gated, should_stop=should_stop, **kwargs)
 
 
-def test_cancel_stops_at_the_next_step_keeps_checkpoint_and_retry_resumes(db_url, base, reviews):
-    job_id = queue.enqueue(spec_for(base, reviews, steps=12, eval_every=0), db=db_url)
+def test_cancel_stops_at_the_next_step_keeps_checkpoint_and_retry_resumes(
+    db_url, tiny_bert, reviews
+):
+    job_id = queue.enqueue(small_spec(tiny_bert, reviews, steps=12, eval_every=0), db=db_url)
     worker = Worker(db_url, step_event_s=0, cancel_poll_s=0.1, train_fn=_pause_after_first_step)
     runner = threading.Thread(target=worker.run_one)
     runner.start()
@@ -96,8 +81,8 @@ def test_cancel_stops_at_the_next_step_keeps_checkpoint_and_retry_resumes(db_url
     assert [e.data["step"] for e in second if e.type == "step"] == list(range(2, 13))
 
 
-def test_a_stopping_worker_puts_its_job_back_with_a_checkpoint(db_url, base, reviews):
-    job_id = queue.enqueue(spec_for(base, reviews, steps=12, eval_every=0), db=db_url)
+def test_a_stopping_worker_puts_its_job_back_with_a_checkpoint(db_url, tiny_bert, reviews):
+    job_id = queue.enqueue(small_spec(tiny_bert, reviews, steps=12, eval_every=0), db=db_url)
     worker = Worker(db_url, step_event_s=0, train_fn=_pause_after_first_step)
     runner = threading.Thread(target=worker.run_one)
     runner.start()
@@ -121,14 +106,14 @@ def _raw_job(url, spec: dict) -> int:
 
 
 def test_bad_jobs_fail_with_clear_messages_and_the_worker_lives_on(
-    db_url, base, reviews, tmp_path, monkeypatch
+    db_url, tiny_bert, reviews, tmp_path, monkeypatch
 ):
-    good = spec_for(base, reviews)
+    good = small_spec(tiny_bert, reviews)
     malformed = _raw_job(db_url, good.to_dict() | {"steps": "many", "lr": -1})
-    unknown = queue.enqueue(spec_for("nobody/no-such-model-xyz", reviews), db=db_url)
+    unknown = queue.enqueue(small_spec("nobody/no-such-model-xyz", reviews), db=db_url)
     vanishing = tmp_path / "vanishing.csv"
     vanishing.write_text(open(reviews).read())
-    gone = queue.enqueue(spec_for(base, str(vanishing)), db=db_url)
+    gone = queue.enqueue(small_spec(tiny_bert, str(vanishing)), db=db_url)
     vanishing.unlink()
     full = queue.enqueue(good, db=db_url)
     worker = Worker(db_url, step_event_s=0)
@@ -158,11 +143,11 @@ def test_bad_jobs_fail_with_clear_messages_and_the_worker_lives_on(
     assert failed and failed[0].data["level"] == "error"
 
 
-def test_crash_outside_ia3_errors_logs_the_traceback(db_url, base, reviews):
+def test_crash_outside_ia3_errors_logs_the_traceback(db_url, tiny_bert, reviews):
     def broken_train(spec, **kwargs):
         raise ZeroDivisionError("division by zero")
 
-    job_id = queue.enqueue(spec_for(base, reviews), db=db_url)
+    job_id = queue.enqueue(small_spec(tiny_bert, reviews), db=db_url)
     assert Worker(db_url, train_fn=broken_train).run_one()
     job = queue.get_job(job_id, db=db_url)
     assert job.status == "failed"
@@ -171,8 +156,8 @@ def test_crash_outside_ia3_errors_logs_the_traceback(db_url, base, reviews):
     assert "Traceback" in failed.data["traceback"] and "broken_train" in failed.data["traceback"]
 
 
-def test_the_worker_device_reaches_training(db_url, base, reviews):
-    job_id = queue.enqueue(spec_for(base, reviews, device="cpu"), db=db_url)
+def test_the_worker_device_reaches_training(db_url, tiny_bert, reviews):
+    job_id = queue.enqueue(small_spec(tiny_bert, reviews, device="cpu"), db=db_url)
     missing = f"cuda:{torch.cuda.device_count() + 7}"  # a GPU this machine does not have
     assert Worker(db_url, device=missing).run_one()
     job = queue.get_job(job_id, db=db_url)

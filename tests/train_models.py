@@ -18,6 +18,7 @@ from tiny_models import build
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
+from ia3engine import TrainSpec
 from ia3engine.training.run import train
 
 SPECIAL = ["<pad>", "</s>", "<unk>", "<s>", "[CLS]", "[SEP]"]
@@ -126,3 +127,41 @@ def paced_train(spec, on_event, *, pause_s: float = 0.05, **kwargs):
             time.sleep(pause_s)
 
     return train(spec, on_event=paced, **kwargs)
+
+
+def train_adapter(folder: Path, labels: tuple[str, str] = ("down", "up")) -> Path:
+    """A one-step MiniLM classifier adapter answering with `labels`, written to `folder`."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    data = folder.parent / f"{folder.name}.csv"
+    rows = [f"the film was {'good' if i % 2 else 'bad'} {i},{labels[i % 2]}" for i in range(20)]
+    data.write_text("text,label\n" + "\n".join(rows) + "\n")
+    spec = TrainSpec(
+        model="minilm",
+        data=str(data),
+        steps=1,
+        batch_size=4,
+        eval_every=0,
+        max_length=32,
+        out_dir=str(folder),
+        name=folder.name,
+    )
+    train(spec)
+    return folder
+
+
+def tiny_classifier(root: Path) -> tuple[str, Path]:
+    """A tiny random BERT base in `root` and a 2-step sentiment adapter trained on it:
+    (the base's folder, the adapter's folder)."""
+    base = save_tiny("bert", root / "bert")
+    folder = root / "adapter"
+    spec = TrainSpec(
+        model=base,
+        data=write_sentiment(root / "train.csv", 32),
+        out_dir=str(folder),
+        steps=2,
+        batch_size=8,
+        eval_every=0,
+        device="cpu",
+    )
+    train(spec)
+    return base, folder

@@ -1,4 +1,4 @@
-"""Real IA3 adapters on the bundled MiniLM, trained in the test process for one step, zipped for
+"""Real IA3 adapters (train_models.train_adapter: the bundled MiniLM, one step) zipped for
 import, and optionally tampered with (what a hostile uploader would send), plus a fake Hub cache.
 
 One step on a 20-row CSV takes a few seconds; the adapters load in the studio like any other.
@@ -10,30 +10,7 @@ import json
 import zipfile
 from pathlib import Path
 
-from ia3engine import TrainSpec
-from ia3engine.training.run import train
-
 INFO = "training_info.json"
-
-
-def train_adapter(folder: Path, labels: tuple[str, str] = ("down", "up")) -> Path:
-    """A one-step MiniLM classifier adapter answering with `labels`, written to `folder`."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    data = folder.parent / f"{folder.name}.csv"
-    rows = [f"the film was {'good' if i % 2 else 'bad'} {i},{labels[i % 2]}" for i in range(20)]
-    data.write_text("text,label\n" + "\n".join(rows) + "\n")
-    spec = TrainSpec(
-        model="minilm",
-        data=str(data),
-        steps=1,
-        batch_size=4,
-        eval_every=0,
-        max_length=32,
-        out_dir=str(folder),
-        name=folder.name,
-    )
-    train(spec)
-    return folder
 
 
 def adapter_zip(folder: Path, target: Path, **info_changes) -> Path:

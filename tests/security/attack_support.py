@@ -182,3 +182,15 @@ def ui_event(http: httpx.Client, elem_id: str, trigger: str, data: list) -> dict
                 if message.get("msg") == "process_completed":
                     return message
     raise AssertionError(f"no answer to the {trigger} event of #{elem_id}")
+
+
+def review_csv(path: Path, labels: tuple[str, str], mark: str = "") -> str:
+    """40 short film reviews in a CSV, every field quoted: the good ones labelled labels[0],
+    the bad ones labels[1]; `mark` ends every text (a string the owner's data can be found by)."""
+    lines = ["text,label"]
+    for i in range(40):
+        good = i % 2 == 0
+        word = ("great fine lovely best" if good else "awful poor bad worst").split()[i % 4]
+        lines.append(f'"the film was {word}{mark}","{labels[0] if good else labels[1]}"')
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)

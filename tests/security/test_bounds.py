@@ -8,9 +8,10 @@ a fake Hub cache holding only the config of a 175-billion-parameter model.
 from __future__ import annotations
 
 import pytest
-from adapter_builds import adapter_zip, fake_hub_model, train_adapter
+from adapter_builds import adapter_zip, fake_hub_model
 from attack_support import refused, running_studio
 from gradio_client import handle_file
+from train_models import train_adapter
 
 GIANT = "bigcorp/giant-100b"  # its config alone says ~175 billion parameters
 HEAVY = "bigcorp/heavy-weights"  # a small config, but 120 GB of weights by its index

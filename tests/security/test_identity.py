@@ -8,9 +8,10 @@ deletes it and imports Y (labels cold/warm); SQLite would give Y the id X had.
 from __future__ import annotations
 
 import pytest
-from adapter_builds import adapter_zip, train_adapter
+from adapter_builds import adapter_zip
 from attack_support import refused, running_studio
 from gradio_client import handle_file
+from train_models import train_adapter
 
 
 @pytest.fixture(scope="module")

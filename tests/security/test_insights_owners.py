@@ -8,26 +8,15 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from pathlib import Path
 
 import pytest
-from attack_support import PASSWORDS, job_done, refused, running_studio
+from attack_support import PASSWORDS, job_done, refused, review_csv, running_studio
 from gradio_client import handle_file
 from waiting import wait_for
 
 from app.adapters_tab import ALL
 
 PRIVATE = "ANNS-PRIVATE-REVIEW"
-
-
-def _reviews(path: Path) -> str:
-    lines = ["text,label"]
-    for i in range(40):
-        good = i % 2 == 0
-        words = "great fine lovely best" if good else "awful poor bad worst"
-        lines.append(f"the film was {words.split()[i % 4]} {PRIVATE},{'pos' if good else 'neg'}")
-    path.write_text("\n".join(lines) + "\n")
-    return str(path)
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +27,10 @@ def studio(tmp_path_factory):
         ann = clients["ann"]
         spec = {"model": "minilm", "steps": 5, "eval_every": 0, "name": "ann-insights"}
         job = ann.predict(
-            spec, handle_file(_reviews(tmp / "reviews.csv")), None, api_name="/enqueue"
+            spec,
+            handle_file(review_csv(tmp / "reviews.csv", ("pos", "neg"), f" {PRIVATE}")),
+            None,
+            api_name="/enqueue",
         )
         status = wait_for(lambda: job_done(ann, job), 240, "ann's 5-step job", poll_s=1)
         yield {
@@ -125,11 +117,13 @@ def test_the_jobs_tab_block_shows_ann_her_pictures_and_bob_nothing(studio):
         answer = studio["ann_http"].get(path)
         assert answer.status_code == 200 and answer.content[:8] == b"\x89PNG\r\n\x1a\n"
         assert studio["bob_http"].get(path).status_code == 404
-    # bob's page does not list ann's job: picking it anyway is refused (the dropdown holds
-    # only his jobs), or, past that, draws nothing (jobs.access refuses; tested in-process)
+    # bob's page does not list ann's job, but the job dropdown takes a value its choices lack
+    # (a refresh may land after a jump to a new job): picking hers draws nothing of hers,
+    # because the block asks jobs.access, which refuses him as for a missing job
     theirs = _insights_of(studio["bob_http"], job)
-    assert not theirs["success"]
-    assert PRIVATE not in json.dumps(theirs) and "confusion" not in json.dumps(theirs)
+    assert theirs["success"], theirs
+    assert _visible(theirs["output"]["data"][0]) is False
+    assert PRIVATE not in json.dumps(theirs) and "/gradio_api/file=" not in json.dumps(theirs)
 
 
 def _adapter_insights_of(http, adapter: int) -> dict:

@@ -15,21 +15,19 @@ from pathlib import Path
 
 import httpx
 import pytest
-from attack_support import PASSWORDS, ROOT, job_done, refused, running_studio, signed_in
+from attack_support import (
+    PASSWORDS,
+    ROOT,
+    job_done,
+    refused,
+    review_csv,
+    running_studio,
+    signed_in,
+)
 from gradio_client import handle_file
 from waiting import wait_for
 
 FORMULAS = ["=cmd|' /C calc'!A0", "@SUM(1+1)*cmd|' /C calc'!A0", "+1+2", "-2+3"]
-
-
-def _formula_csv(path: Path) -> str:
-    lines = ["text,label"]
-    for i in range(40):
-        good = i % 2 == 0
-        words = "great fine lovely best" if good else "awful poor bad worst"
-        lines.append(f'"the film was {words.split()[i % 4]}","{FORMULAS[0 if good else 1]}"')
-    path.write_text("\n".join(lines) + "\n")
-    return str(path)
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +39,10 @@ def studio(tmp_path_factory):
         ann = clients["ann"]
         spec = {"model": "minilm", "steps": 5, "eval_every": 0, "name": "ann-formulas"}
         job = ann.predict(
-            spec, handle_file(_formula_csv(tmp / "formulas.csv")), None, api_name="/enqueue"
+            spec,
+            handle_file(review_csv(tmp / "formulas.csv", (FORMULAS[0], FORMULAS[1]))),
+            None,
+            api_name="/enqueue",
         )
         status = wait_for(lambda: job_done(ann, job), 240, "the 5-step job to train", poll_s=1)
         yield {
