@@ -6,6 +6,7 @@ Each waits on what the page shows (never on a clock) and asserts what the step p
 import re
 from pathlib import Path
 
+from playwright.sync_api import TimeoutError as PageTimeout
 from playwright.sync_api import expect
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -145,7 +146,15 @@ def plot_drawn(page, elem_id: str):
     """The plot `elem_id` is shown, Vega has drawn a line in it (an SVG path with a size) and
     the whole drawing fits in the plot's block (nothing cut off at the bottom)."""
     expect(page.locator(f"#{elem_id} .vega-embed .mark-line path").first).to_be_visible()
-    page.wait_for_function(_DRAWING_FITS, arg=elem_id)
+    waited(page, _DRAWING_FITS, elem_id, f"#{elem_id}'s drawing to fit in its block (cut off?)")
+
+
+def waited(page, script: str, arg, what: str):
+    """Wait until `script(arg)` is true in the page; failing, name `what` was waited for."""
+    try:
+        page.wait_for_function(script, arg=arg)
+    except PageTimeout as error:
+        raise AssertionError(f"Waited in vain for {what}") from error
 
 
 def fill_prediction(page, adapter: str, path: Path):
@@ -186,9 +195,8 @@ def open_insights(page, classes: tuple[str, ...], prefix: str = "insights") -> l
         image = page.locator(f"#{prefix}-{part} img").first
         expect(image).to_be_visible()
         image.scroll_into_view_if_needed()
-        page.wait_for_function(
-            "image => image.complete && image.naturalWidth > 0", arg=image.element_handle()
-        )
+        loaded = "image => image.complete && image.naturalWidth > 0"
+        waited(page, loaded, image.element_handle(), f"#{prefix}-{part}'s picture to load")
     per_class = page.locator(f"#{prefix}-per-class")
     for header in ("class", "precision", "recall", "f1", "support", "f1 before"):
         expect(per_class).to_contain_text(header)
@@ -218,11 +226,13 @@ def sort_by_confidence(page, table_id: str, order: str) -> list[float]:
     header.locator("button.cell-menu-button").click()
     page.get_by_role("menuitem", name=f"Sort {order}").click()
     in_order = "(a, b) => a <= b" if order == "ascending" else "(a, b) => a >= b"
-    page.wait_for_function(
+    waited(
+        page,
         f"""args => {{ const seen = ({_COLUMN_SHOWN})(args);
             return seen.length > 0 && seen.every((v, i) => i === 0 || ({in_order})(seen[i - 1], v));
         }}""",
-        arg=[table_id, column],
+        [table_id, column],
+        f"#{table_id}'s rows in {order} order of confidence",
     )
     return page.evaluate(_COLUMN_SHOWN, [table_id, column])
 
