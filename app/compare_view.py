@@ -92,10 +92,12 @@ def _layout() -> SimpleNamespace:
             y="value",
             color="series",
             label="Loss and metrics of each run (one colour per run and curve)",
-            height=340,
+            height=400,  # the legend below the plot names every curve (see style.css)
             x_title="step",
             y_title="value",
+            color_title="run and curve",
             elem_id="compare-plot",
+            elem_classes=["fit-plot"],
         )
         settings = gr.Dataframe(
             label="Settings that differ", interactive=False, elem_id="compare-settings"

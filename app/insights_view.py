@@ -40,6 +40,8 @@ PER_CLASS_HEADERS = [
 ]
 WRONG_HEADERS = ["text", "true", "predicted", "confidence", "probabilities"]
 WRONG_TYPES = ["str", "str", "str", "number", "str"]
+# Room for "confidence" and its sort arrow on one line beside long texts.
+WRONG_WIDTHS = ["40%", "11%", "11%", "13%", "25%"]
 GENERATION_HEADERS = [
     "prompt",
     "reference",
@@ -240,7 +242,8 @@ def block(container_id: str, prefix: str) -> InsightsBlock:
         wrong = gr.Dataframe(
             headers=WRONG_HEADERS,
             datatype=WRONG_TYPES,
-            label="Validation rows it gets wrong (click a header to sort, e.g. confidence)",
+            column_widths=WRONG_WIDTHS,
+            label="Validation rows it gets wrong, most confident first (a header's ⋮ menu sorts)",
             interactive=False,
             wrap=True,
             max_height=420,

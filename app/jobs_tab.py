@@ -272,6 +272,7 @@ def _layout() -> SimpleNamespace:
             x_title="step",
             y_title="loss",
             elem_id="loss-plot",
+            elem_classes=["fit-plot"],
         )
         metrics = gr.LinePlot(
             None,
@@ -281,7 +282,9 @@ def _layout() -> SimpleNamespace:
             height=300,
             x_title="step",
             y_title="metric",
+            y_axis_format=".3~f",  # 0.75, not Vega's 0.750000 for a flat line
             elem_id="metric-plot",
+            elem_classes=["fit-plot"],
         )
     log = gr.Textbox(
         label="Log (last lines)",

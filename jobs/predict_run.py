@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ia3engine.data.read import sniff_format
 from ia3engine.serve.predict_file import output_format
+from ia3engine.training.loading import resolve_device
 from jobs import blobs, queue, quota, registry
 from jobs.db import retried, writing
 from jobs.errors import JobError
@@ -43,11 +44,12 @@ class PredictRun(JobRun):
         log.info("job %s: predict attempt %s on %s", job.id, job.attempts, self.worker.worker_id)
         try:
             data, adapter = self._inputs()
+            device = str(resolve_device(self.worker.device))  # the worker's, or the best one
             self._write(
                 {
                     "type": "started",
                     "total_steps": spec.get("rows"),
-                    "device": self.worker.device or "auto",
+                    "device": device,
                     "kind": "predict",
                 }
             )
@@ -62,7 +64,7 @@ class PredictRun(JobRun):
                 batch_size=int(spec.get("batch_size") or 16),
                 max_rows=spec.get("max_rows"),
                 max_new_tokens=int(spec.get("max_new_tokens") or 64),
-                device=self.worker.device,
+                device=device,  # the one the log names
                 on_progress=self.progress,
                 should_stop=self.should_stop,
             )

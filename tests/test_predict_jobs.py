@@ -13,6 +13,7 @@ from waiting import wait_for
 
 from ia3engine.errors import AdapterError, DataError
 from ia3engine.serve.predict_file import predict_file
+from ia3engine.training.loading import resolve_device
 from jobs import access, access_limits, predict_jobs, queue, quota, registry
 from jobs.access import LOCAL
 from jobs.errors import AccessDeniedError, JobError
@@ -79,6 +80,23 @@ def test_a_worker_predicts_the_file_and_keeps_it_as_the_owners_dataset(db_url, t
     assert size == path.stat().st_size
     assert quota.stored_bytes("ann", db=db_url) == before + size
     assert quota.stored_bytes("bob", db=db_url) == 0
+
+
+def test_a_worker_left_to_choose_names_the_device_it_predicts_on(db_url, trained, upload):
+    adapter = _adapter(trained, db_url)
+    job_id = access.enqueue_predict(upload, actor=ANN, adapter_id=adapter, limits=OPEN, db=db_url)
+    given = []
+
+    def predicting(*args, device, **kwargs):
+        given.append(device)
+        return predict_file(*args, device=device, **kwargs)
+
+    assert Worker(db_url, predict_fn=predicting).run_one()  # no device: the best one there is
+    assert queue.get_job(job_id, db=db_url).status == "done"
+    events = queue.job_events(job_id, db=db_url)
+    started = next(e.data for e in events if e.type == "started")
+    assert started["device"] == str(resolve_device(None)) != "auto"
+    assert given == [started["device"]]  # the device named is the one predicted on
 
 
 def test_the_base_alone_needs_a_generative_model_and_says_so(db_url, trained, upload):

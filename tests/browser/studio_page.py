@@ -6,6 +6,7 @@ Each waits on what the page shows (never on a clock) and asserts what the step p
 import re
 from pathlib import Path
 
+from playwright.sync_api import TimeoutError as PageTimeout
 from playwright.sync_api import expect
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -130,9 +131,30 @@ def wait_done(page, job_id: int, timeout: float = 600_000):
     expect(progress).to_contain_text(f"Job #{job_id} ·")
 
 
+# Whether the block `id`'s whole drawing (axis titles, legend) lies inside the block: Gradio
+# hides what spills over its fixed height.
+_DRAWING_FITS = """id => {
+    const block = document.getElementById(id);
+    const drawing = block && block.querySelector('.vega-embed svg.marks');
+    if (!drawing) return false;
+    const outer = block.getBoundingClientRect(), inner = drawing.getBoundingClientRect();
+    return inner.height > 0 && inner.bottom <= outer.bottom + 1 && inner.right <= outer.right + 1;
+}"""
+
+
 def plot_drawn(page, elem_id: str):
-    """The plot `elem_id` is shown and Vega has drawn a line in it (an SVG path with a size)."""
+    """The plot `elem_id` is shown, Vega has drawn a line in it (an SVG path with a size) and
+    the whole drawing fits in the plot's block (nothing cut off at the bottom)."""
     expect(page.locator(f"#{elem_id} .vega-embed .mark-line path").first).to_be_visible()
+    waited(page, _DRAWING_FITS, elem_id, f"#{elem_id}'s drawing to fit in its block (cut off?)")
+
+
+def waited(page, script: str, arg, what: str):
+    """Wait until `script(arg)` is true in the page; failing, name `what` was waited for."""
+    try:
+        page.wait_for_function(script, arg=arg)
+    except PageTimeout as error:
+        raise AssertionError(f"Waited in vain for {what}") from error
 
 
 def fill_prediction(page, adapter: str, path: Path):
@@ -161,23 +183,58 @@ def download_prediction(page, folder: Path) -> Path:
     return target
 
 
-def open_insights(page, classes: tuple[str, ...]):
-    """The followed finished training job's validation insights: the confusion matrices (after
-    and before tuning) are drawn images, and the per-class table names one of `classes`."""
-    insights = page.locator("#insights")
-    expect(insights).to_be_attached()
-    toggle = insights.locator("button.label-wrap")  # when the insights sit in an accordion
-    if toggle.count() and not page.locator("#insights-confusion").is_visible():
-        toggle.first.click()
-    for elem_id in ("insights-confusion", "insights-confusion-before"):
-        image = page.locator(f"#{elem_id} img").first
+def open_insights(page, classes: tuple[str, ...], prefix: str = "insights") -> list[float]:
+    """The shown validation insights of a classifier (the Jobs tab's block, or with `prefix`
+    "adapter-insights" the Adapters tab's): the confusion matrices after and before tuning are
+    drawn images, the per-class table has its columns and names one of `classes`, and the wrong
+    rows sort by confidence with the header's menu. Returns the confidences shown (descending)."""
+    insights = page.locator(f"#{prefix}")
+    expect(insights).to_be_visible()
+    expect(insights).to_contain_text("Validation insights")
+    for part in ("confusion", "confusion-before"):
+        image = page.locator(f"#{prefix}-{part} img").first
         expect(image).to_be_visible()
         image.scroll_into_view_if_needed()
-        page.wait_for_function(
-            "image => image.complete && image.naturalWidth > 0", arg=image.element_handle()
-        )
+        loaded = "image => image.complete && image.naturalWidth > 0"
+        waited(page, loaded, image.element_handle(), f"#{prefix}-{part}'s picture to load")
+    per_class = page.locator(f"#{prefix}-per-class")
+    for header in ("class", "precision", "recall", "f1", "support", "f1 before"):
+        expect(per_class).to_contain_text(header)
     names = re.compile("|".join(re.escape(name) for name in classes))
-    expect(page.locator("#insights-per-class")).to_contain_text(names)
+    expect(per_class).to_contain_text(names)
+    expect(page.locator(f"#{prefix}-generation")).to_be_hidden()  # a classifier's
+    expect(page.locator(f"#{prefix}-wrong")).to_contain_text("confidence")
+    sort_by_confidence(page, f"{prefix}-wrong", "ascending")
+    return sort_by_confidence(page, f"{prefix}-wrong", "descending")
+
+
+# The numbers in column `column` of the table `id`, in the order shown (rows top to bottom).
+_COLUMN_SHOWN = """([id, column]) => [...document.querySelectorAll(`#${id} .virtual-row`)]
+    .sort((a, b) => a.getBoundingClientRect().top - b.getBoundingClientRect().top)
+    .map(row => row.querySelector(`[role=gridcell][data-col="${column}"]`))
+    .filter(cell => cell !== null)
+    .map(cell => parseFloat(cell.innerText))"""
+
+
+def sort_by_confidence(page, table_id: str, order: str) -> list[float]:
+    """Sort the table `table_id` by its confidence column with the header's menu ("Sort
+    ascending" or "Sort descending"), as a person does; waits until the rows shown are in that
+    order and returns the confidences shown."""
+    header = page.locator(f"#{table_id} th[title='confidence']")
+    column = header.get_attribute("data-heading")
+    header.hover()
+    header.locator("button.cell-menu-button").click()
+    page.get_by_role("menuitem", name=f"Sort {order}").click()
+    in_order = "(a, b) => a <= b" if order == "ascending" else "(a, b) => a >= b"
+    waited(
+        page,
+        f"""args => {{ const seen = ({_COLUMN_SHOWN})(args);
+            return seen.length > 0 && seen.every((v, i) => i === 0 || ({in_order})(seen[i - 1], v));
+        }}""",
+        [table_id, column],
+        f"#{table_id}'s rows in {order} order of confidence",
+    )
+    return page.evaluate(_COLUMN_SHOWN, [table_id, column])
 
 
 def compare_runs(page, job_ids: list[int], differing: tuple[str, ...]):
@@ -195,14 +252,21 @@ def compare_runs(page, job_ids: list[int], differing: tuple[str, ...]):
         expect(settings).to_contain_text(value)
     expect(page.locator("#compare-metrics")).to_contain_text(re.compile(r"\d"))
     plot_drawn(page, "compare-plot")
+    legend = page.locator("#compare-plot .role-legend")
+    for job_id in job_ids:  # the legend (inside the block: plot_drawn) names each run's curves
+        expect(legend).to_contain_text(f"#{job_id} train loss")
     links = page.locator("#compare-links a[href*='adapters/']")
     expect(links).to_have_count(len(job_ids))
 
 
-def try_publish(page, repo: str):
-    """Try to publish the Adapters tab's adapter to `repo` without a token on a closed network:
-    the note names the missing token or the offline Hub, with no traceback and no server path."""
+def try_publish(page, repo: str, adapter: str | None = None):
+    """Try to publish the Adapters tab's adapter (the one whose choice starts with `adapter`,
+    "#2 name", when given) to `repo` without a token on a closed network: the note names the
+    missing token or the offline Hub, with no traceback and no server path."""
     page.get_by_role("tab", name="Adapters").click()
+    if adapter is not None:
+        choose_starting(page, "adapter-select", adapter)
+        expect(page.locator("#adapter-header")).to_contain_text(adapter.split()[-1])
     page.get_by_text("Publish to the Hugging Face Hub").click()
     expect(page.locator("#publish-private input")).to_be_checked()  # private by default
     box = page.locator("#publish-repo textarea, #publish-repo input").first

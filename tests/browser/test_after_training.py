@@ -1,5 +1,7 @@
 """After training, in a real browser: a new user signs in, trains two short runs with different
-settings, predicts a file with the first adapter and downloads the result from the Jobs tab.
+settings, opens the first run's validation insights (confusion matrices, per-class table, wrong
+rows sorted by confidence), compares the two runs, predicts a file with the first adapter,
+downloads the result from the Jobs tab, and tries to publish the second adapter without a token.
 
 The studio asks for a password (so every action runs as that person, with the owner checks of
 a shared studio); one worker takes the jobs in the order they were queued.
@@ -13,14 +15,17 @@ from playwright.sync_api import expect
 from studio_page import (
     NEWCOMER,
     ROOT,
+    compare_runs,
     download_prediction,
     fill_prediction,
+    open_insights,
     plot_drawn,
     queue_prediction,
     queue_training,
     select_job,
     short_run,
     sign_in,
+    try_publish,
     upload_dataset,
     wait_done,
 )
@@ -46,7 +51,7 @@ def new_rows_csv(tmp_path):
     return path
 
 
-def test_new_user_trains_two_runs_predicts_a_file_and_downloads_it(
+def test_new_user_trains_inspects_compares_predicts_and_publishes(
     signed_in_studio, browser, shots, reviews_csv, new_rows_csv, tmp_path
 ):
     page = sign_in(
@@ -75,6 +80,9 @@ def test_new_user_trains_two_runs_predicts_a_file_and_downloads_it(
 
     wait_done(page, second)  # the worker takes jobs in order: the first is done by then
     expect(progress).to_contain_text(f"Step {STEPS} of {STEPS} (100 %)")
+    adapter_pattern = re.compile(r"[Aa]dapter #?(\d+)")
+    fast = int(adapter_pattern.search(progress.inner_text()).group(1))
+    expect(page.locator("#insights")).to_be_visible()  # a finished run shows its insights
     shots(page, "second-run-done")
 
     select_job(page, first)  # a person's own pick sticks through the timer's redraws
@@ -87,14 +95,20 @@ def test_new_user_trains_two_runs_predicts_a_file_and_downloads_it(
     for color in LOSS_COLORS.values():  # training and validation loss, each in its colour
         expect(page.locator(f"#loss-plot .mark-line path[stroke='{color}']")).to_be_visible()
     plot_drawn(page, "metric-plot")
-    adapter = int(re.search(r"[Aa]dapter #?(\d+)", progress.inner_text()).group(1))
+    adapter = int(adapter_pattern.search(progress.inner_text()).group(1))
     shots(page, "first-run-done-with-curves")
+    open_insights(page, CLASSES)
+    shots(page, "insights")
+    compare_runs(page, [first, second], differing=("0.003", "0.03"))
+    shots(page, "compare-runs")
 
     fill_prediction(page, f"#{adapter} slow-lr", new_rows_csv)
     shots(page, "prediction-file-and-adapter")
     predicted = queue_prediction(page)
     wait_done(page, predicted)
     expect(progress).to_contain_text(f"Row {ROWS} of {ROWS}")
+    # The log names the device the worker (left to choose) predicted on, never "auto".
+    expect(log).to_have_value(re.compile(rf"started: predicting {ROWS} rows on (cpu|cuda|mps)"))
     expect(page.locator("#loss-plot")).to_be_hidden()  # a prediction has rows, not curves
     expect(page.locator("#metric-plot")).to_be_hidden()
     expect(page.locator("#jobs-table")).to_contain_text(f"#{adapter} slow-lr")
@@ -113,3 +127,6 @@ def test_new_user_trains_two_runs_predicts_a_file_and_downloads_it(
         probs = {c: float(row[f"prob_{c}"]) for c in CLASSES}
         assert sum(probs.values()) == pytest.approx(1.0, abs=1e-3)
         assert row["predicted_label"] == max(probs, key=probs.get)
+
+    try_publish(page, "newcomer/fast-lr", adapter=f"#{fast} fast-lr")
+    shots(page, "publish-without-token")
