@@ -133,22 +133,31 @@ class JobRun:
             job.max_attempts,
             self.worker.worker_id,
         )
+        return self._guarded(self._train)
+
+    def _train(self) -> str:
+        spec = self._prepare()
+        result = self.worker.train_fn(
+            spec,
+            on_event=self.on_event,
+            should_stop=self.should_stop,
+            checkpoint_dir=str(self.checkpoint_dir),
+            base_cache=self.worker.base_cache,
+        )
+        self._flush_step()
+        return self._finish(result)
+
+    def _guarded(self, work) -> str:
+        """Run `work` (the job's own part, returning its outcome) so that every failure ends
+        the job: a lost claim is "lost", a stopping worker puts the job back, any other error
+        fails it with a message."""
         try:
-            spec = self._prepare()
-            result = self.worker.train_fn(
-                spec,
-                on_event=self.on_event,
-                should_stop=self.should_stop,
-                checkpoint_dir=str(self.checkpoint_dir),
-                base_cache=self.worker.base_cache,
-            )
-            self._flush_step()
-            return self._finish(result)
+            return work()
         except LostJob:
             return "lost"
         except (KeyboardInterrupt, SystemExit):
             queue.release_job(
-                job.id, self.worker.worker_id, "Worker stopped; back in the queue.", db=self.db
+                self.job.id, self.worker.worker_id, "Worker stopped; back in the queue.", db=self.db
             )
             raise
         except Exception as exc:  # noqa: BLE001 - every failure must end the job

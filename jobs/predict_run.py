@@ -40,48 +40,38 @@ class PredictRun(JobRun):
 
     def _run(self) -> str:
         job = self.job
-        spec = job.spec
         log.info("job %s: predict attempt %s on %s", job.id, job.attempts, self.worker.worker_id)
-        try:
-            data, adapter = self._inputs()
-            device = str(resolve_device(self.worker.device))  # the worker's, or the best one
-            self._write(
-                {
-                    "type": "started",
-                    "total_steps": spec.get("rows"),
-                    "device": device,
-                    "kind": "predict",
-                }
-            )
-            ext = output_format(_format_of(data))[1]
-            out = self.folder / f"{Path(data).stem}.predictions-{job.id}{ext}"
-            result = self.worker.predict_fn(
-                spec["model"],
-                data,
-                out,
-                adapter=adapter,
-                text_column=spec.get("text_column"),
-                batch_size=int(spec.get("batch_size") or 16),
-                max_rows=spec.get("max_rows"),
-                max_new_tokens=int(spec.get("max_new_tokens") or 64),
-                device=device,  # the one the log names
-                on_progress=self.progress,
-                should_stop=self.should_stop,
-            )
-            self._flush_step()
-            return self._finish_prediction(result)
-        except LostJob:
-            return "lost"
-        except (KeyboardInterrupt, SystemExit):
-            queue.release_job(
-                job.id, self.worker.worker_id, "Worker stopped; back in the queue.", db=self.db
-            )
-            raise
-        except Exception as exc:  # noqa: BLE001 - every failure must end the job
-            self._flush_step()
-            if self.lost.is_set():
-                return "lost"
-            return self._fail(exc)
+        return self._guarded(self._predict)
+
+    def _predict(self) -> str:
+        job, spec = self.job, self.job.spec
+        data, adapter = self._inputs()
+        device = str(resolve_device(self.worker.device))  # the worker's, or the best one
+        self._write(
+            {
+                "type": "started",
+                "total_steps": spec.get("rows"),
+                "device": device,
+                "kind": "predict",
+            }
+        )
+        ext = output_format(_format_of(data))[1]
+        out = self.folder / f"{Path(data).stem}.predictions-{job.id}{ext}"
+        result = self.worker.predict_fn(
+            spec["model"],
+            data,
+            out,
+            adapter=adapter,
+            text_column=spec.get("text_column"),
+            batch_size=int(spec.get("batch_size") or 16),
+            max_rows=spec.get("max_rows"),
+            max_new_tokens=int(spec.get("max_new_tokens") or 64),
+            device=device,  # the one the log names
+            on_progress=self.progress,
+            should_stop=self.should_stop,
+        )
+        self._flush_step()
+        return self._finish_prediction(result)
 
     def _inputs(self) -> tuple[str, str | None]:
         """The input file and adapter folder on this machine, from the database."""
