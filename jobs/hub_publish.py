@@ -20,8 +20,6 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path, PurePath
 
-from huggingface_hub import HfApi
-
 from ia3engine.errors import IA3Error
 from ia3engine.training.card import (
     front_matter,
@@ -232,6 +230,8 @@ def _push(folder: Path, repo: str, token: str, private: bool, timeout_s: float, 
 
     def work() -> None:
         try:
+            from huggingface_hub import HfApi  # heavy (TID253): only when publishing
+
             api = HfApi(endpoint=endpoint, token=token)
             made = api.create_repo(repo, private=private, exist_ok=True, repo_type="model")
             api.upload_folder(
