@@ -24,6 +24,7 @@ from app import (
     access_share,
     adapters_tab,
     api,
+    api_keys_view,
     auth,
     fair_queue,
     job_actions,
@@ -89,6 +90,7 @@ def build_studio(config: StudioConfig | None = None) -> gr.Blocks:
             with gr.Tab("Adapters", id="adapters") as adapters_item:
                 adapters = adapters_tab.build(demo)
                 access_share.build(adapters.selected)
+                api_keys_view.build(demo, adapters_item.select)
         train.queue_event.then(_after_queue, train.queued_job, [tabs, jobs.selected], **private)
         predict.queue_event.then(_after_queue, predict.queued_job, [tabs, jobs.selected], **private)
         predict_item.select(predict.refresh, predict.adapter, predict.adapter, **private)
