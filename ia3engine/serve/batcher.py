@@ -147,6 +147,10 @@ class Batcher:
             return {**self._stats.snapshot(), "queued_rows": self._queued_rows}
 
     @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
     def queued_rows(self) -> int:
         with self._changed:
             return self._queued_rows

@@ -142,6 +142,34 @@ class Predictor:
             if key in model.peft_config:
                 model.delete_adapter(key)
 
+    def adapter_bytes(self, name: str) -> int:
+        """Bytes this adapter holds here: its vectors and saved copies (heads), with those of
+        its untuned twin (an encoder's base row)."""
+        model = self._groups[self.adapters[name]["group"]]
+        names = (name, base_row(name))
+        held = [
+            v
+            for _, layer in model.ia3_layers()
+            for n in names
+            if n in layer.ia3_l
+            for v in [layer.ia3_l[n]]
+        ]
+        for _, module in model.saved_modules():
+            for n in names:
+                if n in module.modules_to_save:
+                    held.extend(module.modules_to_save[n].parameters())
+        return sum(t.numel() * t.element_size() for t in held)
+
+    def base_bytes(self) -> int:
+        """Bytes of the loaded base weights (an encoder holds one base per label count)."""
+        seen, total = set(), 0
+        for model in self._groups.values():
+            for tensor in [*model.parameters(), *model.buffers()]:
+                if id(tensor) not in seen:
+                    seen.add(id(tensor))
+                    total += tensor.numel() * tensor.element_size()
+        return total
+
     def labels_of(self, name: str | None = None) -> list[str]:
         """The labels an adapter answers with (None: the adapter untuned rows use)."""
         return list(self.adapters[name or self._owner_for([])]["labels"])
