@@ -113,7 +113,7 @@ def create_app(config: StudioConfig | None = None) -> FastAPI:
     app = FastAPI(title="IA3 Studio")
     share_page.add_routes(app)  # before the mount, so these paths are not Gradio's
     demo = build_studio(config)
-    demo.queue(max_size=256, default_concurrency_limit=4)  # bounded; app.serving: fair turns
+    demo.queue(max_size=256, default_concurrency_limit=4)  # bounded; app.serving: per-person cap
     gr.mount_gradio_app(
         app,
         demo,
