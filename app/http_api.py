@@ -22,8 +22,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.inference import QueueFull, TooLarge
 from app.messages import scrub
+from app.serving import MAX_INPUT_CHARS
 from ia3engine.errors import IA3Error
+from ia3engine.serve.predict_file import DEFAULT_NEW_TOKENS
+from ia3engine.serve.predict_file import MAX_NEW_TOKENS as _ENGINE_NEW_TOKENS
 from jobs import api_keys
 from jobs.access import LOCAL, Actor
 from jobs.errors import AccessDeniedError
@@ -31,9 +35,9 @@ from jobs.errors import AccessDeniedError
 logger = logging.getLogger(__name__)
 
 PREFIX = "/v1"
-MAX_TEXTS = 64  # texts in one classify call
-MAX_CHARS = 20_000  # characters in one text or prompt
-MAX_NEW_TOKENS = 512
+MAX_TEXTS = 1024  # texts in one classify call, whatever IA3_SERVE_MAX_TEXTS says (413 over it)
+MAX_CHARS = MAX_INPUT_CHARS  # characters in one text or prompt
+MAX_NEW_TOKENS = _ENGINE_NEW_TOKENS
 MAX_BODY_BYTES = 2 * 1024 * 1024  # a declared body larger than this is refused unread
 NO_KEY = (
     "This API needs an API key: send the header `Authorization: Bearer <key>`. Make a key in "
@@ -63,7 +67,7 @@ class GenerateRequest(BaseModel):
         min_length=1, max_length=200, description='an adapter id, your name for one, or "base"'
     )
     prompt: str = Field(min_length=1)
-    max_new_tokens: int = Field(64, ge=1, le=MAX_NEW_TOKENS)
+    max_new_tokens: int = Field(DEFAULT_NEW_TOKENS, ge=1, le=MAX_NEW_TOKENS)
     stream: bool = Field(False, description="answer as server-sent events, one per piece of text")
     model: str | None = Field(
         None, max_length=500, description='the base model, with adapter "base"'
@@ -102,12 +106,11 @@ def _as_api_error(error: Exception, adapter: str = "") -> ApiError:
         return error
     if isinstance(error, AccessDeniedError):
         return _no_adapter(adapter)
-    kind = type(error).__name__  # app.inference's TooLarge and QueueFull
-    if kind == "QueueFull":
-        wait = max(1, math.ceil(float(getattr(error, "retry_after_s", 1) or 1)))
+    if isinstance(error, QueueFull):
+        wait = max(1, math.ceil(float(error.retry_after_s or 1)))
         message = f"The server is busy: its queue is full. Try again in {wait} s."
         return ApiError(429, message, {"Retry-After": str(wait)})
-    if kind == "TooLarge":
+    if isinstance(error, TooLarge):
         return ApiError(413, scrub(str(error)))
     if isinstance(error, IA3Error):
         return ApiError(400, scrub(str(error)))

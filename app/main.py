@@ -27,6 +27,8 @@ from app import (
     api_keys_view,
     auth,
     fair_queue,
+    http_api,
+    inference,
     job_actions,
     jobs_tab,
     playground_tab,
@@ -107,11 +109,13 @@ def build_studio(config: StudioConfig | None = None) -> gr.Blocks:
 
 
 def create_app(config: StudioConfig | None = None) -> FastAPI:
-    """FastAPI app: /adapters/{id} pages and downloads, and the studio at /."""
+    """FastAPI app: /adapters/{id} pages and downloads, the HTTP API (/v1, with API keys) and
+    the studio at /."""
     config = config or StudioConfig()
     config.data_dir.mkdir(parents=True, exist_ok=True)
     app = FastAPI(title="IA3 Studio")
     share_page.add_routes(app)  # before the mount, so these paths are not Gradio's
+    http_api.add_routes(app, inference.SERVER, _key_policy())
     demo = build_studio(config)
     demo.queue(max_size=256, default_concurrency_limit=4)  # bounded; app.serving: per-person cap
     gr.mount_gradio_app(
@@ -132,6 +136,15 @@ def create_app(config: StudioConfig | None = None) -> FastAPI:
     multi_user = access_mode.active().multi_user
     fair_queue.guard(gradio_app, demo, fair_queue.events_limit(multi_user=multi_user))
     return app
+
+
+def _key_policy() -> http_api.KeyPolicy:
+    """API keys follow the studio's access mode: its admins and allowed users; keys the local
+    user made only while the studio is local."""
+    settings = access_mode.active()
+    return http_api.KeyPolicy(
+        admins=settings.admins, allowed=settings.allowed, local_keys=not settings.multi_user
+    )
 
 
 def _mounted_gradio(app: FastAPI) -> GradioApp:

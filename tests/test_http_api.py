@@ -10,21 +10,12 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from app import http_api
+from app.inference import QueueFull, TooLarge
 from ia3engine.errors import DataError
 from jobs import access, api_keys
 from jobs.errors import AccessDeniedError
 
 ANN, BOB = access.user("ann"), access.user("bob")
-
-
-class QueueFull(Exception):  # the name and field app.inference's QueueFull has
-    def __init__(self, retry_after_s):
-        super().__init__("queue full")
-        self.retry_after_s = retry_after_s
-
-
-class TooLarge(Exception):
-    pass
 
 
 class StandIn:
@@ -37,7 +28,7 @@ class StandIn:
 
     def _check(self, actor, adapter):
         if adapter == "busy":
-            raise QueueFull(2.5)
+            raise QueueFull("full", 2.5)
         if adapter == "huge":
             raise TooLarge("The batch is over the server's limit of 4096 tokens; send fewer texts.")
         if adapter == "boom":
@@ -138,7 +129,9 @@ def test_too_much_text_is_413_and_bad_input_422_without_echoing_it(api):
     )
     assert answer.status_code == 413 and "prompt" in answer.json()["error"]
     assert _classify(api, "ann", "huge").status_code == 413  # the server's own bound
-    too_many = _classify(api, "ann", texts=["a"] * (http_api.MAX_TEXTS + 1))
+    too_many = _classify(
+        api, "ann", texts=["a"] * (http_api.MAX_TEXTS + 1)
+    )  # 413 below it: the server's bound
     assert too_many.status_code == 422 and "texts" in too_many.json()["error"]
     for body in (
         {"adapter": "1", "prompt": "hi", "max_new_tokens": 10_000},
