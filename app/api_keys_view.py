@@ -112,8 +112,15 @@ def build(demo: gr.Blocks, tab_select) -> None:
             headers=HEADERS, label="Your keys", interactive=False, elem_id="apikey-table"
         )
         with gr.Row():
+            # Custom values: the choices a page was last sent may be older than the session
+            # Gradio checks against; revoke_key refuses any id that is not the person's own.
             pick = gr.Dropdown(
-                label="Key to revoke", choices=[], value=None, elem_id="apikey-pick", scale=3
+                label="Key to revoke",
+                choices=[],
+                value=None,
+                allow_custom_value=True,
+                elem_id="apikey-pick",
+                scale=3,
             )
             stop = gr.Button("Revoke", size="sm", variant="stop", elem_id="apikey-revoke", scale=1)
         note = gr.HTML(elem_id="apikey-note")
