@@ -104,6 +104,8 @@ def test_too_much_text_is_413_and_bad_input_422(studio):
     key, adapter = studio["ann_key"], studio["adapter"]
     answer = _classify(studio, key, adapter, ["x" * (http_api.MAX_CHARS + 1)])
     assert answer.status_code == 413 and "characters" in answer.json()["error"]
+    answer = _classify(studio, key, adapter, ["x"] * 65)  # over IA3_SERVE_MAX_TEXTS (64)
+    assert answer.status_code == 413 and "IA3_SERVE_MAX_TEXTS" in answer.json()["error"]
     answer = _classify(studio, key, adapter, ["x"] * (http_api.MAX_TEXTS + 1))
     assert answer.status_code == 422 and "Traceback" not in answer.text
 
