@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     if args.data_dir:
         os.environ["IA3_DATA_DIR"] = str(Path(args.data_dir).resolve())
     try:
+        inference.SERVER.pool.settings  # noqa: B018  (reads and checks IA3_SERVE_* now)
         app = create_api(policy=policy_from_env())
     except ConfigError as error:
         logger.error("%s", error)

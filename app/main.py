@@ -40,6 +40,7 @@ from app import (
     uploads,
     web_guard,
 )
+from app.model_pool import POOL
 from app.studio_config import StudioConfig
 from ia3engine.errors import ConfigError
 from jobs.time_limit import job_seconds
@@ -213,11 +214,13 @@ def _stop_on_sigterm(signum, frame) -> None:
 def _settings_ok(host: str) -> bool:
     """Choose the access mode and the cross-site rules for `ia3 studio --host HOST`, and check
     IA3_MAX_JOB_MINUTES (read when a job is queued: a typo must stop the start, not every
-    person's Train button); False (logged why) when refused."""
+    person's Train button) and IA3_SERVE_* (read by the first prediction); False (logged why)
+    when refused."""
     try:
         access_mode.configure(auth.settings_from_env(host))
         web_guard.configure(web_guard.settings_from_env(host))
         job_seconds()
+        POOL.settings  # noqa: B018  (reads and checks IA3_SERVE_* now)
     except ConfigError as error:
         logger.error("%s", error)
         return False

@@ -9,7 +9,7 @@ import threading
 import pytest
 import train_models as tm
 
-from app import adapter_actions, auth, inference, model_pool
+from app import adapter_actions, auth, inference, model_pool, serving
 from app.model_pool import PredictorPool
 from app.serve_settings import ServeSettings
 from ia3engine import TrainSpec, train
@@ -208,3 +208,24 @@ def test_a_deleted_adapter_leaves_the_cache_and_is_refused(setup, monkeypatch):
 
 def test_the_playground_and_the_server_share_one_pool():
     assert inference.SERVER.pool is model_pool.POOL
+
+
+def test_a_playground_request_and_a_programs_request_share_one_forward(setup, monkeypatch):
+    ids, server = setup
+    serve = server(max_batch_rows=3, max_delay_ms=60_000)  # the batch runs once 3 rows wait
+    monkeypatch.setattr(serving, "POOL", serve.pool)
+    answers = {}
+
+    def playground():
+        with auth.acting_as(ANN):
+            answers["playground"] = serving.compare("the food was good", [ids["sent"]])
+
+    thread = threading.Thread(target=playground)
+    thread.start()
+    answers["program"] = serve.classify(BOB, "bobs", ["the book was dull"])
+    thread.join(120)
+    compared = answers["playground"]
+    assert compared["base"]["label"] and compared["adapters"][0]["id"] == ids["sent"]
+    assert answers["program"]["results"][0]["label"]
+    (stats,) = serve.stats().values()
+    assert stats["rows_per_batch"] == [3]  # base + ann's adapter + bob's, one forward

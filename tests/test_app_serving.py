@@ -8,6 +8,7 @@ import pytest
 
 from app import adapter_actions, model_pool, serving
 from app.serve_settings import ServeSettings
+from ia3engine.errors import ConfigError
 from ia3engine.serve import predict
 from jobs import access, registry
 from jobs.errors import LimitError
@@ -139,3 +140,21 @@ def test_deleting_an_adapter_drops_it_from_the_playground(monkeypatch):
     monkeypatch.setattr(serving.POOL, "forget", forgotten.append)
     assert adapter_actions.delete_adapter(7) == 7
     assert deleted == [7] and forgotten == [7]
+
+
+def test_serve_settings_come_from_the_environment_with_safe_defaults():
+    assert ServeSettings.from_env({}) == ServeSettings()
+    env = {
+        "IA3_SERVE_MAX_BATCH_ROWS": "8",
+        "IA3_SERVE_MAX_DELAY_MS": "0",
+        "IA3_SERVE_CACHE_MB": "1.5",
+    }
+    settings = ServeSettings.from_env(env)
+    assert (settings.max_batch_rows, settings.max_delay_ms) == (8, 0)
+    assert settings.cache_bytes == 1.5 * 2**20
+    with pytest.raises(ConfigError, match="IA3_SERVE_MAX_BATCH_ROWS='2.5'.*whole number"):
+        ServeSettings.from_env({"IA3_SERVE_MAX_BATCH_ROWS": "2.5"})
+    with pytest.raises(ConfigError, match="IA3_SERVE_CACHE_MB='-1'.*positive"):
+        ServeSettings.from_env({"IA3_SERVE_CACHE_MB": "-1"})
+    with pytest.raises(ConfigError, match="could never be queued"):
+        ServeSettings.from_env({"IA3_SERVE_MAX_TEXTS": "10", "IA3_SERVE_MAX_QUEUED_ROWS": "5"})

@@ -40,6 +40,7 @@ def folders(tmp_path_factory):
         ("b", "bert", str(flipped), "classify"),
         ("c", "bert", data, "classify"),
         ("g", "gpt2", tm.write_instructions(root / "i.jsonl"), "generate"),
+        ("h", "gpt2", tm.write_instructions(root / "i.jsonl", 12), "generate"),
     )
     for name, model, source, task in runs:
         folder = root / name
@@ -211,3 +212,26 @@ def test_close_answers_what_is_queued_then_refuses(classifier):
     assert queued.result(60)
     with pytest.raises(QueueFull, match="unloaded"):
         batcher.submit(TEXTS[:1], ["a"])
+
+
+def test_generation_rows_of_several_adapters_share_one_generate_call(folders, monkeypatch):
+    p = Predictor(folders["gpt2"], task="generate", device="cpu")
+    p.add_adapter("g", folders["g"])
+    p.add_adapter("h", folders["h"])
+    prompts = ["Say it again : the food was good", "Say it again : the hotel was very dull"]
+    rows = [(prompts[0], "g"), (prompts[1], "h"), (prompts[1], base_row("g")), (prompts[0], "h")]
+    alone = [p.predict([text], [name], max_new_tokens=5)[0] for text, name in rows]
+    model, calls = p._groups["lm"], []
+    real = model.generate
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs.get("adapter_names"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(model, "generate", counted, raising=False)
+    batcher = Batcher(p, start=False)
+    futures = [batcher.submit([text], [name], max_new_tokens=5) for text, name in rows]
+    batcher.start()
+    assert [f.result(60)[0] for f in futures] == alone
+    assert len(calls) == 1 and len(calls[0]) == 4  # one generate() for all four rows
+    batcher.close()

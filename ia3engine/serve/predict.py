@@ -262,6 +262,8 @@ class Predictor:
 
     def _batch_key(self, owner: str):
         info = self.adapters[owner]
+        if self.task_name == "generate":  # one generate() for every adapter that cuts alike
+            return ("generate", info["group"], info["task_obj"].max_length)
         # encoders share one forward per label count; choice sets differ per adapter
         return ("group", info["group"]) if self._kind == "encoder" else ("owner", owner)
 
