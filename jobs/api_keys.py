@@ -18,7 +18,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import DateTime, Integer, String, func, insert, select, update
+from sqlalchemy import DateTime, Integer, String, func, insert, select, text, update
 from sqlalchemy.orm import Mapped, mapped_column
 
 from jobs import access
@@ -33,6 +33,7 @@ SECRET_BYTES = 32  # 256 random bits
 PREFIX_BYTES = 4  # 8 hex characters: enough to tell one's keys apart, too short to matter
 MAX_NAME = 100
 MAX_KEY_CHARS = 200  # longer than any key we make; a longer header is refused unread
+_CREATE_LOCK_KEY = 4_193_007  # serialises key creation on PostgreSQL (the bound's count)
 LAST_USED_EVERY = timedelta(minutes=1)  # last_used_at is written at most this often
 _KEY = re.compile(r"^ia3_([0-9a-f]{8})_([A-Za-z0-9_-]{20,})$")
 _WHICH = "The API keys section (Adapters tab) lists your keys"
@@ -100,6 +101,8 @@ def create_key(name: str, *, actor: Actor, db=None) -> tuple[KeyInfo, str]:
     name = _clean_name(name)
     limit = max_live_keys()
     with writing(db) as conn:
+        if conn.dialect.name == "postgresql":  # SQLite's write transactions are serial already
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _CREATE_LOCK_KEY})
         live = conn.scalar(
             select(func.count())
             .select_from(ApiKey)

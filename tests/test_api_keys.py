@@ -3,6 +3,8 @@ revoked by their owner only, bounded per person, resolved to the person who made
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from sqlalchemy import text
 
@@ -102,3 +104,24 @@ def test_live_keys_per_person_are_bounded_and_names_checked(db_url, monkeypatch)
     for name in ("", "   ", "x" * 101):
         with pytest.raises(LimitError):
             api_keys.create_key(name, actor=BOB, db=db_url)
+
+
+def test_the_bound_holds_when_keys_are_made_at_once(db_url, monkeypatch):
+    monkeypatch.setenv("IA3_MAX_API_KEYS", "3")
+    start, outcomes = threading.Barrier(8), []
+
+    def make(i):
+        start.wait()
+        try:
+            api_keys.create_key(f"k{i}", actor=ANN, db=db_url)
+            outcomes.append("made")
+        except LimitError:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=make, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["made"] * 3 + ["refused"] * 5
+    assert len(api_keys.list_keys(actor=ANN, db=db_url)) == 3
