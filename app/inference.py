@@ -185,11 +185,11 @@ class InferenceServer:
             )
         model = model.strip()
         if actor != access.LOCAL:
-            bases = {a["base_model"] for a in self.adapters(actor)}
+            bases = {a["base_model"] for a in self.adapters(actor) if a["task"] == "generate"}
             if model not in bases:
                 raise AccessDeniedError(
-                    f"'{model[:80]}' is not the base model of any adapter you may use; the "
-                    "untuned base is served for the bases of your adapters "
+                    f"'{model[:80]}' is not the base model of any generate adapter you may use; "
+                    "the untuned base is served for the bases of your generate adapters "
                     "(GET /v1/adapters shows them)."
                 )
             access_limits.check_model(model)

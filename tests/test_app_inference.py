@@ -133,6 +133,9 @@ def test_another_persons_adapter_is_refused_like_a_missing_one(setup):
         serve.classify(BOB, "sent", TEXTS[:1])
     with pytest.raises(AccessDeniedError):
         serve.generate(BOB, "base", "hello", 4, model=registry.get_adapter(ids["echo"]).base_model)
+    classify_base = registry.get_adapter(ids["sent"]).base_model
+    with pytest.raises(AccessDeniedError, match="not the base model of any generate adapter"):
+        serve.generate(ANN, "base", "hello", 4, model=classify_base)
     assert [a["name"] for a in serve.adapters(BOB)] == ["bobs"]
     assert {a["name"] for a in serve.adapters(ANN)} == {"sent", "other", "echo"}
     lent = access.Actor(None, shared_adapter=ids["sent"])  # a share link's visitor
