@@ -80,10 +80,16 @@ class AdapterCache:
         self._held: OrderedDict[str, int] = OrderedDict()  # key -> bytes, oldest first
         self._mixes: dict[str, set[str]] = {}  # a mix's key -> the keys it is made of
         self.loads = 0  # adapters (and mixes) loaded so far
+        self._bytes = self._count = 0  # kept in step with _held, for readers outside the lock
 
     @property
     def bytes_held(self) -> int:
-        return sum(self._held.values())
+        """Bytes of the adapters held (read without waiting for a running batch)."""
+        return self._bytes
+
+    @property
+    def count(self) -> int:
+        return self._count
 
     def keys(self) -> list[str]:
         """The keys held, least recently used first."""
@@ -116,9 +122,8 @@ class AdapterCache:
             if key not in self._held:
                 names = [p.key for p in source.parts]
                 self.predictor.add_mix(key, names, [float(w) for w in source.weights])
-                self._held[key] = self.predictor.adapter_bytes(key)
+                self._hold(key, self.predictor.adapter_bytes(key))
                 self._mixes[key] = set(names)
-                self.loads += 1
             self._held.move_to_end(key)
             return used | {key}
         key = source.key
@@ -130,11 +135,14 @@ class AdapterCache:
             folder = self._folder_of(int(source.id))
             with MODEL_LOCK:
                 self.predictor.add_adapter(key, str(folder))
-            self._held[key] = self.predictor.adapter_bytes(key)
-            self.loads += 1
+            self._hold(key, self.predictor.adapter_bytes(key))
             logger.info("serving: loaded %s (%d bytes)", key, self._held[key])
         self._held.move_to_end(key)
         return {key}
+
+    def _hold(self, key: str, size: int) -> None:
+        self._held[key] = size
+        self._bytes, self._count, self.loads = self._bytes + size, self._count + 1, self.loads + 1
 
     def _evict(self, pinned: set[str]) -> None:
         while self.bytes_held > self.budget_bytes:
@@ -148,7 +156,7 @@ class AdapterCache:
             return
         for mix in [m for m, parts in self._mixes.items() if key in parts]:
             self._unload(mix)  # a mix of a dropped adapter is dropped with it
-        del self._held[key]
+        self._bytes, self._count = self._bytes - self._held.pop(key), self._count - 1
         self._mixes.pop(key, None)
         if key in self.predictor.adapters:
             self.predictor.remove_adapter(key)

@@ -11,6 +11,7 @@ with the studio's playground. docs/serving.md describes the settings.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterator
 from concurrent.futures import TimeoutError as FutureTimeout
 
@@ -99,6 +100,40 @@ class InferenceServer:
     def __init__(self, pool=None, *, timeout_s: float = ANSWER_TIMEOUT_S):
         self.pool = pool or POOL
         self.timeout_s = timeout_s
+        self._lock = threading.Lock()
+        self._rows: dict[str, int] = {}  # a signed-in person's rows queued or running
+
+    def _submit(self, actor, base_model, task, texts, names, sources, **kwargs):
+        """Queue rows for `actor`: a signed-in person holds at most IA3_SERVE_MAX_ROWS_PER_USER
+        rows queued or running, so one person's flood cannot fill the queue for everyone."""
+        who, rows = actor.name if actor.signed_in else None, len(texts)
+        if who is not None:
+            limit = self.pool.settings.max_rows_per_user
+            with self._lock:
+                held = self._rows.get(who, 0)
+                if held + rows > limit:
+                    raise QueueFull(
+                        f"You have {held} rows queued or running; the most one person may have "
+                        f"is {limit} (IA3_SERVE_MAX_ROWS_PER_USER). Wait for answers, then send "
+                        "more.",
+                        1,
+                    )
+                self._rows[who] = held + rows
+        try:
+            future = self.pool.submit(base_model, task, texts, names, sources, **kwargs)
+        except BaseException:
+            self._release(who, rows)
+            raise
+        future.add_done_callback(lambda _: self._release(who, rows))
+        return future
+
+    def _release(self, who, rows: int) -> None:
+        if who is None:
+            return
+        with self._lock:
+            self._rows[who] -= rows
+            if not self._rows[who]:
+                del self._rows[who]
 
     # ---- what the actor may use --------------------------------------------------------------
     def adapters(self, actor) -> list[dict]:
@@ -150,11 +185,11 @@ class InferenceServer:
             )
         model = model.strip()
         if actor != access.LOCAL:
-            bases = {a["base_model"] for a in self.adapters(actor)}
+            bases = {a["base_model"] for a in self.adapters(actor) if a["task"] == "generate"}
             if model not in bases:
                 raise AccessDeniedError(
-                    f"'{model[:80]}' is not the base model of any adapter you may use; the "
-                    "untuned base is served for the bases of your adapters "
+                    f"'{model[:80]}' is not the base model of any generate adapter you may use; "
+                    "the untuned base is served for the bases of your generate adapters "
                     "(GET /v1/adapters shows them)."
                 )
             access_limits.check_model(model)
@@ -175,8 +210,8 @@ class InferenceServer:
                 f"Adapter #{info.id} '{info.name}' generates text; send it to generate instead."
             )
         source = source_of({"id": info.id, "sha256": info.sha256})
-        future = self.pool.submit(
-            info.base_model, "classify", texts, [source.key] * len(texts), [source]
+        future = self._submit(
+            actor, info.base_model, "classify", texts, [source.key] * len(texts), [source]
         )
         results = self._wait(future)
         return {
@@ -200,8 +235,8 @@ class InferenceServer:
             source = source_of({"id": info.id, "sha256": info.sha256})
             base_model, names, sources = info.base_model, [source.key], (source,)
             shown = {"id": info.id, "name": info.name}
-        future = self.pool.submit(
-            base_model, "generate", [prompt], names, sources, max_new_tokens=max_new_tokens
+        future = self._submit(
+            actor, base_model, "generate", [prompt], names, sources, max_new_tokens=max_new_tokens
         )
         return future, {"adapter": shown, "base_model": base_model}
 

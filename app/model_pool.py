@@ -178,7 +178,7 @@ class PredictorPool:
         return {
             f"{s.key[0]} ({s.key[1]})": {
                 **s.batcher.stats(),
-                "adapters_loaded": len(s.cache.keys()),
+                "adapters_loaded": s.cache.count,
                 "adapter_bytes": s.cache.bytes_held,
                 "base_bytes": s.base_bytes,
             }

@@ -19,6 +19,7 @@ _SETTINGS = {
     "bases_mb": ("IA3_SERVE_BASES_MB", 8192.0, float, "MB of base models kept loaded"),
     "max_bases": ("IA3_SERVE_MAX_BASES", 2, int, "base models kept loaded"),
     "max_texts": ("IA3_SERVE_MAX_TEXTS", 64, int, "texts in one classify request"),
+    "max_rows_per_user": ("IA3_SERVE_MAX_ROWS_PER_USER", 256, int, "rows one person has queued"),
 }
 
 
@@ -31,6 +32,7 @@ class ServeSettings:
     bases_mb: float = 8192.0
     max_bases: int = 2
     max_texts: int = 64
+    max_rows_per_user: int = 256
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ServeSettings:
@@ -41,12 +43,13 @@ class ServeSettings:
         for field, (variable, default, kind, unit) in _SETTINGS.items():
             raw = (env.get(variable) or "").strip()
             values[field] = default if not raw else _parse(variable, raw, kind, unit, default)
-        if values["max_texts"] > values["max_queued_rows"]:
-            raise ConfigError(
-                f"IA3_SERVE_MAX_TEXTS={values['max_texts']} is more than "
-                f"IA3_SERVE_MAX_QUEUED_ROWS={values['max_queued_rows']}: such a request could "
-                "never be queued. Lower the first or raise the second."
-            )
+        for bound in ("max_queued_rows", "max_rows_per_user"):
+            if values["max_texts"] > values[bound]:
+                raise ConfigError(
+                    f"IA3_SERVE_MAX_TEXTS={values['max_texts']} is more than "
+                    f"{_SETTINGS[bound][0]}={values[bound]}: such a request could never be "
+                    "queued. Lower the first or raise the second."
+                )
         return cls(**values)
 
     @property

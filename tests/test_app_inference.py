@@ -8,6 +8,7 @@ import threading
 
 import pytest
 import train_models as tm
+from waiting import wait_for
 
 from app import adapter_actions, auth, inference, model_pool, serving
 from app.model_pool import PredictorPool
@@ -132,6 +133,9 @@ def test_another_persons_adapter_is_refused_like_a_missing_one(setup):
         serve.classify(BOB, "sent", TEXTS[:1])
     with pytest.raises(AccessDeniedError):
         serve.generate(BOB, "base", "hello", 4, model=registry.get_adapter(ids["echo"]).base_model)
+    classify_base = registry.get_adapter(ids["sent"]).base_model
+    with pytest.raises(AccessDeniedError, match="not the base model of any generate adapter"):
+        serve.generate(ANN, "base", "hello", 4, model=classify_base)
     assert [a["name"] for a in serve.adapters(BOB)] == ["bobs"]
     assert {a["name"] for a in serve.adapters(ANN)} == {"sent", "other", "echo"}
     lent = access.Actor(None, shared_adapter=ids["sent"])  # a share link's visitor
@@ -171,6 +175,24 @@ def test_a_full_queue_is_refused_with_a_retry_after(setup):
         serve.classify(ANN, "sent", TEXTS[:3])
     assert refused.value.retry_after_s >= 1
     assert serve.classify(ANN, "sent", TEXTS[:2])["results"]
+
+
+def test_one_person_holds_at_most_their_share_of_the_queue(setup):
+    ids, server = setup
+    serve = server(max_rows_per_user=3, max_texts=3, max_batch_rows=4, max_delay_ms=60_000)
+    serve.pool.served(registry.get_adapter(ids["sent"]).base_model, "classify")
+    waiting = {}
+    thread = threading.Thread(
+        target=lambda: waiting.update(ann=serve.classify(ANN, "sent", TEXTS[:2]))
+    )
+    thread.start()
+    wait_for(lambda: serve._rows.get("ann") == 2, 60, "ann's 2 rows queued", poll_s=0.01)
+    with pytest.raises(inference.QueueFull, match="2 rows queued.*IA3_SERVE_MAX_ROWS_PER_USER"):
+        serve.classify(ANN, "sent", TEXTS[2:4])
+    bob = serve.classify(BOB, "bobs", TEXTS[4:6])  # 4 rows: the batch runs, both answered
+    thread.join(120)
+    assert len(bob["results"]) == 2 and len(waiting["ann"]["results"]) == 2
+    wait_for(lambda: serve._rows == {}, 60, "the rows released once answered", poll_s=0.01)
 
 
 def test_generate_with_an_adapter_or_the_base_and_streamed(setup, folders):
