@@ -108,7 +108,8 @@ def _as_api_error(error: Exception, adapter: str = "") -> ApiError:
         return _no_adapter(adapter)
     if isinstance(error, QueueFull):
         wait = max(1, math.ceil(float(error.retry_after_s or 1)))
-        message = f"The server is busy: its queue is full. Try again in {wait} s."
+        reason = scrub(str(error)).strip() or "The server is busy: its queue is full."
+        message = f"{reason} Try again in {wait} s."  # the reason: the queue, or your share
         return ApiError(429, message, {"Retry-After": str(wait)})
     if isinstance(error, TooLarge):
         return ApiError(413, scrub(str(error)))

@@ -125,3 +125,19 @@ def test_two_serve_processes_on_one_database_share_keys_and_adapters(db_url, tin
         for process in processes:
             process.terminate()
             process.wait(timeout=20)
+
+
+def test_more_rows_than_a_person_may_hold_is_429_with_retry_after(db_url, tiny):
+    pool = PredictorPool(ServeSettings(max_rows_per_user=2))
+    client = TestClient(http_serve.create_api(inference.InferenceServer(pool, timeout_s=120)))
+    try:
+        adapter_id = registry.register_adapter(tiny["adapter"], name="sent", owner="ann")
+        _, key = api_keys.create_key("t", actor=ANN)
+        body = {"adapter": str(adapter_id), "texts": TEXTS[:3]}
+        answer = client.post("/v1/classify", json=body, headers=_bearer(key))
+        assert answer.status_code == 429 and answer.headers["retry-after"] == "1"
+        assert "IA3_SERVE_MAX_ROWS_PER_USER" in answer.json()["error"]
+        body["texts"] = TEXTS[:2]
+        assert client.post("/v1/classify", json=body, headers=_bearer(key)).status_code == 200
+    finally:
+        pool.close()
