@@ -46,6 +46,7 @@ def studio(tmp_path_factory):
             "bob_http": bob_http,
             "ann_key": _make_key(ann_http, "ann's script"),
             "bob_key": _make_key(bob_http, "bob's script"),
+            "root_key": _make_key(attacked.http("root"), "root's script"),
             "anon": attacked.http(),
         }
 
@@ -134,3 +135,10 @@ def test_a_revoked_key_stops_at_once(studio):
     assert config and ui_event(ann_http, "apikey-revoke", "click", [key_id])["success"]
     answer = _classify(studio, key, studio["adapter"])
     assert answer.status_code == 401 and "revoked" in answer.json()["error"]
+
+
+def test_an_admins_key_reaches_every_adapter(studio):
+    answer = _classify(studio, studio["root_key"], studio["adapter"])
+    assert answer.status_code == 200, answer.text
+    listed = studio["anon"].get("/v1/adapters", headers=_bearer(studio["root_key"])).json()
+    assert [str(a["id"]) for a in listed["adapters"]] == [studio["adapter"]]
