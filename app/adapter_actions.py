@@ -14,9 +14,10 @@ from pathlib import Path
 
 from app import uploads
 from app.access_files import servable
+from app.adapter_cache import MODEL_LOCK
 from app.auth import current_actor
 from app.job_actions import _plain
-from app.model_pool import MODEL_LOCK, forget_adapter
+from app.model_pool import forget_adapter
 from ia3engine.errors import AdapterError
 from ia3engine.serve.export import export_merged as merge_into_base
 from jobs import access, quota

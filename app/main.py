@@ -24,8 +24,11 @@ from app import (
     access_share,
     adapters_tab,
     api,
+    api_keys_view,
     auth,
     fair_queue,
+    http_api,
+    inference,
     job_actions,
     jobs_tab,
     playground_tab,
@@ -37,6 +40,7 @@ from app import (
     uploads,
     web_guard,
 )
+from app.model_pool import POOL
 from app.studio_config import StudioConfig
 from ia3engine.errors import ConfigError
 from jobs.time_limit import job_seconds
@@ -89,6 +93,7 @@ def build_studio(config: StudioConfig | None = None) -> gr.Blocks:
             with gr.Tab("Adapters", id="adapters") as adapters_item:
                 adapters = adapters_tab.build(demo)
                 access_share.build(adapters.selected)
+                api_keys_view.build(demo, adapters_item.select)
         train.queue_event.then(_after_queue, train.queued_job, [tabs, jobs.selected], **private)
         predict.queue_event.then(_after_queue, predict.queued_job, [tabs, jobs.selected], **private)
         predict_item.select(predict.refresh, predict.adapter, predict.adapter, **private)
@@ -105,13 +110,15 @@ def build_studio(config: StudioConfig | None = None) -> gr.Blocks:
 
 
 def create_app(config: StudioConfig | None = None) -> FastAPI:
-    """FastAPI app: /adapters/{id} pages and downloads, and the studio at /."""
+    """FastAPI app: /adapters/{id} pages and downloads, the HTTP API (/v1, with API keys) and
+    the studio at /."""
     config = config or StudioConfig()
     config.data_dir.mkdir(parents=True, exist_ok=True)
     app = FastAPI(title="IA3 Studio")
     share_page.add_routes(app)  # before the mount, so these paths are not Gradio's
+    http_api.add_routes(app, inference.SERVER, _key_policy())
     demo = build_studio(config)
-    demo.queue(max_size=256, default_concurrency_limit=4)  # bounded; app.serving: fair turns
+    demo.queue(max_size=256, default_concurrency_limit=4)  # bounded; app.serving: per-person cap
     gr.mount_gradio_app(
         app,
         demo,
@@ -130,6 +137,15 @@ def create_app(config: StudioConfig | None = None) -> FastAPI:
     multi_user = access_mode.active().multi_user
     fair_queue.guard(gradio_app, demo, fair_queue.events_limit(multi_user=multi_user))
     return app
+
+
+def _key_policy() -> http_api.KeyPolicy:
+    """API keys follow the studio's access mode: its admins and allowed users; keys the local
+    user made only while the studio is local."""
+    settings = access_mode.active()
+    return http_api.KeyPolicy(
+        admins=settings.admins, allowed=settings.allowed, local_keys=not settings.multi_user
+    )
 
 
 def _mounted_gradio(app: FastAPI) -> GradioApp:
@@ -198,11 +214,13 @@ def _stop_on_sigterm(signum, frame) -> None:
 def _settings_ok(host: str) -> bool:
     """Choose the access mode and the cross-site rules for `ia3 studio --host HOST`, and check
     IA3_MAX_JOB_MINUTES (read when a job is queued: a typo must stop the start, not every
-    person's Train button); False (logged why) when refused."""
+    person's Train button) and IA3_SERVE_* (read by the first prediction); False (logged why)
+    when refused."""
     try:
         access_mode.configure(auth.settings_from_env(host))
         web_guard.configure(web_guard.settings_from_env(host))
         job_seconds()
+        POOL.settings  # noqa: B018  (reads and checks IA3_SERVE_* now)
     except ConfigError as error:
         logger.error("%s", error)
         return False

@@ -1,8 +1,12 @@
-"""The studio's models in memory: one Predictor per base model, many adapters on each.
+"""The served models: per (base model, task) one Predictor, its scheduler (a Batcher) and its
+adapter cache; the playground and the inference server share them, so their requests are
+batched together.
 
-Loads take turns (MODEL_LOCK: the playground, the Train tab's model preview and merged exports
-share it). An adapter is loaded under its id and the hash of its weights, at most a few per
-base, and forgotten when it is deleted. Callers check who may use an adapter first (app.serving).
+Bases are kept least recently used first: at most IA3_SERVE_MAX_BASES (checked before a load,
+as a base's size is known only once it is loaded) and within IA3_SERVE_BASES_MB (checked after
+each batch; an encoder holds one base per label count, so its size grows with its adapters).
+A dropped base's scheduler answers what is queued, then stops. Callers check who may use an
+adapter first (app.inference, app.serving) and pass it as an AdapterSource.
 """
 
 from __future__ import annotations
@@ -10,19 +14,18 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
+from concurrent.futures import Future
+from dataclasses import dataclass
 
+from app.adapter_cache import MODEL_LOCK, AdapterCache, AdapterSource, MixSource
+from app.serve_settings import ServeSettings
 from ia3engine.errors import AdapterError
 from ia3engine.serve import predict
-from jobs import registry
+from ia3engine.serve.batcher import Batcher
 
 logger = logging.getLogger(__name__)
 
-MAX_BASES = 2  # base models kept loaded; the least recently used one is dropped first
-MAX_LOADED_ADAPTERS = 16  # adapters kept on one base; the least recently used goes first
-MIX = "mix"  # the one mixed adapter each base keeps; a new mix replaces it
-# transformers loads onto the meta device through process-wide state, so two models loading at
-# once in two threads (a preview and the playground) break each other: load one at a time.
-MODEL_LOCK = threading.RLock()
+BASE_NAME = "base"  # a generate base's untuned adapter (vectors at one): the base's own rows
 
 
 def _one_base(adapters: list[dict]) -> tuple[str, str]:
@@ -44,80 +47,157 @@ def _one_base(adapters: list[dict]) -> tuple[str, str]:
     return bases.pop()
 
 
-def adapter_key(adapter: dict) -> str:
-    """The name an adapter is loaded under: its id and the hash of its weights, so that an
-    adapter that ever gets another's id (or replaced files) is never served the old vectors."""
-    return f"adapter{int(adapter['id'])}-{str(adapter.get('sha256') or '')[:16]}"
+def source_of(adapter: dict) -> AdapterSource:
+    return AdapterSource(int(adapter["id"]), str(adapter.get("sha256") or ""))
+
+
+@dataclass
+class Served:
+    """One loaded base: its Predictor, scheduler and adapter cache."""
+
+    key: tuple[str, str]
+    predictor: object
+    batcher: Batcher
+    cache: AdapterCache
+    base_bytes: int = 0  # measured by its own scheduler thread after each batch
 
 
 class PredictorPool:
-    """Loaded base models (Predictors) keyed by (base model, task), with their adapters."""
+    """Loaded base models keyed by (base model, task), each with its scheduler and cache."""
 
-    def __init__(self, max_bases: int = MAX_BASES, max_adapters: int = MAX_LOADED_ADAPTERS):
-        self.max_bases, self.max_adapters = max_bases, max_adapters
-        self._predictors: OrderedDict[tuple[str, str], object] = OrderedDict()
-        # adapter names loaded on each predictor, least recently used first
-        self._loaded: dict[tuple[str, str], OrderedDict[str, None]] = {}
-        self._mixes: dict[tuple[str, str], tuple] = {}  # the recipe of each base's current mix
-        self._lock = MODEL_LOCK
+    def __init__(self, settings: ServeSettings | None = None):
+        self._settings = settings
+        self._served: OrderedDict[tuple[str, str], Served] = OrderedDict()
+        self._loading: dict[tuple[str, str], threading.Lock] = {}
+        self._lock = threading.Lock()  # the dicts above; never held while a model runs
 
-    def _predictor(self, key: tuple[str, str]):
-        if key in self._predictors:
-            self._predictors.move_to_end(key)
-            return self._predictors[key]
-        while len(self._predictors) >= self.max_bases:
-            dropped, _ = self._predictors.popitem(last=False)
-            self._loaded.pop(dropped, None)
-            self._mixes.pop(dropped, None)
-            logger.info("playground: unloaded base %s", dropped[0])
-        logger.info("playground: loading base %s for %s", *key)
-        self._predictors[key] = predict.Predictor(key[0], key[1])
-        self._loaded[key] = OrderedDict()
-        return self._predictors[key]
+    @property
+    def settings(self) -> ServeSettings:
+        if self._settings is None:
+            self._settings = ServeSettings.from_env()
+        return self._settings
 
-    def _ensure_adapter(self, key, predictor, adapter: dict, keep: set[str]) -> str:
-        name = adapter_key(adapter)
-        loaded = self._loaded[key]
-        if name not in loaded:
-            while len(loaded) >= self.max_adapters:
-                oldest = next((n for n in loaded if n not in keep), None)
+    # ---- requests ----------------------------------------------------------------------------
+    def submit(self, base_model, task, texts, names, sources=(), *, max_new_tokens=None) -> Future:
+        """Queue rows (one adapter key, base row or None per text) on the base's scheduler;
+        `sources` are what the rows need loaded. Raises QueueFull when the queue is full."""
+        for _ in range(3):  # a base dropped between lookup and submit is loaded again
+            served = self.served(base_model, task)
+            if not served.batcher.closed:
+                try:
+                    return served.batcher.submit(
+                        texts, names, max_new_tokens=max_new_tokens, context=tuple(sources)
+                    )
+                except Exception:
+                    if not served.batcher.closed:
+                        raise
+        raise AdapterError("The model was unloaded while queueing the request; send it again.")
+
+    def run(self, base_model, task, texts, names, sources=(), *, max_new_tokens=None) -> list:
+        future = self.submit(base_model, task, texts, names, sources, max_new_tokens=max_new_tokens)
+        return future.result()
+
+    # ---- bases -------------------------------------------------------------------------------
+    def served(self, base_model: str, task: str) -> Served:
+        """The loaded base (base_model, task), loaded now if needed (one load at a time)."""
+        key = (str(base_model), str(task))
+        with self._lock:
+            found = self._served.get(key)
+            if found is not None and not found.batcher.closed:
+                self._served.move_to_end(key)
+                return found
+            gate = self._loading.setdefault(key, threading.Lock())
+        with gate:
+            with self._lock:
+                found = self._served.get(key)
+                if found is not None and not found.batcher.closed:
+                    return found
+                while len(self._served) >= self.settings.max_bases:
+                    self._drop(next(iter(self._served)))
+            logger.info("serving: loading base %s for %s", *key)
+            with MODEL_LOCK:
+                predictor = predict.Predictor(key[0], key[1])
+                if key[1] == "generate":
+                    predictor.add_untuned(name=BASE_NAME)
+            served = self._serve(key, predictor)
+            with self._lock:
+                self._served[key] = served
+                self._loading.pop(key, None)
+            return served
+
+    def _serve(self, key, predictor) -> Served:
+        settings = self.settings
+        holder: dict[str, Served] = {}
+
+        def prepare(batch) -> None:
+            served = holder["served"]
+            served.cache.ensure(source for request in batch for source in request.context or ())
+            served.base_bytes = predictor.base_bytes()
+            self._fit_bases(keep=key)
+
+        batcher = Batcher(
+            predictor,
+            max_batch_rows=settings.max_batch_rows,
+            max_delay_s=settings.max_delay_ms / 1000,
+            max_queued_rows=settings.max_queued_rows,
+            prepare=prepare,
+            start=False,
+            name=f"serve-{key[0]}-{key[1]}"[:60],
+        )
+        cache = AdapterCache(predictor, settings.cache_bytes, lock=batcher.lock)
+        served = holder["served"] = Served(key, predictor, batcher, cache)
+        if hasattr(predictor, "base_bytes"):
+            served.base_bytes = predictor.base_bytes()
+        batcher.start()
+        return served
+
+    def _fit_bases(self, keep) -> None:
+        """Drop the least recently used other bases while all together exceed the budget."""
+        with self._lock:
+            while sum(s.base_bytes for s in self._served.values()) > self.settings.bases_bytes:
+                oldest = next((k for k in self._served if k != keep), None)
                 if oldest is None:
-                    break
-                self._unload(key, predictor, oldest)
-            predictor.add_adapter(name, str(registry.adapter_folder(int(adapter["id"]))))
-        loaded[name] = None
-        loaded.move_to_end(name)
-        return name
+                    return
+                self._drop(oldest)
 
-    def _unload(self, key, predictor, name: str) -> None:
-        self._loaded[key].pop(name, None)
-        if name in predictor.adapters:
-            predictor.remove_adapter(name)
-        recipe = self._mixes.get(key)
-        if recipe is not None and name in {n for n, _ in recipe}:
-            predictor.remove_adapter(MIX)  # a mix of a dropped adapter is dropped with it
-            del self._mixes[key]
+    def _drop(self, key) -> None:  # with self._lock held
+        served = self._served.pop(key)
+        served.batcher.close(timeout=0)  # answers what is queued, then its thread ends
+        logger.info("serving: unloaded base %s (%s)", *key)
 
     def forget(self, adapter_id: int) -> None:
         """Drop every loaded copy of adapter `adapter_id` (call when it is deleted)."""
-        prefix = f"adapter{int(adapter_id)}-"
         with self._lock:
-            for key, predictor in self._predictors.items():
-                for name in [n for n in self._loaded.get(key, ()) if n.startswith(prefix)]:
-                    self._unload(key, predictor, name)
+            caches = [s.cache for s in self._served.values()]
+        for cache in caches:  # outside self._lock: a cache waits for its base's running batch
+            cache.forget(adapter_id)
 
-    def _load_all(self, key, predictor, adapters: list[dict]) -> list[str]:
-        keep = {adapter_key(a) for a in adapters}
-        return [self._ensure_adapter(key, predictor, a, keep) for a in adapters]
+    def stats(self) -> dict:
+        with self._lock:
+            served = list(self._served.values())
+        return {
+            f"{s.key[0]} ({s.key[1]})": {
+                **s.batcher.stats(),
+                "adapters_loaded": s.cache.count,
+                "adapter_bytes": s.cache.bytes_held,
+                "base_bytes": s.base_bytes,
+            }
+            for s in served
+        }
 
+    def close(self) -> None:
+        with self._lock:
+            for key in list(self._served):
+                self._drop(key)
+
+    # ---- the playground ----------------------------------------------------------------------
     def compare(self, text: str, adapters: list[dict], include_base: bool = True) -> dict:
         """Run `text` through the base and each adapter (all of one base) in one batch."""
         key = _one_base(adapters)
-        with self._lock:
-            predictor = self._predictor(key)
-            names = self._load_all(key, predictor, adapters)
-            rows = ([None] if include_base else []) + names
-            outputs = predictor.predict([text] * len(rows), rows)
+        sources = [source_of(a) for a in adapters]
+        names = [s.key for s in sources]
+        rows = ([predict.base_row(names[0])] if include_base else []) + names
+        outputs = self.run(*key, [text] * len(rows), rows, sources)
         result = {"base_model": key[0], "task": key[1], "base": None, "adapters": []}
         if include_base:
             result["base"] = outputs.pop(0)
@@ -128,20 +208,11 @@ class PredictorPool:
     def mix(self, text: str, adapters: list[dict], weights: list[float]) -> dict:
         """Run `text` through the weighted mix of `adapters` (vectors: sum of w_i * l_i)."""
         key = _one_base(adapters)
-        with self._lock:
-            predictor = self._predictor(key)
-            names = self._load_all(key, predictor, adapters)
-            recipe = tuple(
-                (name, round(float(w), 4)) for name, w in zip(names, weights, strict=True)
-            )
-            if self._mixes.get(key) != recipe:
-                if key in self._mixes:
-                    predictor.remove_adapter(MIX)
-                    del self._mixes[key]
-                predictor.add_mix(MIX, names, [w for _, w in recipe])
-                self._mixes[key] = recipe
-            output = predictor.predict([text], [MIX])[0]
-        weights_by_id = {f"#{a['id']}": w for a, (_, w) in zip(adapters, recipe, strict=True)}
+        mix = MixSource(
+            tuple(source_of(a) for a in adapters), tuple(round(float(w), 4) for w in weights)
+        )
+        output = self.run(*key, [text], [mix.key], [mix])[0]
+        weights_by_id = {f"#{a['id']}": w for a, w in zip(adapters, mix.weights, strict=True)}
         return {"base_model": key[0], "task": key[1], "weights": weights_by_id, **output}
 
 
@@ -149,5 +220,5 @@ POOL = PredictorPool()
 
 
 def forget_adapter(adapter_id: int) -> None:
-    """Drop a deleted adapter from the playground's memory."""
+    """Drop a deleted adapter from the served models' memory."""
     POOL.forget(adapter_id)

@@ -11,8 +11,8 @@ from pathlib import Path
 import torch
 
 from app import access_mode
+from app.adapter_cache import MODEL_LOCK
 from app.auth import check_model_choice
-from app.model_pool import MODEL_LOCK
 from ia3engine import IA3Config, preview_targets
 from ia3engine.data.dataset import inspect_dataset
 from ia3engine.errors import DataError, ModelLoadError

@@ -1,8 +1,10 @@
 """The playground's requests: compare the untuned base with adapters, or run a weighted mix.
 
-Each request is checked (the caller may see every adapter it names; bounded input) and runs
-as one mixed-adapter batch on the shared models (app.model_pool). People take turns on the
-models (round robin), each with a few requests in flight at most.
+Each request is checked (the caller may see every adapter it names; bounded input) and goes
+to the shared models' scheduler (app.model_pool), which batches it with whatever else is
+waiting for the same base: other people's playground requests and programs' API calls. The
+scheduler answers in arrival order, so nobody is starved; each person has a few requests in
+flight at most.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections import OrderedDict, deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -26,57 +27,8 @@ MAX_PER_REQUEST = 8  # adapters compared or mixed in one request
 MAX_INPUT_CHARS = 20_000  # one playground input
 
 
-class Turns:
-    """Round-robin turns on the models: whoever waits gets the next turn before a person who
-    just had one, so one person's many requests cannot starve another's."""
-
-    def __init__(self):
-        self._changed = threading.Condition()
-        self._waiting: OrderedDict[str, deque] = OrderedDict()  # person -> their tickets
-        self._holder: object | None = None
-
-    @contextmanager
-    def turn(self, who: str) -> Iterator[None]:
-        ticket = object()
-        with self._changed:
-            self._waiting.setdefault(who, deque()).append(ticket)
-            if self._holder is None:
-                self._grant()
-            try:
-                while self._holder is not ticket:
-                    self._changed.wait()
-            except BaseException:  # interrupted while waiting: never leave a turn nobody takes
-                self._leave(who, ticket)
-                raise
-        try:
-            yield
-        finally:
-            with self._changed:
-                self._holder = None
-                self._grant()
-
-    def _leave(self, who: str, ticket: object) -> None:
-        if self._holder is ticket:
-            self._holder = None
-            self._grant()
-        elif ticket in self._waiting.get(who, ()):
-            self._waiting[who].remove(ticket)
-            if not self._waiting[who]:
-                del self._waiting[who]
-
-    def _grant(self) -> None:
-        if not self._waiting:
-            return
-        who, tickets = next(iter(self._waiting.items()))
-        del self._waiting[who]
-        self._holder = tickets.popleft()
-        if tickets:  # their next request waits behind everyone else's
-            self._waiting[who] = tickets
-        self._changed.notify_all()
-
-
 class InFlight:
-    """How many playground requests each person has running or waiting for a turn."""
+    """How many playground requests each person has queued or running."""
 
     def __init__(self):
         self._lock = threading.Lock()
@@ -102,18 +54,17 @@ class InFlight:
                     del self._counts[who]
 
 
-TURNS = Turns()
 IN_FLIGHT = InFlight()
 
 
 @contextmanager
 def _fair_share() -> Iterator[None]:
-    """Admit the caller's request (at most IA3_MAX_PREDICTS_PER_USER in flight for a signed-in
-    person) and wait for their turn on the models."""
+    """Admit the caller's request: at most IA3_MAX_PREDICTS_PER_USER in flight for a signed-in
+    person (queued on the scheduler or running)."""
     actor = auth.current_actor()
     who = actor.name or ""
     limit = access_mode.active().limits.max_predicts_per_user if actor.signed_in else None
-    with IN_FLIGHT.admitted(who, limit), TURNS.turn(who):
+    with IN_FLIGHT.admitted(who, limit):
         yield
 
 

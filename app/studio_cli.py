@@ -1,4 +1,5 @@
-"""`ia3 studio`: its command-line flags, and the hand-over to the studio (app.main.run).
+"""`ia3 studio` and `ia3 serve`: their flags, and the hand-over to the studio (app.main.run)
+or to the HTTP API alone (app.http_serve.run).
 
 The studio starts embedded worker processes (app.studio_workers) on the same database, so
 training never runs in the page's process; `--no-worker` gives a studio that only enqueues.
@@ -34,6 +35,32 @@ def add_commands(subparsers) -> None:
     parser.add_argument("--model", default="minilm", help="model preselected in the Train tab")
     parser.add_argument("--sample", default="sentiment", help="sample dataset preselected")
     parser.set_defaults(func=run_studio)
+    add_serve_command(subparsers)
+
+
+def add_serve_command(subparsers) -> None:
+    """Register `serve`: the HTTP API alone (app.http_serve), for programs with an API key."""
+    parser = subparsers.add_parser(
+        "serve",
+        help="serve the HTTP API for programs (classify, generate) with API keys",
+        description="Serve /v1/classify, /v1/generate and /v1/adapters (docs at /docs) on the "
+        "studio's database; programs send `Authorization: Bearer <key>` (keys: studio, "
+        "Adapters tab).",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=8000, help="port to listen on")
+    parser.add_argument(
+        "--data-dir",
+        help="where the database and adapters live (default: $IA3_DATA_DIR or ./ia3-data)",
+    )
+    parser.set_defaults(func=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Serve the HTTP API (app.http_serve.run)."""
+    from app import http_serve  # noqa: PLC0415 - loads torch and the database: see run_studio
+
+    return http_serve.run(args)
 
 
 def run_studio(args: argparse.Namespace) -> int:

@@ -142,3 +142,11 @@ def test_every_action_has_a_named_api_endpoint_and_ui_events_stay_private():
     assert {"enqueue", "job_status", "predict", "download_adapter"} <= public
     # Page events (named after their handlers, e.g. "_show_model" or "lambda") stay private.
     assert not [name for name in public if name.startswith("_") or "lambda" in name]
+
+
+def test_serve_command_has_host_port_and_data_dir_flags():
+    parser = argparse.ArgumentParser()
+    studio_cli.add_commands(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["serve", "--host", "0.0.0.0", "--port", "9000"])
+    assert (args.host, args.port, args.data_dir) == ("0.0.0.0", 9000, None)
+    assert args.func is studio_cli.run_serve

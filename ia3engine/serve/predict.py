@@ -26,6 +26,12 @@ logger = logging.getLogger(__name__)
 UNTUNED_SUFFIX = "__untuned"
 
 
+def base_row(name: str) -> str:
+    """The row name for the untuned base answering with adapter `name`'s labels, prompt and
+    (encoders) head: unlike None, its output does not depend on the other rows of the batch."""
+    return name + UNTUNED_SUFFIX
+
+
 def read_training_info(folder) -> dict:
     path = Path(folder) / TRAINING_INFO
     if not path.is_file():
@@ -136,6 +142,34 @@ class Predictor:
             if key in model.peft_config:
                 model.delete_adapter(key)
 
+    def adapter_bytes(self, name: str) -> int:
+        """Bytes this adapter holds here: its vectors and saved copies (heads), with those of
+        its untuned twin (an encoder's base row)."""
+        model = self._groups[self.adapters[name]["group"]]
+        names = (name, base_row(name))
+        held = [
+            v
+            for _, layer in model.ia3_layers()
+            for n in names
+            if n in layer.ia3_l
+            for v in [layer.ia3_l[n]]
+        ]
+        for _, module in model.saved_modules():
+            for n in names:
+                if n in module.modules_to_save:
+                    held.extend(module.modules_to_save[n].parameters())
+        return sum(t.numel() * t.element_size() for t in held)
+
+    def base_bytes(self) -> int:
+        """Bytes of the loaded base weights (an encoder holds one base per label count)."""
+        seen, total = set(), 0
+        for model in self._groups.values():
+            for tensor in [*model.parameters(), *model.buffers()]:
+                if id(tensor) not in seen:
+                    seen.add(id(tensor))
+                    total += tensor.numel() * tensor.element_size()
+        return total
+
     def labels_of(self, name: str | None = None) -> list[str]:
         """The labels an adapter answers with (None: the adapter untuned rows use)."""
         return list(self.adapters[name or self._owner_for([])]["labels"])
@@ -180,10 +214,10 @@ class Predictor:
             raise AdapterError(
                 f"Got {len(texts)} texts but {len(names)} adapter names; give one name per text."
             )
-        unknown = sorted({n for n in names if n is not None and n not in self.adapters})
+        unknown = sorted({n for n in names if n is not None and self._stem(n) is None})
         if unknown:
             raise AdapterError(f"Unknown adapter(s) {unknown}; loaded: {sorted(self.adapters)}.")
-        owners = [n if n is not None else self._owner_for(names) for n in names]
+        owners = [self._stem(n) if n is not None else self._owner_for(names) for n in names]
         results: list = [None] * len(texts)
         batches: dict = defaultdict(list)
         for i, owner in enumerate(owners):
@@ -204,7 +238,7 @@ class Predictor:
 
     def _owner_for(self, names: list) -> str:
         """Whose labels (and head) an untuned row uses: the batch's first adapter, else the last added."""
-        named = [n for n in names if n is not None]
+        named = [self._stem(n) for n in names if n is not None]
         if named:
             return named[0]
         if not self.adapters:
@@ -214,8 +248,22 @@ class Predictor:
             )
         return list(self.adapters)[-1]
 
+    def _stem(self, name: str) -> str | None:
+        """The loaded adapter a row name stands for (itself, or the one its base_row is of)."""
+        if name in self.adapters:
+            return name
+        stem = name[: -len(UNTUNED_SUFFIX)] if name.endswith(UNTUNED_SUFFIX) else None
+        if stem not in self.adapters:
+            return None
+        if self._kind == "encoder":  # an encoder's base row needs the adapter's untuned twin
+            model = self._groups[self.adapters[stem]["group"]]
+            return stem if name in model.peft_config else None
+        return stem
+
     def _batch_key(self, owner: str):
         info = self.adapters[owner]
+        if self.task_name == "generate":  # one generate() for every adapter that cuts alike
+            return ("generate", info["group"], info["task_obj"].max_length)
         # encoders share one forward per label count; choice sets differ per adapter
         return ("group", info["group"]) if self._kind == "encoder" else ("owner", owner)
 
@@ -227,7 +275,7 @@ class Predictor:
         inputs = [render_input(self.adapters[owners[i]], texts[i]) for i in rows]
         routed = []
         for i in rows:
-            if names[i] is not None:
+            if names[i] is not None and names[i] in self.adapters:
                 routed.append(names[i])
             else:
                 routed.append(owners[i] + UNTUNED_SUFFIX if self._kind == "encoder" else BASE)

@@ -1,0 +1,289 @@
+"""The inference server programs call (and the HTTP API serves): classify and generate with
+any adapter a person may use, batched with everyone else's requests on the same base.
+
+Who asks is checked here, on the server: an adapter is one of the actor's own (any for an
+admin) or the one a share link lends; another person's adapter gets the same refusal as a
+missing one (jobs.access). Every input is bounded (texts per request, characters per text,
+new tokens); the models, their schedulers and the adapter cache are app.model_pool's, shared
+with the studio's playground. docs/serving.md describes the settings.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+from concurrent.futures import TimeoutError as FutureTimeout
+
+from app.model_pool import BASE_NAME, POOL, source_of
+from app.serving import MAX_INPUT_CHARS
+from ia3engine.errors import AdapterError, DataError, IA3Error
+from ia3engine.serve.batcher import QueueFull
+from ia3engine.serve.predict_file import DEFAULT_NEW_TOKENS, MAX_NEW_TOKENS
+from jobs import access, access_limits
+from jobs.errors import AccessDeniedError
+
+__all__ = ["SERVER", "InferenceServer", "QueueFull", "TooLarge"]
+
+BASE = "base"  # the adapter argument naming the untuned base model (with `model`)
+MAX_NAME_CHARS = 200  # an adapter or model argument
+ANSWER_TIMEOUT_S = 600  # a request waits at most this long for its batch
+
+
+class TooLarge(IA3Error):
+    """A request over one of the bounds (texts, characters, new tokens): HTTP 413."""
+
+
+def _no_adapter(adapter: str) -> AccessDeniedError:
+    shown = adapter if len(adapter) <= 40 else adapter[:40] + "..."
+    return AccessDeniedError(
+        f"No adapter '{shown}' among yours; GET /v1/adapters lists the adapters you may use."
+    )
+
+
+def _info(info) -> dict:
+    return {
+        "id": info.id,
+        "name": info.name,
+        "base_model": info.base_model,
+        "task": info.task,
+        "labels": list(info.labels or []),
+        "created_at": info.created_at.isoformat() if info.created_at else None,
+        "owner": info.owner,
+    }
+
+
+def _check_texts(texts, max_texts: int) -> list[str]:
+    if isinstance(texts, str) or not isinstance(texts, list | tuple):
+        raise DataError('"texts" must be a list of strings, like ["a sentence", "another"].')
+    if not texts:
+        raise DataError('"texts" is empty; give at least one text to classify.')
+    if len(texts) > max_texts:
+        raise TooLarge(
+            f"{len(texts)} texts in one request; the most this server takes is {max_texts} "
+            "(IA3_SERVE_MAX_TEXTS). Split them over several requests."
+        )
+    for number, text in enumerate(texts, 1):
+        _check_text(text, f"text {number}")
+    return list(texts)
+
+
+def _check_text(text, what: str) -> str:
+    if not isinstance(text, str):
+        raise DataError(f"{what} is not a string; send text.")
+    if not text.strip():
+        raise DataError(f"{what} is empty; send some text.")
+    if len(text) > MAX_INPUT_CHARS:
+        raise TooLarge(
+            f"{what} has {len(text):,} characters; the most is {MAX_INPUT_CHARS:,}. Shorten it "
+            "(models read only their first few hundred tokens)."
+        )
+    return text
+
+
+def _check_new_tokens(max_new_tokens) -> int:
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
+        raise DataError(f'"max_new_tokens" must be a whole number from 1 to {MAX_NEW_TOKENS}.')
+    if max_new_tokens > MAX_NEW_TOKENS:
+        raise TooLarge(
+            f"max_new_tokens={max_new_tokens}; the most this server generates is "
+            f"{MAX_NEW_TOKENS}. Ask for fewer."
+        )
+    if max_new_tokens < 1:
+        raise DataError(f"max_new_tokens={max_new_tokens}; ask for 1 to {MAX_NEW_TOKENS}.")
+    return max_new_tokens
+
+
+class InferenceServer:
+    """classify / generate / generate_stream / adapters, each for one actor (jobs.access)."""
+
+    def __init__(self, pool=None, *, timeout_s: float = ANSWER_TIMEOUT_S):
+        self.pool = pool or POOL
+        self.timeout_s = timeout_s
+        self._lock = threading.Lock()
+        self._rows: dict[str, int] = {}  # a signed-in person's rows queued or running
+
+    def _submit(self, actor, base_model, task, texts, names, sources, **kwargs):
+        """Queue rows for `actor`: a signed-in person holds at most IA3_SERVE_MAX_ROWS_PER_USER
+        rows queued or running, so one person's flood cannot fill the queue for everyone."""
+        who, rows = actor.name if actor.signed_in else None, len(texts)
+        if who is not None:
+            limit = self.pool.settings.max_rows_per_user
+            with self._lock:
+                held = self._rows.get(who, 0)
+                if held + rows > limit:
+                    raise QueueFull(
+                        f"You have {held} rows queued or running; the most one person may have "
+                        f"is {limit} (IA3_SERVE_MAX_ROWS_PER_USER). Wait for answers, then send "
+                        "more.",
+                        1,
+                    )
+                self._rows[who] = held + rows
+        try:
+            future = self.pool.submit(base_model, task, texts, names, sources, **kwargs)
+        except BaseException:
+            self._release(who, rows)
+            raise
+        future.add_done_callback(lambda _: self._release(who, rows))
+        return future
+
+    def _release(self, who, rows: int) -> None:
+        if who is None:
+            return
+        with self._lock:
+            self._rows[who] -= rows
+            if not self._rows[who]:
+                del self._rows[who]
+
+    # ---- what the actor may use --------------------------------------------------------------
+    def adapters(self, actor) -> list[dict]:
+        """The adapters the actor may use: their own (everyone's for an admin) and the one a
+        share link lends them."""
+        found = {info.id: info for info in access.list_adapters(actor)}
+        if actor.shared_adapter is not None and actor.shared_adapter not in found:
+            try:
+                found[actor.shared_adapter] = access.get_adapter(actor.shared_adapter, actor=actor)
+            except AccessDeniedError:
+                pass  # the shared adapter is gone
+        return [_info(info) for info in found.values()]
+
+    def _adapter(self, actor, adapter):
+        """The registry adapter `adapter` names (an id or a name) if the actor may use it."""
+        if not isinstance(adapter, str) or not adapter.strip() or len(adapter) > MAX_NAME_CHARS:
+            raise DataError(
+                f'"adapter" must be an adapter id, an adapter name (at most {MAX_NAME_CHARS} '
+                f'characters) or "{BASE}".'
+            )
+        adapter = adapter.strip()
+        if re.fullmatch(r"#?\d{1,12}", adapter):
+            try:
+                return access.get_adapter(int(adapter.lstrip("#")), actor=actor)
+            except AccessDeniedError:
+                raise _no_adapter(adapter) from None
+        named = [a for a in access.list_adapters(actor, search=adapter) if a.name == adapter]
+        own = [a for a in named if actor.signed_in and a.owner == actor.name]
+        named = own or named
+        if not named and actor.shared_adapter is not None:
+            shared = self.adapters(actor)
+            named = [
+                access.get_adapter(a["id"], actor=actor) for a in shared if a["name"] == adapter
+            ]
+        if not named:
+            raise _no_adapter(adapter)
+        if len(named) > 1:
+            ids = ", ".join(str(a.id) for a in named[:10])
+            raise AdapterError(
+                f"{len(named)} adapters are named '{adapter}' (ids {ids}); name one by its id."
+            )
+        return named[0]
+
+    def _base_model(self, actor, model) -> str:
+        if not isinstance(model, str) or not model.strip() or len(model) > MAX_NAME_CHARS:
+            raise DataError(
+                f'adapter "{BASE}" needs "model": the base model to run, as your adapters name '
+                "it (GET /v1/adapters shows each adapter's base_model)."
+            )
+        model = model.strip()
+        if actor != access.LOCAL:
+            bases = {a["base_model"] for a in self.adapters(actor) if a["task"] == "generate"}
+            if model not in bases:
+                raise AccessDeniedError(
+                    f"'{model[:80]}' is not the base model of any generate adapter you may use; "
+                    "the untuned base is served for the bases of your generate adapters "
+                    "(GET /v1/adapters shows them)."
+                )
+            access_limits.check_model(model)
+        return model
+
+    # ---- requests ----------------------------------------------------------------------------
+    def classify(self, actor, adapter: str, texts: list[str], *, model=None) -> dict:
+        """Labels and probabilities for each text from one adapter."""
+        texts = _check_texts(texts, self.pool.settings.max_texts)
+        if isinstance(adapter, str) and adapter.strip() == BASE:
+            raise AdapterError(
+                "The untuned base has no labels to answer with: classify with an adapter "
+                f'(GET /v1/adapters lists yours), or use "{BASE}" to generate.'
+            )
+        info = self._adapter(actor, adapter)
+        if info.task != "classify":
+            raise AdapterError(
+                f"Adapter #{info.id} '{info.name}' generates text; send it to generate instead."
+            )
+        source = source_of({"id": info.id, "sha256": info.sha256})
+        future = self._submit(
+            actor, info.base_model, "classify", texts, [source.key] * len(texts), [source]
+        )
+        results = self._wait(future)
+        return {
+            "adapter": {"id": info.id, "name": info.name},
+            "base_model": info.base_model,
+            "results": [{"label": r["label"], "probs": r["probs"]} for r in results],
+        }
+
+    def _submit_generate(self, actor, adapter, prompt, max_new_tokens, model):
+        prompt = _check_text(prompt, "the prompt")
+        max_new_tokens = _check_new_tokens(max_new_tokens)
+        if isinstance(adapter, str) and adapter.strip() == BASE:
+            base_model = self._base_model(actor, model)
+            names, sources, shown = [BASE_NAME], (), BASE
+        else:
+            info = self._adapter(actor, adapter)
+            if info.task != "generate":
+                raise AdapterError(
+                    f"Adapter #{info.id} '{info.name}' is a classifier; send it to classify."
+                )
+            source = source_of({"id": info.id, "sha256": info.sha256})
+            base_model, names, sources = info.base_model, [source.key], (source,)
+            shown = {"id": info.id, "name": info.name}
+        future = self._submit(
+            actor, base_model, "generate", [prompt], names, sources, max_new_tokens=max_new_tokens
+        )
+        return future, {"adapter": shown, "base_model": base_model}
+
+    def generate(
+        self,
+        actor,
+        adapter: str,
+        prompt: str,
+        max_new_tokens: int = DEFAULT_NEW_TOKENS,
+        *,
+        model=None,
+    ) -> dict:
+        """The adapter's (or the untuned base's) continuation of `prompt`."""
+        future, head = self._submit_generate(actor, adapter, prompt, max_new_tokens, model)
+        return {**head, "text": self._wait(future)[0]["text"]}
+
+    def generate_stream(
+        self,
+        actor,
+        adapter: str,
+        prompt: str,
+        max_new_tokens: int = DEFAULT_NEW_TOKENS,
+        *,
+        model=None,
+    ) -> Iterator[str]:
+        """The text in pieces. Checks and queueing happen now (errors raise before the first
+        piece); the scheduler generates a batch at a time, so the whole text comes as one piece."""
+        future, _ = self._submit_generate(actor, adapter, prompt, max_new_tokens, model)
+
+        def pieces() -> Iterator[str]:
+            yield self._wait(future)[0]["text"]
+
+        return pieces()
+
+    def _wait(self, future) -> list:
+        try:
+            return future.result(self.timeout_s)
+        except FutureTimeout:
+            future.cancel()
+            raise QueueFull(
+                f"No answer within {self.timeout_s:g} s: the server is overloaded. Retry later.",
+                30,
+            ) from None
+
+    def stats(self) -> dict:
+        """Per loaded base: batches run, rows per batch, queue, cache bytes."""
+        return self.pool.stats()
+
+
+SERVER = InferenceServer()
