@@ -6,7 +6,6 @@ import train_models as tm
 from peft import PeftModel
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from ia3engine import TrainSpec, train
 from ia3engine.errors import AdapterError
 from ia3engine.serve.predict import Predictor
 
@@ -16,30 +15,15 @@ TEXTS = [text for text, _ in tm.sentiment_rows(6, seed=7)]
 @pytest.fixture(scope="module")
 def adapters(tmp_path_factory):
     root = tmp_path_factory.mktemp("predict")
-    found = {
-        "bert": tm.save_tiny("bert", root / "bert"),
-        "gpt2": tm.save_tiny("gpt2", root / "gpt2"),
-    }
-    data = tm.write_sentiment(root / "train.csv", 32)
-    flipped = root / "flipped.csv"
-    flipped.write_text(
-        (root / "train.csv")
-        .read_text()
-        .replace("positive", "X")
-        .replace("negative", "positive")
-        .replace("X", "negative")
+    return tm.tiny_adapters(
+        root,
+        (
+            ("a", "bert", "sentiment", "classify"),
+            ("b", "bert", "flipped", "classify"),
+            ("c", "gpt2", "sentiment", "classify"),
+            ("g", "gpt2", tm.write_instructions(root / "i.jsonl"), "generate"),
+        ),
     )
-    common = dict(steps=3, lr=0.2, head_lr=0.2, batch_size=8, eval_every=0, device="cpu")
-    for name, model, source, task in (
-        ("a", "bert", data, "classify"),
-        ("b", "bert", str(flipped), "classify"),
-        ("c", "gpt2", data, "classify"),
-        ("g", "gpt2", tm.write_instructions(root / "i.jsonl"), "generate"),
-    ):
-        folder = root / name
-        train(TrainSpec(model=found[model], data=source, task=task, out_dir=str(folder), **common))
-        found[name] = folder
-    return found
 
 
 def test_mixed_batch_matches_one_adapter_at_a_time(adapters):

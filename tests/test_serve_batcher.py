@@ -10,7 +10,6 @@ import pytest
 import train_models as tm
 from waiting import wait_for
 
-from ia3engine import TrainSpec, train
 from ia3engine.errors import AdapterError
 from ia3engine.serve.batcher import Batcher, QueueFull
 from ia3engine.serve.predict import Predictor, base_row
@@ -21,34 +20,16 @@ TEXTS = [text for text, _ in tm.sentiment_rows(12, seed=3)]
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("batcher")
-    found = {
-        "bert": tm.save_tiny("bert", root / "bert"),
-        "gpt2": tm.save_tiny("gpt2", root / "gpt2"),
-    }
-    data = tm.write_sentiment(root / "train.csv", 32)
-    flipped = root / "flipped.csv"
-    flipped.write_text(
-        (root / "train.csv")
-        .read_text()
-        .replace("positive", "X")
-        .replace("negative", "positive")
-        .replace("X", "negative")
+    return tm.tiny_adapters(
+        root,
+        (
+            ("a", "bert", "sentiment", "classify"),
+            ("b", "bert", "flipped", "classify"),
+            ("c", "bert", "sentiment", "classify"),
+            ("g", "gpt2", tm.write_instructions(root / "i.jsonl"), "generate"),
+            ("h", "gpt2", tm.write_instructions(root / "h.jsonl", 12), "generate"),
+        ),
     )
-    common = dict(steps=3, lr=0.2, head_lr=0.2, batch_size=8, eval_every=0, device="cpu")
-    runs = (
-        ("a", "bert", data, "classify"),
-        ("b", "bert", str(flipped), "classify"),
-        ("c", "bert", data, "classify"),
-        ("g", "gpt2", tm.write_instructions(root / "i.jsonl"), "generate"),
-        ("h", "gpt2", tm.write_instructions(root / "i.jsonl", 12), "generate"),
-    )
-    for name, model, source, task in runs:
-        folder = root / name
-        spec = TrainSpec(model=found[model], data=source, task=task, out_dir=str(folder), **common)
-        spec.seed = ord(name)
-        train(spec)
-        found[name] = folder
-    return found
 
 
 @pytest.fixture(scope="module")

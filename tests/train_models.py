@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+import re
 import time
 from pathlib import Path
 
@@ -165,3 +166,31 @@ def tiny_classifier(root: Path) -> tuple[str, Path]:
     )
     train(spec)
     return base, folder
+
+
+def tiny_adapters(root: Path, runs) -> dict:
+    """Tiny random BERT and GPT-2 bases in `root` ("bert", "gpt2") and an adapter per run
+    (name, base, data, task), each trained for 3 steps with its own seed. `data` is
+    "sentiment", "flipped" (its labels swapped) or a file. Returns {name: folder} with the bases."""
+    found = {"bert": save_tiny("bert", root / "bert"), "gpt2": save_tiny("gpt2", root / "gpt2")}
+    sentiment = write_sentiment(root / "train.csv", 32)
+    flipped = root / "flipped.csv"
+    swapped = {"positive": "negative", "negative": "positive"}
+    flipped.write_text(
+        re.sub("positive|negative", lambda m: swapped[m.group(0)], Path(sentiment).read_text())
+    )
+    sources = {"sentiment": sentiment, "flipped": str(flipped)}
+    common = dict(steps=3, lr=0.2, head_lr=0.2, batch_size=8, eval_every=0, device="cpu")
+    for name, base, data, task in runs:
+        folder = root / name
+        spec = TrainSpec(
+            model=found[base],
+            data=sources.get(data, data),
+            task=task,
+            out_dir=str(folder),
+            seed=ord(name),
+            **common,
+        )
+        train(spec)
+        found[name] = folder
+    return found
