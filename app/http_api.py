@@ -139,12 +139,6 @@ def build_router(server, policy: KeyPolicy | None = None) -> APIRouter:
     policy = policy or KeyPolicy()
 
     def caller(request: Request) -> Actor:
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-            raise ApiError(
-                413,
-                f"The request body is over {MAX_BODY_BYTES // 1024} KiB; send less text per call.",
-            )
         header = request.headers.get("authorization", "")
         scheme, _, key = header.partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
@@ -215,8 +209,54 @@ def _events(first: str | None, rest: Iterator[str], adapter: str) -> Iterator[st
     yield _event({}, "done")
 
 
+class BodyLimit:
+    """ASGI middleware: a /v1 request body over `limit` bytes is refused with 413 before it is
+    parsed, whether it declares its length or comes in chunks (counted as they arrive), and
+    before the key is checked, so nobody can make the server hold a large body."""
+
+    def __init__(self, app, limit: int = MAX_BODY_BYTES):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not scope["path"].startswith(PREFIX + "/"):
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or ()).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            return await self._refuse(send)
+        seen, refused, started = 0, False, False
+
+        async def counted():
+            nonlocal seen, refused
+            message = await receive()
+            if message["type"] == "http.request" and not refused:
+                seen += len(message.get("body", b""))
+                if seen > self.limit:  # answer now (unless the app has); it sees the client go
+                    refused = True
+                    if not started:
+                        await self._refuse(send)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def unless_refused(message):
+            nonlocal started
+            if not refused:  # the app's own answer to a refused body is dropped
+                started = started or message["type"] == "http.response.start"
+                await send(message)
+
+        await self.app(scope, counted, unless_refused)
+
+    async def _refuse(self, send) -> None:
+        message = f"The request body is over {self.limit // 1024} KiB; send less text per call."
+        body = json.dumps({"error": message}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
 def add_routes(app: FastAPI, server, policy: KeyPolicy | None = None) -> None:
-    """Put the /v1 API on `app` with its JSON error answers (other paths keep theirs)."""
+    """Put the /v1 API on `app` with its JSON error answers (other paths keep theirs) and its
+    body limit (BodyLimit)."""
+    app.add_middleware(BodyLimit)
     app.include_router(build_router(server, policy))
 
     @app.exception_handler(ApiError)

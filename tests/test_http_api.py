@@ -157,6 +157,22 @@ def test_too_much_text_is_413_and_bad_input_422_without_echoing_it(api):
     assert big.status_code == 413
 
 
+def test_a_large_body_is_413_unread_even_in_chunks_and_without_a_key(api):
+    def chunks():
+        piece = b" " * 65536
+        for _ in range(http_api.MAX_BODY_BYTES // len(piece) + 2):
+            yield piece
+
+    for headers in (_auth(api.keys["ann"]), {}):  # a key or none: refused before the key
+        answer = api.post(
+            "/v1/classify",
+            content=chunks(),
+            headers={**headers, "content-type": "application/json"},
+        )
+        assert answer.status_code == 413 and "KiB" in answer.json()["error"]
+    assert _classify(api, "ann").status_code == 200  # a normal call still passes the limit
+
+
 def test_a_full_queue_is_429_with_retry_after_and_failures_carry_no_traceback(api):
     answer = _classify(api, "ann", "busy")
     assert answer.status_code == 429 and answer.headers["retry-after"] == "3"
