@@ -4,16 +4,22 @@ other requests (other adapters, other lengths, not streaming). Pieces are counte
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import Future
+
 import pytest
 import torch
 import train_models as tm
 from transformers import GenerationConfig
 
+from app.inference import InferenceServer, TooLarge
 from ia3engine import TrainSpec
+from ia3engine.errors import IA3Error
 from ia3engine.serve.batcher import Batcher, Request
 from ia3engine.serve.predict import Predictor, base_row
 from ia3engine.training.run import train
 from ia3engine.training.streamer import RowStreamer
+from jobs import access
 
 PROMPTS = ["Say it again : the food was good", "the book", "Say it again : the hotel was dull"]
 
@@ -117,3 +123,41 @@ def test_streamed_pieces_join_to_the_text_of_the_same_request_in_a_mixed_batch(f
     assert sum(len(want.split()) > 1 for want in alone) >= 2  # the test saw real streams
     assert batcher.stats()["rows_per_batch"] == [4]  # all in one generate call
     batcher.close()
+
+
+class StreamingPool:
+    """A stand-in pool: its worker sends two pieces, then answers or fails."""
+
+    settings = type("Settings", (), {"max_rows_per_user": 8})()
+
+    def __init__(self, fail: bool):
+        self.fail = fail
+
+    def submit(self, base_model, task, texts, names, sources, *, max_new_tokens, on_piece):
+        future = Future()
+
+        def work():
+            future.set_running_or_notify_cancel()
+            on_piece(0, "one")
+            on_piece(0, " two")
+            if self.fail:
+                future.set_exception(IA3Error("The model failed; retry."))
+            else:
+                future.set_result([{"text": "one two three"}])
+
+        threading.Thread(target=work).start()
+        return future
+
+
+def test_generate_stream_yields_pieces_as_they_come_then_the_rest_or_the_error():
+    server = InferenceServer(StreamingPool(fail=False))
+    pieces = server.generate_stream(access.LOCAL, "base", "hi", 3, model="tiny")
+    assert list(pieces) == ["one", " two", " three"]  # the last from the answer itself
+    failing = InferenceServer(StreamingPool(fail=True)).generate_stream(
+        access.LOCAL, "base", "hi", 3, model="tiny"
+    )
+    assert next(failing) == "one" and next(failing) == " two"
+    with pytest.raises(IA3Error, match="model failed"):
+        next(failing)
+    with pytest.raises(TooLarge):  # checks raise when called, before any piece
+        server.generate_stream(access.LOCAL, "base", "hi", 10_000, model="tiny")
