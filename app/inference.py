@@ -10,8 +10,10 @@ with the studio's playground. docs/serving.md describes the settings.
 
 from __future__ import annotations
 
+import queue
 import re
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import TimeoutError as FutureTimeout
 
@@ -28,6 +30,7 @@ __all__ = ["SERVER", "InferenceServer", "QueueFull", "TooLarge"]
 BASE = "base"  # the adapter argument naming the untuned base model (with `model`)
 MAX_NAME_CHARS = 200  # an adapter or model argument
 ANSWER_TIMEOUT_S = 600  # a request waits at most this long for its batch
+DONE = object()  # ends a stream's queue of pieces
 
 
 class TooLarge(IA3Error):
@@ -220,7 +223,7 @@ class InferenceServer:
             "results": [{"label": r["label"], "probs": r["probs"]} for r in results],
         }
 
-    def _submit_generate(self, actor, adapter, prompt, max_new_tokens, model):
+    def _submit_generate(self, actor, adapter, prompt, max_new_tokens, model, on_piece=None):
         prompt = _check_text(prompt, "the prompt")
         max_new_tokens = _check_new_tokens(max_new_tokens)
         if isinstance(adapter, str) and adapter.strip() == BASE:
@@ -236,7 +239,14 @@ class InferenceServer:
             base_model, names, sources = info.base_model, [source.key], (source,)
             shown = {"id": info.id, "name": info.name}
         future = self._submit(
-            actor, base_model, "generate", [prompt], names, sources, max_new_tokens=max_new_tokens
+            actor,
+            base_model,
+            "generate",
+            [prompt],
+            names,
+            sources,
+            max_new_tokens=max_new_tokens,
+            on_piece=on_piece,
         )
         return future, {"adapter": shown, "base_model": base_model}
 
@@ -262,24 +272,43 @@ class InferenceServer:
         *,
         model=None,
     ) -> Iterator[str]:
-        """The text in pieces. Checks and queueing happen now (errors raise before the first
-        piece); the scheduler generates a batch at a time, so the whole text comes as one piece."""
-        future, _ = self._submit_generate(actor, adapter, prompt, max_new_tokens, model)
+        """The text in pieces, as the model generates it (in a batch with other requests).
+        Checks and queueing happen now, so their errors raise before the first piece; a later
+        failure raises from the iterator. The pieces join to what generate() answers."""
+        arrived: queue.Queue = queue.Queue()  # pieces, then DONE (from the scheduler's thread)
+        future, _ = self._submit_generate(
+            actor, adapter, prompt, max_new_tokens, model, lambda _row, text: arrived.put(text)
+        )
+        future.add_done_callback(lambda _: arrived.put(DONE))
+        return self._pieces(future, arrived)
 
-        def pieces() -> Iterator[str]:
-            yield self._wait(future)[0]["text"]
-
-        return pieces()
+    def _pieces(self, future, arrived: queue.Queue) -> Iterator[str]:
+        deadline, sent = time.monotonic() + self.timeout_s, ""
+        while True:
+            try:
+                piece = arrived.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                future.cancel()
+                raise self._overloaded() from None
+            if piece is DONE:
+                break
+            sent += piece
+            yield piece
+        text = self._wait(future)[0]["text"]
+        if text.startswith(sent) and len(text) > len(sent):
+            yield text[len(sent) :]  # anything the streamer held back to the end
 
     def _wait(self, future) -> list:
         try:
             return future.result(self.timeout_s)
         except FutureTimeout:
             future.cancel()
-            raise QueueFull(
-                f"No answer within {self.timeout_s:g} s: the server is overloaded. Retry later.",
-                30,
-            ) from None
+            raise self._overloaded() from None
+
+    def _overloaded(self) -> QueueFull:
+        return QueueFull(
+            f"No answer within {self.timeout_s:g} s: the server is overloaded. Retry later.", 30
+        )
 
     def stats(self) -> dict:
         """Per loaded base: batches run, rows per batch, queue, cache bytes."""

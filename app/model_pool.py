@@ -78,15 +78,22 @@ class PredictorPool:
         return self._settings
 
     # ---- requests ----------------------------------------------------------------------------
-    def submit(self, base_model, task, texts, names, sources=(), *, max_new_tokens=None) -> Future:
+    def submit(
+        self, base_model, task, texts, names, sources=(), *, max_new_tokens=None, on_piece=None
+    ) -> Future:
         """Queue rows (one adapter key, base row or None per text) on the base's scheduler;
-        `sources` are what the rows need loaded. Raises QueueFull when the queue is full."""
+        `sources` are what the rows need loaded; on_piece(row, text) streams generated text
+        (Batcher.submit). Raises QueueFull when the queue is full."""
         for _ in range(3):  # a base dropped between lookup and submit is loaded again
             served = self.served(base_model, task)
             if not served.batcher.closed:
                 try:
                     return served.batcher.submit(
-                        texts, names, max_new_tokens=max_new_tokens, context=tuple(sources)
+                        texts,
+                        names,
+                        max_new_tokens=max_new_tokens,
+                        context=tuple(sources),
+                        on_piece=on_piece,
                     )
                 except Exception:
                     if not served.batcher.closed:

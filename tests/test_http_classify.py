@@ -81,6 +81,7 @@ def test_generation_streams_the_text_it_returns_whole(client, tiny):
     assert events[-2:] == ["event: done\ndata: {}", ""]
     text = "".join(httpx.Response(200, content=p).json()["text"] for p in pieces)
     assert text == whole.json()["text"]
+    assert len(text.split()) > 1 and len(pieces) > 1  # a piece per token, as they come
 
 
 def _serve(port: int, tmp: Path, db_url: str) -> subprocess.Popen:

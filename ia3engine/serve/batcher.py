@@ -5,7 +5,8 @@ Each request is rows of texts with one adapter name per row (None: the untuned b
 thread waits up to `max_delay_s` after the oldest waiting request for more rows, then runs up to
 `max_batch_rows` rows of waiting requests in one `Predictor.predict` call, however many distinct
 adapters they name, and hands each caller its own rows back through a Future. Generation
-batches per window too: requests asking for the same `max_new_tokens` share a call.
+batches per window too: requests asking for the same `max_new_tokens` share a call, and a
+request with `on_piece` gets its rows' text piece by piece while that call runs.
 
 The queue is bounded (`max_queued_rows`); beyond it `submit` raises QueueFull with an estimate
 of when to retry. A batch that fails is rerun one request at a time, so a bad request (or
@@ -20,6 +21,7 @@ import math
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -40,14 +42,37 @@ class QueueFull(IA3Error):
 
 @dataclass
 class Request:
-    """One caller's rows; `context` is handed to the scheduler's `prepare` hook untouched."""
+    """One caller's rows; `context` is handed to the scheduler's `prepare` hook untouched.
+
+    on_piece(row, text) (generation) gets each row's text as it is generated; `streamed` is
+    what each row has been sent, so a rerun after a failed batch does not send it twice."""
 
     texts: list[str]
     names: list[str | None]
     max_new_tokens: int | None = None
     context: object = None
+    on_piece: Callable[[int, str], None] | None = None
     future: Future = field(default_factory=Future)
     arrived: float = 0.0  # time.monotonic() when queued
+    streamed: dict = field(default_factory=dict)  # row -> text sent to on_piece
+
+    def stream_row(self, row: int) -> Callable[[str], None]:
+        """The callback for one run of `row`: it passes on only text beyond what was sent."""
+        run = [""]  # this run's text so far
+
+        def piece(text: str) -> None:
+            run[0] += text
+            sent = self.streamed.get(row, "")
+            if len(run[0]) <= len(sent) or not run[0].startswith(sent):
+                return
+            self.streamed[row] = run[0]
+            try:
+                self.on_piece(row, run[0][len(sent) :])
+            except Exception:  # a caller's callback never fails the batch
+                logger.exception("a streaming callback failed; the request's stream stops")
+                self.on_piece = None
+
+        return piece
 
     @property
     def rows(self) -> int:
@@ -113,12 +138,16 @@ class Batcher:
         *,
         max_new_tokens: int | None = None,
         context: object = None,
+        on_piece: Callable[[int, str], None] | None = None,
     ) -> Future:
-        """Queue one request; the Future's result is its rows' outputs, in order."""
+        """Queue one request; the Future's result is its rows' outputs, in order.
+
+        on_piece(row, text), for generation, is called from the worker thread with each new
+        piece of a row's text as it is generated (the pieces join to the row's "text")."""
         texts, names = list(texts), list(names)
         if len(texts) != len(names):
             raise ValueError(f"{len(texts)} texts but {len(names)} adapter names")
-        request = Request(texts, names, max_new_tokens, context)
+        request = Request(texts, names, max_new_tokens, context, on_piece)
         if not texts:
             request.future.set_result([])
             return request.future
@@ -259,6 +288,9 @@ class Batcher:
             kwargs = {}
             if batch[0].max_new_tokens is not None:
                 kwargs["max_new_tokens"] = batch[0].max_new_tokens
+            streams = self._streams(batch)
+            if streams:  # only streaming requests cost the per-step decoding
+                kwargs["on_piece"] = streams
             outputs = self.predictor.predict(texts, names, **kwargs)
         seconds = time.monotonic() - began
         with self._changed:
@@ -269,6 +301,17 @@ class Batcher:
         if len(outputs) != len(texts):
             raise IA3Error(f"The model answered {len(outputs)} rows for {len(texts)} texts.")
         return outputs
+
+    @staticmethod
+    def _streams(batch: list[Request]) -> dict:
+        """{row of the batch: callback} for the rows of streaming requests."""
+        streams, start = {}, 0
+        for request in batch:
+            if request.on_piece is not None:
+                for row in range(request.rows):
+                    streams[start + row] = request.stream_row(row)
+            start += request.rows
+        return streams
 
     def _answer(self, request: Request, *, outputs=None, error=None) -> None:
         with self._changed:

@@ -205,10 +205,13 @@ class Predictor:
         adapter_names: list[str | None] | None = None,
         *,
         max_new_tokens: int | None = None,
+        on_piece: dict | None = None,
     ) -> list:
         """One result per text: {"label", "probs"} (classify) or {"text"} (generate).
 
-        max_new_tokens bounds generation (None: the task's default)."""
+        max_new_tokens bounds generation (None: the task's default). on_piece (generate):
+        {text index: callback(piece)} streams those rows' text as it is generated; a row's
+        pieces join to its "text"."""
         names = list(adapter_names) if adapter_names is not None else [None] * len(texts)
         if len(names) != len(texts):
             raise AdapterError(
@@ -223,7 +226,10 @@ class Predictor:
         for i, owner in enumerate(owners):
             batches[self._batch_key(owner)].append(i)
         for rows in batches.values():
-            self._predict_rows(rows, texts, names, owners, results, max_new_tokens)
+            streams = {
+                local: on_piece[i] for local, i in enumerate(rows) if on_piece and i in on_piece
+            }
+            self._predict_rows(rows, texts, names, owners, results, max_new_tokens, streams)
         return results
 
     def truncated(self, texts: list[str], name: str | None = None) -> int:
@@ -268,7 +274,9 @@ class Predictor:
         return ("group", info["group"]) if self._kind == "encoder" else ("owner", owner)
 
     @torch.no_grad()
-    def _predict_rows(self, rows, texts, names, owners, results, max_new_tokens=None) -> None:
+    def _predict_rows(
+        self, rows, texts, names, owners, results, max_new_tokens=None, streams=None
+    ) -> None:
         first = self.adapters[owners[rows[0]]]
         model = self._groups[first["group"]]
         task = first["task_obj"]
@@ -281,7 +289,11 @@ class Predictor:
                 routed.append(owners[i] + UNTUNED_SUFFIX if self._kind == "encoder" else BASE)
         if self.task_name == "generate":
             outputs = task.generate(
-                model, inputs, adapter_names=routed, max_new_tokens=max_new_tokens
+                model,
+                inputs,
+                adapter_names=routed,
+                max_new_tokens=max_new_tokens,
+                on_piece=streams or None,
             )
             for i, text in zip(rows, outputs, strict=True):
                 results[i] = {"text": text}

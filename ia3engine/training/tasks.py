@@ -21,6 +21,7 @@ from ia3engine.training.losses import (
     tfew_losses,
     token_logprobs,
 )
+from ia3engine.training.streamer import RowStreamer
 
 # Listing the options helps instruction-tuned models and costs nothing for the others.
 DEFAULT_CHOICE_PROMPT = "{text}\nOptions: {options}.\nAnswer:"
@@ -219,8 +220,13 @@ class Generate(Task):
         return nll / count.clamp(min=1)
 
     @torch.no_grad()
-    def generate(self, model, prompts: list[str], adapter_names=None, max_new_tokens=None):
-        """Greedy continuations of the prompts, as text."""
+    def generate(
+        self, model, prompts: list[str], adapter_names=None, max_new_tokens=None, on_piece=None
+    ):
+        """Greedy continuations of the prompts, as text.
+
+        on_piece: {row: callback(text)} streams those rows' text as it is generated; the
+        pieces of a row join to its answer (streamer.RowStreamer)."""
         tok = self.tokenizer
         pad = tok.pad_token_id if tok.pad_token_id is not None else 0
         rows = [
@@ -235,6 +241,8 @@ class Generate(Task):
             span = slice(width - len(row), width) if left else slice(0, len(row))
             ids[i, span], mask[i, span] = torch.tensor(row), 1
         extra = {"adapter_names": adapter_names} if adapter_names is not None else {}
+        if on_piece:
+            extra["streamer"] = RowStreamer(tok, on_piece)
         with self.autocast():
             out = model.generate(
                 input_ids=ids.to(self.device),
