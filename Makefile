@@ -38,6 +38,7 @@ bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/jobs.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/fewshot.py --quick
 	$(BIN)/python bench/merge_memory.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/serving.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
