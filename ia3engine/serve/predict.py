@@ -20,6 +20,7 @@ from ia3engine.routing import BASE
 from ia3engine.training.loading import PEFT_TASK_TYPE, load_base, resolve_device
 from ia3engine.training.run import TRAINING_INFO
 from ia3engine.training.tasks import DEFAULT_CHOICE_PROMPT, make_task
+from ia3engine.wrappers import is_adapter_param, is_saved_copy
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ class Predictor:
         self.adapters: dict[str, dict] = {}  # name -> training info (+ its group)
         self._groups: dict = {}  # base key -> IA3Model (encoders: one per label count)
         self._plain = None  # a bare generative base, for untuned rows before any adapter
+        self._base_bytes: int | None = None  # base_bytes(), counted once per set of groups
 
     # ---- adapters --------------------------------------------------------------------------
     def add_adapter(self, name: str, folder) -> None:
@@ -78,6 +80,7 @@ class Predictor:
             base = self._load_base(info)
             model = load_ia3_model(base.model, folder, name)
             self._groups[key] = model
+            self._base_bytes = None  # a new base: count again
             self._tokenizer = base.tokenizer
             self._kind = base.kind
         else:
@@ -109,6 +112,7 @@ class Predictor:
             raise AdapterError("add_untuned must come before any adapter on the same base.")
         config = IA3Config(task_type=PEFT_TASK_TYPE[base.kind])
         self._groups[key] = get_ia3_model(base.model, config, name).eval()
+        self._base_bytes = None  # a new base: count again
         self.adapters[name] = {**info, "group": key, "task_obj": self._task_for(info)}
 
     def add_mix(self, name: str, adapters: list[str], weights: list[float]) -> None:
@@ -161,13 +165,22 @@ class Predictor:
         return sum(t.numel() * t.element_size() for t in held)
 
     def base_bytes(self) -> int:
-        """Bytes of the loaded base weights (an encoder holds one base per label count)."""
+        """Bytes of the loaded base weights (an encoder holds one base per label count): the
+        bases' own tensors, not the adapters' vectors or saved copies (adapter_bytes counts
+        those). Counted once when a base is loaded, so the per-batch check costs nothing."""
+        if self._base_bytes is None:
+            self._base_bytes = self._count_base_bytes()
+        return self._base_bytes
+
+    def _count_base_bytes(self) -> int:
         seen, total = set(), 0
         for model in self._groups.values():
-            for tensor in [*model.parameters(), *model.buffers()]:
-                if id(tensor) not in seen:
-                    seen.add(id(tensor))
-                    total += tensor.numel() * tensor.element_size()
+            named = [*model.named_parameters(), *model.named_buffers()]
+            for name, tensor in named:
+                if is_adapter_param(name) or is_saved_copy(name) or id(tensor) in seen:
+                    continue
+                seen.add(id(tensor))
+                total += tensor.numel() * tensor.element_size()
         return total
 
     def labels_of(self, name: str | None = None) -> list[str]:
