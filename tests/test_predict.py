@@ -112,4 +112,5 @@ def test_base_bytes_count_the_bare_model_not_the_adapters(adapters):
     assert first == _tensor_bytes(bare)
     held = sum(p.adapter_bytes(n) for n in ("a", "b", "a2"))
     group = p._groups[p.adapters["a"]["group"]]
-    assert _tensor_bytes(group) == first + held  # base and adapters: every tensor, once
+    ones = sum(t.numel() * t.element_size() for t in p._shared_ones.values())  # the twins'
+    assert _tensor_bytes(group) == first + held + ones  # base and adapters: every tensor, once

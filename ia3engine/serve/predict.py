@@ -62,6 +62,7 @@ class Predictor:
         self._groups: dict = {}  # base key -> IA3Model (encoders: one per label count)
         self._plain = None  # a bare generative base, for untuned rows before any adapter
         self._base_bytes: int | None = None  # base_bytes(), counted once per set of groups
+        self._shared_ones: dict = {}  # (group, layer, shape, ...) -> the twins' ones there
 
     # ---- adapters --------------------------------------------------------------------------
     def add_adapter(self, name: str, folder) -> None:
@@ -86,12 +87,13 @@ class Predictor:
         else:
             model.load_adapter(folder, name)
         if self._kind == "encoder":
-            # The untuned row keeps this adapter's head (an encoder has no head of its own).
-            model.load_adapter(folder, name + UNTUNED_SUFFIX)
-            with torch.no_grad():
-                for _, layer in model.ia3_layers():
-                    if name + UNTUNED_SUFFIX in layer.ia3_l:
-                        layer.ia3_l[name + UNTUNED_SUFFIX].fill_(1.0)
+            # The untuned row keeps this adapter's head (an encoder has no head of its own);
+            # its vectors are the layer's one shared tensor of ones, not a copy per adapter.
+            twin = name + UNTUNED_SUFFIX
+            model.load_adapter(folder, twin)
+            for path, layer in model.ia3_layers():
+                if twin in layer.ia3_l:
+                    layer.ia3_l[twin] = self._ones_like(key, path, layer.ia3_l[twin])
         model.eval()
         self.adapters[name] = {**info, "group": key, "task_obj": self._task_for(info)}
 
@@ -136,6 +138,16 @@ class Predictor:
         model.eval()
         self.adapters[name] = dict(infos[0])
 
+    def _ones_like(self, group, path: str, vector: torch.Tensor) -> torch.nn.Parameter:
+        """The one tensor of ones every untuned twin of this layer shares (never trained,
+        never written: vectors at one scale nothing)."""
+        key = (group, path, tuple(vector.shape), vector.dtype, vector.device)
+        ones = self._shared_ones.get(key)
+        if ones is None:
+            ones = torch.nn.Parameter(torch.ones_like(vector), requires_grad=False)
+            self._shared_ones[key] = ones
+        return ones
+
     def remove_adapter(self, name: str) -> None:
         """Unload an adapter (and, for encoders, its untuned twin)."""
         info = self.adapters.pop(name, None)
@@ -147,16 +159,18 @@ class Predictor:
                 model.delete_adapter(key)
 
     def adapter_bytes(self, name: str) -> int:
-        """Bytes this adapter holds here: its vectors and saved copies (heads), with those of
-        its untuned twin (an encoder's base row)."""
+        """Bytes this adapter holds here: its vectors and saved copies (heads), with its untuned
+        twin's head (an encoder's base row; the twin's vectors are ones shared by all)."""
         model = self._groups[self.adapters[name]["group"]]
         names = (name, base_row(name))
+        shared = {id(t) for t in self._shared_ones.values()}
         held = [
             v
             for _, layer in model.ia3_layers()
             for n in names
             if n in layer.ia3_l
             for v in [layer.ia3_l[n]]
+            if id(v) not in shared
         ]
         for _, module in model.saved_modules():
             for n in names:
