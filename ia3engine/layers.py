@@ -7,6 +7,7 @@ a mixed batch), merging the vectors into the weights, and exact unmerge from a k
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -26,12 +27,19 @@ class AdapterVectors(nn.ParameterDict):
 
     Reading through a call lets hooks on it run: accelerate, offloading a model to CPU or disk,
     keeps the vectors on the meta device and loads them only around a call of their module.
+    So the call returns the tensors as they are during it (a dict, not a live view, which would
+    see them back on the meta device once the call is over), and only the ones asked for: a
+    layer holding thousands of adapters must not copy its whole table on every forward.
     """
 
     __call__ = nn.Module.__call__  # ParameterDict refuses calls; this one is meant to be called
 
-    def forward(self) -> Vectors:
-        return dict(self.items())
+    def forward(self, names: Iterable[str] | None = None) -> Vectors:
+        """The vectors of `names` present here (None: all of them, for tools, not forwards)."""
+        if names is None:
+            return dict(self.items())
+        held = self._parameters
+        return {name: held[name] for name in names if name in held}
 
 
 def final_merge_message(names: list[str]) -> str:
@@ -116,7 +124,8 @@ class IA3Layer(nn.Module):
                     "A mixed-adapter batch needs unmerged adapters; call model.unmerge() first."
                 )
             return self.base_layer(x, *args, **kwargs)
-        vectors = self.ia3_l()
+        # only the vectors this forward uses: the active adapters, or the batch's rows' adapters
+        vectors = self.ia3_l(self.active_adapters if routing is None else routing.names)
         if routing is None:
             per_row = False
             scale_in, scale_out = self._active_scales(vectors)  # (in,) / (out,) or None

@@ -208,6 +208,17 @@ def test_mixed_rows_match_per_row_single_adapter_outputs(kind):
         torch.testing.assert_close(mixed[row : row + 1], single, atol=1e-6, rtol=1e-6)
 
 
+def test_a_forward_reads_only_the_vectors_its_rows_use():
+    layer, _, x = _wrapped("linear", names=("a", "b", "c", "d"))
+    read = []
+    layer.ia3_l.register_forward_hook(lambda module, args, out: read.append(sorted(out)))
+    layer(x)  # active adapter: a
+    with route_rows(RowRouting.from_names(["b", "__base__", "d"])):
+        layer(x)
+    assert read == [["a"], ["b", "d"]]
+    assert sorted(layer.ia3_l()) == ["a", "b", "c", "d"]  # no names: the whole table
+
+
 def test_mixed_rows_expand_for_beams():
     layer, _, x = _wrapped("linear", names=("a", "b"))
     routing = RowRouting.from_names(["a", "b"], expansion=2)

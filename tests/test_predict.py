@@ -94,3 +94,23 @@ def test_errors_name_the_problem(adapters):
     generate = Predictor(adapters["gpt2"], task="generate", device="cpu")
     with pytest.raises(AdapterError, match="task='classify'"):
         generate.add_adapter("c", adapters["c"])
+
+
+def _tensor_bytes(model) -> int:
+    tensors = {id(t): t for t in [*model.parameters(), *model.buffers()]}
+    return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+def test_base_bytes_count_the_bare_model_not_the_adapters(adapters):
+    p = Predictor(adapters["bert"], device="cpu")
+    p.add_adapter("a", adapters["a"])
+    first = p.base_bytes()
+    p.add_adapter("b", adapters["b"])
+    p.add_adapter("a2", adapters["a"])  # vectors, heads and untuned twins: none of it is base
+    assert p.base_bytes() == first
+    bare = AutoModelForSequenceClassification.from_pretrained(adapters["bert"], num_labels=2)
+    assert first == _tensor_bytes(bare)
+    held = sum(p.adapter_bytes(n) for n in ("a", "b", "a2"))
+    group = p._groups[p.adapters["a"]["group"]]
+    ones = sum(t.numel() * t.element_size() for t in p._shared_ones.values())  # the twins'
+    assert _tensor_bytes(group) == first + held + ones  # base and adapters: every tensor, once

@@ -45,20 +45,32 @@ def _cache(folders, budget):
 
 
 def _file_bytes(folder) -> int:
+    """Bytes held for the adapter in `folder`: its file's vectors and head, and the head again
+    for its untuned twin (the base row), whose vectors are ones shared by every twin."""
     tensors = load_file(str(folder / "adapter_model.safetensors"))
-    return sum(t.numel() * t.element_size() for t in tensors.values())
+    vectors = sum(t.numel() * t.element_size() for k, t in tensors.items() if "ia3_l" in k)
+    heads = sum(t.numel() * t.element_size() for k, t in tensors.items() if "ia3_l" not in k)
+    assert vectors > 0 and heads > 0
+    return vectors + 2 * heads
 
 
 def test_the_bytes_counted_are_the_adapters_tensors_held(folders):
     cache = _cache(folders, 10**9)
     cache.ensure([AdapterSource(1, "aaaa")])
-    # the vectors and the head, and the same again for its untuned twin (the base row)
-    assert cache.bytes_held == 2 * _file_bytes(folders[1]) > 0
+    assert cache.bytes_held == _file_bytes(folders[1])
     assert cache.keys() == ["adapter1-aaaa"]
+    cache.ensure([AdapterSource(2, "bbbb")])  # a second twin adds its head, not more ones
+    assert cache.bytes_held == _file_bytes(folders[1]) + _file_bytes(folders[2])
+    model = next(iter(cache.predictor._groups.values()))
+    twins = [
+        (layer.ia3_l["adapter1-aaaa__untuned"], layer.ia3_l["adapter2-bbbb__untuned"])
+        for _, layer in model.ia3_layers()
+    ]
+    assert twins and all(a is b and bool((a == 1).all()) for a, b in twins)
 
 
 def test_the_least_recently_used_adapters_leave_when_the_bytes_run_over(folders):
-    one = 2 * _file_bytes(folders[1])
+    one = _file_bytes(folders[1])
     cache = _cache(folders, int(2.5 * one))
     want = {}
     for adapter_id in (1, 2):

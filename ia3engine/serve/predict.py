@@ -20,6 +20,7 @@ from ia3engine.routing import BASE
 from ia3engine.training.loading import PEFT_TASK_TYPE, load_base, resolve_device
 from ia3engine.training.run import TRAINING_INFO
 from ia3engine.training.tasks import DEFAULT_CHOICE_PROMPT, make_task
+from ia3engine.wrappers import is_adapter_param, is_saved_copy
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +61,8 @@ class Predictor:
         self.adapters: dict[str, dict] = {}  # name -> training info (+ its group)
         self._groups: dict = {}  # base key -> IA3Model (encoders: one per label count)
         self._plain = None  # a bare generative base, for untuned rows before any adapter
+        self._base_bytes: int | None = None  # base_bytes(), counted once per set of groups
+        self._shared_ones: dict = {}  # (group, layer, shape, ...) -> the twins' ones there
 
     # ---- adapters --------------------------------------------------------------------------
     def add_adapter(self, name: str, folder) -> None:
@@ -78,17 +81,19 @@ class Predictor:
             base = self._load_base(info)
             model = load_ia3_model(base.model, folder, name)
             self._groups[key] = model
+            self._base_bytes = None  # a new base: count again
             self._tokenizer = base.tokenizer
             self._kind = base.kind
         else:
             model.load_adapter(folder, name)
         if self._kind == "encoder":
-            # The untuned row keeps this adapter's head (an encoder has no head of its own).
-            model.load_adapter(folder, name + UNTUNED_SUFFIX)
-            with torch.no_grad():
-                for _, layer in model.ia3_layers():
-                    if name + UNTUNED_SUFFIX in layer.ia3_l:
-                        layer.ia3_l[name + UNTUNED_SUFFIX].fill_(1.0)
+            # The untuned row keeps this adapter's head (an encoder has no head of its own);
+            # its vectors are the layer's one shared tensor of ones, not a copy per adapter.
+            twin = name + UNTUNED_SUFFIX
+            model.load_adapter(folder, twin)
+            for path, layer in model.ia3_layers():
+                if twin in layer.ia3_l:
+                    layer.ia3_l[twin] = self._ones_like(key, path, layer.ia3_l[twin])
         model.eval()
         self.adapters[name] = {**info, "group": key, "task_obj": self._task_for(info)}
 
@@ -109,6 +114,7 @@ class Predictor:
             raise AdapterError("add_untuned must come before any adapter on the same base.")
         config = IA3Config(task_type=PEFT_TASK_TYPE[base.kind])
         self._groups[key] = get_ia3_model(base.model, config, name).eval()
+        self._base_bytes = None  # a new base: count again
         self.adapters[name] = {**info, "group": key, "task_obj": self._task_for(info)}
 
     def add_mix(self, name: str, adapters: list[str], weights: list[float]) -> None:
@@ -132,6 +138,16 @@ class Predictor:
         model.eval()
         self.adapters[name] = dict(infos[0])
 
+    def _ones_like(self, group, path: str, vector: torch.Tensor) -> torch.nn.Parameter:
+        """The one tensor of ones every untuned twin of this layer shares (never trained,
+        never written: vectors at one scale nothing)."""
+        key = (group, path, tuple(vector.shape), vector.dtype, vector.device)
+        ones = self._shared_ones.get(key)
+        if ones is None:
+            ones = torch.nn.Parameter(torch.ones_like(vector), requires_grad=False)
+            self._shared_ones[key] = ones
+        return ones
+
     def remove_adapter(self, name: str) -> None:
         """Unload an adapter (and, for encoders, its untuned twin)."""
         info = self.adapters.pop(name, None)
@@ -143,16 +159,18 @@ class Predictor:
                 model.delete_adapter(key)
 
     def adapter_bytes(self, name: str) -> int:
-        """Bytes this adapter holds here: its vectors and saved copies (heads), with those of
-        its untuned twin (an encoder's base row)."""
+        """Bytes this adapter holds here: its vectors and saved copies (heads), with its untuned
+        twin's head (an encoder's base row; the twin's vectors are ones shared by all)."""
         model = self._groups[self.adapters[name]["group"]]
         names = (name, base_row(name))
+        shared = {id(t) for t in self._shared_ones.values()}
         held = [
             v
             for _, layer in model.ia3_layers()
             for n in names
             if n in layer.ia3_l
             for v in [layer.ia3_l[n]]
+            if id(v) not in shared
         ]
         for _, module in model.saved_modules():
             for n in names:
@@ -161,13 +179,22 @@ class Predictor:
         return sum(t.numel() * t.element_size() for t in held)
 
     def base_bytes(self) -> int:
-        """Bytes of the loaded base weights (an encoder holds one base per label count)."""
+        """Bytes of the loaded base weights (an encoder holds one base per label count): the
+        bases' own tensors, not the adapters' vectors or saved copies (adapter_bytes counts
+        those). Counted once when a base is loaded, so the per-batch check costs nothing."""
+        if self._base_bytes is None:
+            self._base_bytes = self._count_base_bytes()
+        return self._base_bytes
+
+    def _count_base_bytes(self) -> int:
         seen, total = set(), 0
         for model in self._groups.values():
-            for tensor in [*model.parameters(), *model.buffers()]:
-                if id(tensor) not in seen:
-                    seen.add(id(tensor))
-                    total += tensor.numel() * tensor.element_size()
+            named = [*model.named_parameters(), *model.named_buffers()]
+            for name, tensor in named:
+                if is_adapter_param(name) or is_saved_copy(name) or id(tensor) in seen:
+                    continue
+                seen.add(id(tensor))
+                total += tensor.numel() * tensor.element_size()
         return total
 
     def labels_of(self, name: str | None = None) -> list[str]:
