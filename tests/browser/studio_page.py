@@ -52,9 +52,17 @@ def choose_starting(page, elem_id: str, start: str):
     page.locator(f"#{elem_id} li[role=option][aria-label^='{start}']").first.click()
 
 
+def pick_upload(page) -> None:
+    """Switch the Train tab's data source to "Upload a file" and wait for the studio's answer
+    (its note asks for a file): an upload sent before it could be answered first and then be
+    overwritten by this older answer, leaving the note at "Choose a sample or upload a file"."""
+    page.get_by_label("Upload a file").check()
+    expect(page.locator("#data-note")).to_contain_text("upload a file")
+
+
 def upload_dataset(page, path: Path, text_column: str, label_column: str):
     """Upload `path` in the Train tab and map its text and label columns."""
-    page.get_by_label("Upload a file").check()
+    pick_upload(page)
     page.locator("#data-upload input[type=file]").set_input_files(str(path))
     expect(page.locator("#data-note .note-ok")).to_contain_text("Read")
     choose(page, "text-column", text_column)

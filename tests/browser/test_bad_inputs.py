@@ -4,7 +4,7 @@ import re
 
 import pytest
 from playwright.sync_api import expect
-from studio_page import choose, open_studio
+from studio_page import choose, open_studio, pick_upload
 
 pytestmark = pytest.mark.browser
 
@@ -45,7 +45,7 @@ def test_bad_files_and_names_get_a_clear_message_next_to_the_field(
 ):
     page = open_studio(browser, studio.url)
     expect(page.locator("#data-note .note-ok")).to_contain_text("Read")
-    page.get_by_label("Upload a file").check()
+    pick_upload(page)
 
     upload(page, bad_files["empty"])
     expect_problem(page, "data-note", "empty.csv", "empty")
