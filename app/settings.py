@@ -23,6 +23,12 @@ QUANTIZE = [
     ("4-bit (bitsandbytes)", "4bit"),
 ]
 OPTIMIZERS = [("AdamW", "adamw"), ("Adafactor", "adafactor")]
+# "auto" leaves the share to the row count (TrainSpec.val_fraction None): tiny sets keep every row
+VAL_SHARES = [
+    ("Auto: 10% from 500 rows up, else none", "auto"),
+    ("None: every row trains", 0.0),
+    *[(f"{round(v * 100)}%", v) for v in (0.05, 0.1, 0.2, 0.3, 0.5)],
+]
 PRESET_HELP = {
     "quick": "good results on a CPU in about a minute on a few hundred rows",
     "tfew": "the T-Few paper's recipe: 1000 steps, batch 8, lr 3e-3, Adafactor",
@@ -44,7 +50,7 @@ class SettingsForm:
     lr: gr.Dropdown
     batch_size: gr.Dropdown
     max_length: gr.Slider
-    val_fraction: gr.Slider
+    val_fraction: gr.Dropdown
     eval_every: gr.Slider
     optimizer: gr.Dropdown
     quantize: gr.Dropdown
@@ -78,6 +84,8 @@ def spec_fields(form: SettingsForm, values) -> dict:
             fields[key] = int(fields[key])
     if fields.get("lr") is not None:
         fields["lr"] = float(fields["lr"])
+    if fields.get("val_fraction") == "auto":
+        fields["val_fraction"] = None
     return fields
 
 
@@ -120,12 +128,10 @@ def _advanced(start: dict) -> dict:
                 label="Max tokens per example",
                 elem_id="max-length",
             )
-            c["val_fraction"] = gr.Slider(
-                0.05,
-                0.5,
-                value=0.1,
-                step=0.05,
-                label="Validation share (when no eval file)",
+            c["val_fraction"] = gr.Dropdown(
+                VAL_SHARES,
+                value="auto",
+                label="Validation rows (when no eval file)",
                 elem_id="val-fraction",
             )
             c["eval_every"] = gr.Slider(

@@ -51,7 +51,12 @@ def add_train_arguments(parser) -> None:
     more.add_argument("--eval-every", type=int, help="steps between evaluations (0: at the end)")
     more.add_argument("--early-stopping-patience", type=int)
     more.add_argument("--max-rows", type=int, help="refuse files with more training rows")
-    more.add_argument("--val-fraction", type=float, default=0.1)
+    more.add_argument(
+        "--val-fraction",
+        type=float,
+        help="share held back for validation without --eval-data (default: 10%% from 500 rows "
+        "up, none below: every row trains)",
+    )
     more.add_argument("--target-modules", nargs="+", help="modules to scale (default: detected)")
     more.add_argument("--feedforward-modules", nargs="+", help="targets whose input is scaled")
 

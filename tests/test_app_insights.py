@@ -124,7 +124,9 @@ def base(tmp_path_factory):
 
 def test_the_tabs_show_a_trained_jobs_insights_to_its_owner_only(db_url, base, tmp_path):
     data = jobs_support.write_reviews(tmp_path / "reviews.csv")
-    spec = TrainSpec(model=base, data=data, steps=4, batch_size=8, max_length=16, eval_every=2)
+    spec = TrainSpec(
+        model=base, data=data, steps=4, batch_size=8, max_length=16, eval_every=2, val_fraction=0.25
+    )
     job_id = queue.enqueue(spec, owner="ann", db=db_url)
     with acting_as(access.user("ann")):
         assert insights_view.job_view(job_id, None)[0].visible is False  # queued: none yet

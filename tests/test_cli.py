@@ -45,7 +45,7 @@ def test_train_json_prints_one_object_last(tiny, capsys):
 
 def test_eval_scores_an_adapter_and_the_base_alone(tiny, capsys):
     out_dir = tiny["root"] / "scored"
-    cli.main(_train_args(tiny, out_dir))
+    cli.main(_train_args(tiny, out_dir, "--val-fraction", "0.25"))
     trained = _last_json(capsys.readouterr().out)
     args = ["eval", "--model", tiny["bert"], "--data", tiny["eval"], "--device", "cpu", "--json"]
     assert cli.main(args + ["--adapter", str(out_dir)]) == 0

@@ -44,6 +44,7 @@ def trained(tmp_path_factory):
             steps=4,
             batch_size=8,
             eval_every=2,
+            val_fraction=0.25,  # 32 rows: the default would hold none back to evaluate
             lr=lr,
             device="cpu",
             name=name,

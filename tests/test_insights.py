@@ -133,6 +133,7 @@ def tiny(tmp_path_factory):
 
 def _spec(tmp_path, **values):
     base = dict(steps=6, lr=0.1, batch_size=8, warmup_ratio=0.0, max_length=32, device="cpu")
+    base["val_fraction"] = 0.1  # tiny files: the default would hold no rows back to inspect
     return TrainSpec(**{**base, **values, "out_dir": str(tmp_path / "adapter")})
 
 

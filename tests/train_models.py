@@ -142,6 +142,7 @@ def train_adapter(folder: Path, labels: tuple[str, str] = ("down", "up")) -> Pat
         steps=1,
         batch_size=4,
         eval_every=0,
+        val_fraction=0.1,  # metrics for the card: on 20 rows the default would hold none back
         max_length=32,
         out_dir=str(folder),
         name=folder.name,

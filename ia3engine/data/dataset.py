@@ -138,7 +138,7 @@ def prepare_dataset(
     text_column: str | None = None,
     label_column: str | None = None,
     template: str | None = None,
-    val_fraction: float = 0.1,
+    val_fraction: float | None = 0.1,
     max_rows: int | None = 100_000,
     seed: int = 0,
     tokenizer=None,
@@ -147,7 +147,8 @@ def prepare_dataset(
     """Load, check, map and split a dataset. Every problem raises DataError; nothing is written.
 
     Without `eval_path` (or a Hub "validation" split) a seeded validation split is taken:
-    stratified by label for classify. With `tokenizer` and `max_length`, longer rows are cut.
+    stratified by label for classify; `val_fraction=None` leaves the share to the row count
+    (`split.auto_val_fraction`: none below 500 rows), 0 takes none. With `tokenizer` and `max_length`, longer rows are cut.
     """
     _check_options(task, val_fraction, max_rows, max_length)
     source = display_name(path)
@@ -196,7 +197,7 @@ def prepare_dataset(
 def _check_options(task, val_fraction, max_rows, max_length) -> None:
     if task not in TASKS:
         raise DataError(f"Unknown task '{task}'. Choose one of: {', '.join(TASKS)}.")
-    if not 0.0 <= float(val_fraction) < 1.0:
+    if val_fraction is not None and not 0.0 <= float(val_fraction) < 1.0:
         raise DataError(
             f"val_fraction={val_fraction} is out of range. Use a fraction from 0 to below 1, "
             "e.g. 0.1 to keep 10% of the rows for validation."

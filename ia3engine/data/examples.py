@@ -15,10 +15,31 @@ from ia3engine.data.columns import (
     template_fields,
     text_strings,
 )
-from ia3engine.data.split import random_split, stratified_split
+from ia3engine.data.split import (
+    AUTO_VAL_MIN_ROWS,
+    auto_val_fraction,
+    random_split,
+    stratified_split,
+)
 from ia3engine.errors import DataError
 
 NO_VALIDATION = "No validation set (val_fraction=0 and no eval file): no metrics."
+ALL_ROWS_TRAIN = (
+    "All {n} rows train the adapter and none are held back for validation: with no eval file, "
+    "a validation split of fewer than {min_rows} rows could not tell a good run from a bad one. "
+    "To see accuracy, add an eval file (or set a validation share)."
+)
+
+
+def validation_share(val_fraction: float | None, n_rows: int) -> tuple[float, list[str]]:
+    """The share to hold back (None = decided by the row count) and the note that explains a
+    decision to hold back nothing."""
+    if val_fraction is None:
+        share = auto_val_fraction(n_rows)
+        if share == 0:
+            return 0.0, [ALL_ROWS_TRAIN.format(n=n_rows, min_rows=AUTO_VAL_MIN_ROWS)]
+        return share, []
+    return val_fraction, [NO_VALIDATION] if val_fraction == 0 else []
 
 
 def classify_examples(frame, text, label, template, source):
@@ -97,13 +118,15 @@ def classify_splits(frame, eval_frame, text, label, template, sources, val_fract
             )
         train, evaluation = (texts, labels), (eval_texts, eval_labels)
         notes += more
-    elif val_fraction > 0:
-        kept, held = stratified_split(labels, val_fraction, seed)
-        train = ([texts[i] for i in kept], [labels[i] for i in kept])
-        evaluation = ([texts[i] for i in held], [labels[i] for i in held])
     else:
-        train, evaluation = (texts, labels), ([], [])
-        notes.append(NO_VALIDATION)
+        share, more = validation_share(val_fraction, len(texts))
+        notes += more
+        if share > 0:
+            kept, held = stratified_split(labels, share, seed)
+            train = ([texts[i] for i in kept], [labels[i] for i in kept])
+            evaluation = ([texts[i] for i in held], [labels[i] for i in held])
+        else:
+            train, evaluation = (texts, labels), ([], [])
     ids = {name: i for i, name in enumerate(names)}
 
     def as_columns(part):
@@ -158,11 +181,12 @@ def generate_splits(frame, eval_frame, prompt, response, template, sources, val_
         train = {"prompt": prompts, "response": responses}
         evaluation = {"prompt": eval_prompts, "response": eval_responses}
         return train, evaluation, [], notes
-    if val_fraction > 0:
-        kept, held = random_split(len(prompts), val_fraction, seed)
+    share, more = validation_share(val_fraction, len(prompts))
+    notes += more
+    if share > 0:
+        kept, held = random_split(len(prompts), share, seed)
     else:
         kept, held = list(range(len(prompts))), []
-        notes.append(NO_VALIDATION)
     train = {"prompt": [prompts[i] for i in kept], "response": [responses[i] for i in kept]}
     evaluation = {"prompt": [prompts[i] for i in held], "response": [responses[i] for i in held]}
     return train, evaluation, [], notes

@@ -258,10 +258,12 @@ class Loop:
             elapsed = time.perf_counter() - started
             state.train_seconds += elapsed
             self._emit_step(loss, elapsed)
-            if spec.eval_every and state.step % spec.eval_every == 0 and state.step < spec.steps:
-                metrics = self.evaluate()
-                self.emit("eval", step=state.step, metrics=metrics)
-                self._after_eval(metrics)
+            due = spec.eval_every and state.step % spec.eval_every == 0
+            if due and state.step < spec.steps:
+                if len(self.eval_data):  # with no validation rows only the checkpoint is due
+                    metrics = self.evaluate()
+                    self.emit("eval", step=state.step, metrics=metrics)
+                    self._after_eval(metrics)
                 if checkpoint_dir is not None:
                     self.checkpoint(checkpoint_dir, spec_dict)
         return False

@@ -137,3 +137,18 @@ def pad_rows(rows: list[list[int]], labels: list[list[int]], pad_id: int) -> dic
         attention[i, : len(row)] = 1
         targets[i, : len(label)] = torch.tensor(label)
     return {"input_ids": input_ids, "attention_mask": attention, "labels": targets}
+
+
+def pair_loss(features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """SetFit's contrastive objective over every pair of rows in the batch: the cosine of two
+    rows' features regressed to 1 when they share a label and to 0 when they do not (squared
+    error, averaged over pairs). A batch of B rows gives B(B-1)/2 pairs for one forward, so a
+    few labelled rows teach the representation far more than their B cross-entropy terms;
+    returns 0 for a batch of one row."""
+    if len(labels) < 2:
+        return features.sum() * 0.0
+    unit = F.normalize(features.float(), dim=-1)
+    cosine = unit @ unit.T
+    same = (labels.unsqueeze(0) == labels.unsqueeze(1)).float()
+    upper = torch.triu_indices(len(labels), len(labels), offset=1, device=labels.device)
+    return (cosine - same)[upper[0], upper[1]].pow(2).mean()

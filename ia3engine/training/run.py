@@ -6,6 +6,7 @@ Reads top to bottom: prepare (data, accelerate, seed, base), build (task, adapte
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -119,6 +120,14 @@ def prepare(run: Run) -> None:
     run.data = prepare_dataset(**spec.data_options())
     for note in run.data.warnings:
         run.emit("log", message=note)
+    steps = spec.steps_for(len(run.data.train))
+    if steps < spec.steps:
+        run.emit(
+            "log",
+            message=f"Training {steps} steps, not {spec.steps}: that is {spec.max_epochs:g} "
+            f"passes over the {len(run.data.train)} training rows (max_epochs).",
+        )
+        run.spec = spec = dataclasses.replace(spec, steps=steps)
     run.accelerator = make_accelerator(spec)
     _seed_everything(spec.seed)
     load = run.base_cache.get if run.base_cache is not None else load_base
@@ -183,6 +192,7 @@ def build(run: Run) -> None:
         init_from_class_means(
             run.model, heads, run.task, data.train["text"], data.train["label"], spec.seed
         )
+        run.task.use_pairs(spec.pair_weight, heads)
 
 
 def _make_task(run: Run) -> tuple[Task, str | None]:

@@ -6,12 +6,14 @@ Presets fill the fields left as None; `validate()` names every bad field and its
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ia3engine.data.split import AUTO_VAL_FRACTION
 from ia3engine.data.templates import template_names, template_problem
 from ia3engine.errors import SpecError
 
@@ -33,6 +35,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "max_length": 128,
         "eval_every": 20,
         "early_stopping_patience": 0,
+        "max_epochs": 60,
+        "pair_weight": 1.0,
     },
     # The T-Few paper: 1000 steps, batch 8, Adafactor at 3e-3, 6% warm-up, 256 tokens.
     "tfew": {
@@ -45,6 +49,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "max_length": 256,
         "eval_every": 100,
         "early_stopping_patience": 0,
+        "pair_weight": 0.0,
     },
 }
 
@@ -77,10 +82,14 @@ class TrainSpec:
     max_length: int | None = None  # tokens per input; longer inputs are truncated
     eval_every: int | None = None  # steps between evaluations (0 = only at the end)
     early_stopping_patience: int | None = None  # evaluations without improvement; 0 = never stop
+    max_epochs: float | None = None  # passes over the rows; stops before `steps` on tiny data
+    pair_weight: float | None = None  # SetFit's pair objective beside cross-entropy (encoders)
     quantize: str | None = None  # None, "8bit" or "4bit" base weights (bitsandbytes)
     seed: int = 0  # seed for the split, the head, the data order and dropout
     max_rows: int | None = None  # cap on training rows; None = the data module's default cap
-    val_fraction: float = 0.1  # share held out for validation when eval_data is None
+    # share held out for validation when eval_data is None; None = by the row count: 10% from
+    # 500 rows up, below that every row trains (ia3engine/data/split.py, auto_val_fraction)
+    val_fraction: float | None = None
     out_dir: str | None = None  # adapter folder; None = ./ia3-adapters/<name>
     target_modules: list[str] | None = None  # modules to scale; None = the architecture's default
     feedforward_modules: list[str] | None = None  # targets whose input is scaled; None = default
@@ -108,6 +117,15 @@ class TrainSpec:
             values["out_dir"] = str(Path("ia3-adapters") / values["name"])
         return TrainSpec(**values)
 
+    def steps_for(self, n_rows: int) -> int:
+        """`steps`, or fewer when `max_epochs` passes over `n_rows` training rows end sooner:
+        on a few dozen rows the preset's steps would be a hundred passes, which only makes the
+        head more confident (measured in docs/training.md), and cost time."""
+        if not self.max_epochs or n_rows < 1:
+            return self.steps
+        passes = math.ceil(self.max_epochs * n_rows / max(1, self.batch_size * self.grad_accum))
+        return max(1, min(self.steps, passes))
+
     # --- validation ---------------------------------------------------------------------------
     def data_options(self) -> dict:
         """The keyword arguments of `ia3engine.data.dataset.prepare_dataset` for this spec's data:
@@ -119,12 +137,17 @@ class TrainSpec:
             "text_column": self.text_column,
             "label_column": self.label_column,
             "template": self.template,
-            "val_fraction": self.val_fraction,
+            "val_fraction": self._val_share(),
             "seed": self.seed,
         }
         if self.max_rows:
             options["max_rows"] = self.max_rows
         return options
+
+    def _val_share(self) -> float | None:
+        """The share to hold back; early stopping needs validation rows however few there are."""
+        patience = self.resolved().early_stopping_patience if self.val_fraction is None else 0
+        return AUTO_VAL_FRACTION if patience and self.eval_data is None else self.val_fraction
 
     def validate(self) -> TrainSpec:
         """Raise SpecError listing every problem; return self when the spec is usable."""
@@ -268,15 +291,31 @@ def _check_numbers(spec: TrainSpec) -> list[str]:
             problems.append(
                 f"{key} is {value!r}; use a learning rate above 0 and at most 1 (e.g. 3e-3)."
             )
+    for key, high, says in (
+        ("max_epochs", 100_000, "a number of passes above 0 (e.g. 20), or unset for no cap"),
+        ("pair_weight", 100, "a weight from 0 (off) to 100 (e.g. 1)"),
+    ):
+        value = getattr(spec, key)
+        low_ok = value is not None and _is_number(value) and (value > 0 or key == "pair_weight")
+        if value is not None and not (low_ok and 0 <= value <= high):
+            problems.append(f"{key} is {value!r}; use {says}.")
     if spec.warmup_ratio is not None and (
         not _is_number(spec.warmup_ratio) or not 0 <= spec.warmup_ratio < 1
     ):
         problems.append(
             f"warmup_ratio is {spec.warmup_ratio!r}; use a share from 0 up to 1 (e.g. 0.06)."
         )
-    if not _is_number(spec.val_fraction) or not 0 < spec.val_fraction <= 0.5:
+    if spec.val_fraction is not None and (
+        not _is_number(spec.val_fraction) or not 0 <= spec.val_fraction <= 0.5
+    ):
         problems.append(
-            f"val_fraction is {spec.val_fraction!r}; use a share above 0 and at most 0.5 (e.g. 0.1)."
+            f"val_fraction is {spec.val_fraction!r}; use a share from 0 to 0.5 (e.g. 0.1), or "
+            "leave it unset to hold back 10% only when that is at least 50 rows."
+        )
+    if spec.val_fraction == 0 and spec.eval_data is None and spec.early_stopping_patience:
+        problems.append(
+            "early_stopping_patience needs validation rows, but val_fraction is 0 and there is "
+            "no eval file; give an eval file, set a validation share, or set the patience to 0."
         )
     return problems
 

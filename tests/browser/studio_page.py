@@ -87,14 +87,19 @@ def set_sliders(page, values: dict[str, int]) -> None:
         expect(box).to_have_value(str(values[key]))
 
 
-def short_run(page, steps: int, eval_every: int, max_length: int = 64, lr=None, name=None):
+def short_run(
+    page, steps: int, eval_every: int, max_length: int = 64, lr=None, name=None, val_share=None
+):
     """Set a short run in the Train tab's advanced settings (opened when closed): batch 8,
-    `steps`, an evaluation every `eval_every` steps, optionally a learning rate and a name."""
+    `steps`, an evaluation every `eval_every` steps, optionally a learning rate, a validation
+    share (e.g. "10%": below 500 rows the default holds none back) and a name."""
     if not page.locator("#steps").is_visible():
         page.get_by_text("Advanced settings").click()
     choose(page, "batch-size", "8")
     if lr is not None:
         choose(page, "lr", lr)
+    if val_share is not None:
+        choose(page, "val-fraction", val_share)
     set_sliders(page, {"steps": steps, "eval-every": eval_every, "max-length": max_length})
     if name is not None:
         box = page.locator("#adapter-name textarea, #adapter-name input").first

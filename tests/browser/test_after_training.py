@@ -62,13 +62,29 @@ def test_new_user_trains_inspects_compares_predicts_and_publishes(
 
     upload_dataset(page, reviews_csv, "comment", "verdict")
     expect(page.locator("#data-note .note-ok")).to_contain_text("Read 300 rows")
-    short_run(page, steps=STEPS, eval_every=EVAL_EVERY, max_length=32, lr="0.003", name="slow-lr")
+    short_run(
+        page,
+        steps=STEPS,
+        eval_every=EVAL_EVERY,
+        max_length=32,
+        lr="0.003",
+        name="slow-lr",
+        val_share="10%",
+    )
     shots(page, "first-run-settings")
     first = queue_training(page)
     shots(page, "first-run-queued")
 
     page.get_by_role("tab", name="Train").click()
-    short_run(page, steps=STEPS, eval_every=EVAL_EVERY, max_length=32, lr="0.03", name="fast-lr")
+    short_run(
+        page,
+        steps=STEPS,
+        eval_every=EVAL_EVERY,
+        max_length=32,
+        lr="0.03",
+        name="fast-lr",
+        val_share="10%",
+    )
     shots(page, "second-run-settings")
     second = queue_training(page)
     assert second == first + 1
