@@ -16,13 +16,15 @@ import logging
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.inference import QueueFull, TooLarge
+from app.inference import QueueFull, TooLarge, Unprocessable
+from app.inference_checks import MAX_LABEL_CHARS, MAX_LABELS
 from app.messages import scrub
 from app.serving import MAX_INPUT_CHARS
 from ia3engine.errors import IA3Error
@@ -58,6 +60,12 @@ class ClassifyRequest(BaseModel):
     texts: list[str] = Field(min_length=1, max_length=MAX_TEXTS)
     model: str | None = Field(
         None, max_length=500, description='the base model, with adapter "base"'
+    )
+    labels: list[Annotated[str, Field(min_length=1, max_length=MAX_LABEL_CHARS)]] | None = Field(
+        None,
+        min_length=2,
+        max_length=MAX_LABELS,
+        description='with adapter "base": the labels to choose between (rank classification)',
     )
 
 
@@ -113,6 +121,8 @@ def _as_api_error(error: Exception, adapter: str = "") -> ApiError:
         return ApiError(429, message, {"Retry-After": str(wait)})
     if isinstance(error, TooLarge):
         return ApiError(413, scrub(str(error)))
+    if isinstance(error, Unprocessable):
+        return ApiError(422, scrub(str(error)))
     if isinstance(error, IA3Error):
         return ApiError(400, scrub(str(error)))
     logger.exception("HTTP API request failed", exc_info=error)
@@ -164,6 +174,8 @@ def build_router(server, policy: KeyPolicy | None = None) -> APIRouter:
     def classify(body: ClassifyRequest, actor: Actor = Depends(caller)) -> dict:
         _check_chars(body.texts, "text")
         extra = {"model": body.model} if body.model else {}
+        if body.labels is not None:
+            extra["labels"] = list(body.labels)
         try:
             return server.classify(actor, body.adapter, list(body.texts), **extra)
         except Exception as error:

@@ -17,7 +17,7 @@ from ia3engine.config import IA3Config
 from ia3engine.errors import AdapterError, AdapterFileError
 from ia3engine.model import get_ia3_model, load_ia3_model
 from ia3engine.routing import BASE
-from ia3engine.training.loading import PEFT_TASK_TYPE, load_base, resolve_device
+from ia3engine.training.loading import PEFT_TASK_TYPE, base_kind, load_base, resolve_device
 from ia3engine.training.run import TRAINING_INFO
 from ia3engine.training.tasks import DEFAULT_CHOICE_PROMPT, make_task
 from ia3engine.wrappers import is_adapter_param, is_saved_copy
@@ -25,6 +25,10 @@ from ia3engine.wrappers import is_adapter_param, is_saved_copy
 logger = logging.getLogger(__name__)
 
 UNTUNED_SUFFIX = "__untuned"
+NO_HEAD = (
+    "The untuned {model} is an encoder: it has no head to answer with (a new one would be "
+    "random). Train an adapter on your labels, or classify with a causal or seq2seq base."
+)
 
 
 def base_row(name: str) -> str:
@@ -116,6 +120,25 @@ class Predictor:
         self._groups[key] = get_ia3_model(base.model, config, name).eval()
         self._base_bytes = None  # a new base: count again
         self.adapters[name] = {**info, "group": key, "task_obj": self._task_for(info)}
+
+    def add_labels(self, name: str, labels: list[str]) -> None:
+        """The untuned base answering by rank classification over `labels` under `name`: its
+        rows run the bare base (no vectors), scored as add_untuned's are. Causal and seq2seq
+        bases only; an encoder has no head of its own (NO_HEAD)."""
+        if name in self.adapters:
+            raise AdapterError(f"An adapter named '{name}' is loaded already; pick another name.")
+        kind = self._kind if self._groups else base_kind(self.model_name)
+        if kind == "encoder" or self.task_name != "classify":
+            raise AdapterError(NO_HEAD.format(model=self.model_name))
+        if "lm" not in self._groups:  # the base itself, with no adapter yet
+            base = self._load_base({"labels": labels})
+            self._tokenizer, self._kind = base.tokenizer, base.kind
+            config = IA3Config(task_type=PEFT_TASK_TYPE[base.kind])
+            self._groups["lm"] = get_ia3_model(base.model, config, UNTUNED_SUFFIX).eval()
+            self._base_bytes = None
+        info = {"task": "classify", "labels": list(labels), "template": None, "kind": kind}
+        info.update(prompt=DEFAULT_CHOICE_PROMPT, group="lm", bare=True)
+        self.adapters[name] = {**info, "task_obj": self._task_for(info)}
 
     def add_mix(self, name: str, adapters: list[str], weights: list[float]) -> None:
         """A weighted mix of loaded adapters under `name` (vectors: sum of w_i * l_i).
@@ -310,7 +333,7 @@ class Predictor:
         inputs = [render_input(self.adapters[owners[i]], texts[i]) for i in rows]
         routed = []
         for i in rows:
-            if names[i] is not None and names[i] in self.adapters:
+            if names[i] in self.adapters and not self.adapters[names[i]].get("bare"):
                 routed.append(names[i])
             else:
                 routed.append(owners[i] + UNTUNED_SUFFIX if self._kind == "encoder" else BASE)
