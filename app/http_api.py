@@ -1,5 +1,6 @@
 """The HTTP API for programs: /v1/classify, /v1/generate (optionally as server-sent events) and
-/v1/adapters, authorised by an API key (jobs.api_keys) in `Authorization: Bearer <key>`.
+/v1/adapters, authorised by an API key (jobs.api_keys) in `Authorization: Bearer <key>`; a
+share link's token in `X-IA3-Share` adds that one adapter, read-only (jobs.access_shares).
 
 `add_routes(app, server)` puts it on a FastAPI app: the studio's (app.main.create_app, before
 the Gradio mount) or the one `ia3 serve` runs alone (app.http_serve). `server` is the
@@ -30,7 +31,7 @@ from app.serving import MAX_INPUT_CHARS
 from ia3engine.errors import IA3Error
 from ia3engine.serve.predict_file import DEFAULT_NEW_TOKENS
 from ia3engine.serve.predict_file import MAX_NEW_TOKENS as _ENGINE_NEW_TOKENS
-from jobs import api_keys
+from jobs import access_shares, api_keys
 from jobs.access import LOCAL, Actor
 from jobs.errors import AccessDeniedError
 
@@ -49,6 +50,7 @@ BAD_KEY = (
     "This API key is not valid: it may be mistyped or revoked. Make a new one in the studio "
     "(Adapters tab, API keys)."
 )
+SHARE_HEADER = "X-IA3-Share"  # a share link (or its token): that adapter, read-only
 FAILED = "The server failed on this request; its log says why. Try again, or tell its admin."
 
 
@@ -144,6 +146,12 @@ def _check_chars(texts: list[str], what: str) -> None:
             )
 
 
+def _share_token(value: str) -> str:
+    """The token of a share link pasted whole (/adapters/12?token=...) or the token alone."""
+    value = value.strip()[:1000]
+    return value.split("token=", 1)[1].split("&", 1)[0] if "token=" in value else value
+
+
 def build_router(server, policy: KeyPolicy | None = None) -> APIRouter:
     """The /v1 routes, calling `server` (an InferenceServer or a stand-in)."""
     policy = policy or KeyPolicy()
@@ -159,7 +167,8 @@ def build_router(server, policy: KeyPolicy | None = None) -> APIRouter:
         allowed = policy.allowed
         if actor.signed_in and allowed is not None and actor.name not in allowed | policy.admins:
             raise ApiError(401, BAD_KEY, {"WWW-Authenticate": "Bearer"})
-        return actor
+        shared = request.headers.get(SHARE_HEADER)
+        return access_shares.with_share(actor, _share_token(shared)) if shared else actor
 
     router = APIRouter(prefix=PREFIX, tags=["inference"])
 

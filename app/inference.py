@@ -60,6 +60,7 @@ def _info(info) -> dict:
         "labels": list(info.labels or []),
         "created_at": info.created_at.isoformat() if info.created_at else None,
         "owner": info.owner,
+        "shared": False,  # True: lent by a share link (X-IA3-Share), not the caller's own
     }
 
 
@@ -114,13 +115,15 @@ class InferenceServer:
     def adapters(self, actor) -> list[dict]:
         """The adapters the actor may use: their own (everyone's for an admin) and the one a
         share link lends them."""
-        found = {info.id: info for info in access.list_adapters(actor)}
+        found = {info.id: _info(info) for info in access.list_adapters(actor)}
         if actor.shared_adapter is not None and actor.shared_adapter not in found:
             try:
-                found[actor.shared_adapter] = access.get_adapter(actor.shared_adapter, actor=actor)
+                lent = access.get_adapter(actor.shared_adapter, actor=actor)
             except AccessDeniedError:
-                pass  # the shared adapter is gone
-        return [_info(info) for info in found.values()]
+                return list(found.values())  # the shared adapter is gone
+            # what its share page shows: not who owns it
+            found[lent.id] = {**_info(lent), "owner": None, "shared": True}
+        return list(found.values())
 
     def _adapter(self, actor, adapter):
         """The registry adapter `adapter` names (an id or a name) if the actor may use it."""
