@@ -15,10 +15,11 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
+import anyio
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -203,7 +204,7 @@ def build_router(server, policy: KeyPolicy | None = None) -> APIRouter:
         except Exception as error:
             raise _as_api_error(error, body.adapter) from None
         return StreamingResponse(
-            _events(first, pieces, body.adapter),
+            _sent_events(first, pieces, body.adapter),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -228,6 +229,23 @@ def _events(first: str | None, rest: Iterator[str], adapter: str) -> Iterator[st
         yield _event({"error": _as_api_error(error, adapter).message}, "error")
         return
     yield _event({}, "done")
+
+
+async def _sent_events(first: str | None, pieces, adapter: str) -> AsyncIterator[str]:
+    """_events for Starlette, which cancels this when the client disconnects (it listens for
+    the disconnect while the stream is sent): each event is awaited in a worker thread that
+    may be abandoned, so the cancel lands at once, and `pieces.stop()` (app.inference's
+    TextStream) then ends the generation of a row nobody reads any more."""
+    events = _events(first, pieces, adapter)
+    try:
+        while (
+            event := await anyio.to_thread.run_sync(next, events, None, abandon_on_cancel=True)
+        ) is not None:
+            yield event
+    finally:
+        stop = getattr(pieces, "stop", None)
+        if stop is not None:
+            stop()  # a no-op when the generation is done
 
 
 class BodyLimit:

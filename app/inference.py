@@ -36,7 +36,7 @@ from ia3engine.training.loading import base_kind
 from jobs import access, access_limits
 from jobs.errors import AccessDeniedError
 
-__all__ = ["SERVER", "InferenceServer", "QueueFull", "TooLarge", "Unprocessable"]
+__all__ = ["SERVER", "InferenceServer", "QueueFull", "TextStream", "TooLarge", "Unprocessable"]
 
 BASE = "base"  # the adapter argument naming the untuned base model (with `model`)
 MAX_NAME_CHARS = 200  # an adapter or model argument
@@ -68,6 +68,28 @@ def _info(info) -> dict:
 def _kind(base_model: str) -> str:
     """encoder, causal or seq2seq (from the model's config; a base's kind never changes)."""
     return base_kind(base_model)
+
+
+def _stop(future) -> None:
+    """Stop a request: cancelled while queued, its rows ended while generating (Batcher)."""
+    getattr(future, "stop", future.cancel)()
+
+
+class TextStream:
+    """A streamed generation: iterate for its pieces of text; stop() when the reader has gone
+    (from any thread, at any time; it does nothing once the generation is done)."""
+
+    def __init__(self, pieces: Iterator[str], stop):
+        self._pieces, self._stop = pieces, stop
+
+    def __iter__(self) -> TextStream:
+        return self
+
+    def __next__(self) -> str:
+        return next(self._pieces)
+
+    def stop(self) -> None:
+        self._stop()
 
 
 class InferenceServer:
@@ -278,38 +300,43 @@ class InferenceServer:
         max_new_tokens: int = DEFAULT_NEW_TOKENS,
         *,
         model=None,
-    ) -> Iterator[str]:
+    ) -> TextStream:
         """The text in pieces, as the model generates it (in a batch with other requests).
         Checks and queueing happen now, so their errors raise before the first piece; a later
-        failure raises from the iterator. The pieces join to what generate() answers."""
+        failure raises from the iterator. The pieces join to what generate() answers. Its
+        stop() (the client went away) ends the row at the next step: the batch goes on without
+        it, and the rows it held count against nobody once the batch is done."""
         arrived: queue.Queue = queue.Queue()  # pieces, then DONE (from the scheduler's thread)
         future, _ = self._submit_generate(
             actor, adapter, prompt, max_new_tokens, model, lambda _row, text: arrived.put(text)
         )
         future.add_done_callback(lambda _: arrived.put(DONE))
-        return self._pieces(future, arrived)
+        return TextStream(self._pieces(future, arrived), lambda: _stop(future))
 
     def _pieces(self, future, arrived: queue.Queue) -> Iterator[str]:
         deadline, sent = time.monotonic() + self.timeout_s, ""
-        while True:
-            try:
-                piece = arrived.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                future.cancel()
-                raise self._overloaded() from None
-            if piece is DONE:
-                break
-            sent += piece
-            yield piece
-        text = self._wait(future)[0]["text"]
-        if text.startswith(sent) and len(text) > len(sent):
-            yield text[len(sent) :]  # anything the streamer held back to the end
+        try:
+            while True:
+                try:
+                    piece = arrived.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    raise self._overloaded() from None
+                if piece is DONE:
+                    break
+                sent += piece
+                yield piece
+            text = self._wait(future)[0]["text"]
+            if text.startswith(sent) and len(text) > len(sent):
+                yield text[len(sent) :]  # anything the streamer held back to the end
+        finally:  # the reader stopped early (or timed out): nobody wants the rest
+            if not future.done():
+                _stop(future)
 
     def _wait(self, future) -> list:
         try:
             return future.result(self.timeout_s)
         except FutureTimeout:
-            future.cancel()
+            _stop(future)
             raise self._overloaded() from None
 
     def _overloaded(self) -> QueueFull:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import threading
 
 import pytest
-import torch
 import train_models as tm
 from fastapi.testclient import TestClient
 
@@ -21,7 +20,7 @@ from ia3engine.serve.predict import Predictor
 from jobs import access, api_keys, registry
 from jobs.errors import AccessDeniedError
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one thread is faster
 TEXTS = [text for text, _ in tm.sentiment_rows(4, seed=7)]
 LABELS = ["positive", "negative", "dull"]
 ANN, BOB = access.user("ann"), access.user("bob")

@@ -6,19 +6,17 @@ adapter_names is the untuned base (for encoders: the adapter's head with the vec
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import defaultdict
-from pathlib import Path
 
 import torch
 
 from ia3engine.config import IA3Config
-from ia3engine.errors import AdapterError, AdapterFileError
+from ia3engine.errors import AdapterError
 from ia3engine.model import get_ia3_model, load_ia3_model
 from ia3engine.routing import BASE
+from ia3engine.serve.adapter_info import read_training_info, render_input
 from ia3engine.training.loading import PEFT_TASK_TYPE, base_kind, load_base, resolve_device
-from ia3engine.training.run import TRAINING_INFO
 from ia3engine.training.tasks import DEFAULT_CHOICE_PROMPT, make_task
 from ia3engine.wrappers import is_adapter_param, is_saved_copy
 
@@ -37,23 +35,11 @@ def base_row(name: str) -> str:
     return name + UNTUNED_SUFFIX
 
 
-def read_training_info(folder) -> dict:
-    path = Path(folder) / TRAINING_INFO
-    if not path.is_file():
-        raise AdapterFileError(
-            f"No {TRAINING_INFO} in {folder}; it holds the labels and prompt. Point to a "
-            "folder written by ia3engine's train()."
-        )
-    return json.loads(path.read_text())
-
-
-def render_input(info: dict, text: str) -> str:
-    """The text as training saw it: the data's template with the text in its text column."""
-    template = info.get("template")
-    if not template:
-        return text
-    slots = defaultdict(str, {info.get("text_column") or "text": text, "text": text})
-    return template.format_map(slots)
+def _local(rows: list[int], by_index: dict | None) -> dict:
+    """{position in `rows`: value} for the rows of one forward that `by_index` names."""
+    if not by_index:
+        return {}
+    return {local: by_index[i] for local, i in enumerate(rows) if i in by_index}
 
 
 class Predictor:
@@ -256,12 +242,14 @@ class Predictor:
         *,
         max_new_tokens: int | None = None,
         on_piece: dict | None = None,
+        should_stop: dict | None = None,
     ) -> list:
         """One result per text: {"label", "probs"} (classify) or {"text"} (generate).
 
         max_new_tokens bounds generation (None: the task's default). on_piece (generate):
         {text index: callback(piece)} streams those rows' text as it is generated; a row's
-        pieces join to its "text"."""
+        pieces join to its "text". should_stop (generate): {text index: callable() -> bool}
+        ends a row early once it turns true (its "text": what was generated so far)."""
         names = list(adapter_names) if adapter_names is not None else [None] * len(texts)
         if len(names) != len(texts):
             raise AdapterError(
@@ -276,10 +264,9 @@ class Predictor:
         for i, owner in enumerate(owners):
             batches[self._batch_key(owner)].append(i)
         for rows in batches.values():
-            streams = {
-                local: on_piece[i] for local, i in enumerate(rows) if on_piece and i in on_piece
-            }
-            self._predict_rows(rows, texts, names, owners, results, max_new_tokens, streams)
+            streams = _local(rows, on_piece)
+            stops = _local(rows, should_stop)
+            self._predict_rows(rows, texts, names, owners, results, max_new_tokens, streams, stops)
         return results
 
     def truncated(self, texts: list[str], name: str | None = None) -> int:
@@ -325,7 +312,7 @@ class Predictor:
 
     @torch.no_grad()
     def _predict_rows(
-        self, rows, texts, names, owners, results, max_new_tokens=None, streams=None
+        self, rows, texts, names, owners, results, max_new_tokens=None, streams=None, stops=None
     ) -> None:
         first = self.adapters[owners[rows[0]]]
         model = self._groups[first["group"]]
@@ -344,6 +331,7 @@ class Predictor:
                 adapter_names=routed,
                 max_new_tokens=max_new_tokens,
                 on_piece=streams or None,
+                should_stop=stops or None,
             )
             for i, text in zip(rows, outputs, strict=True):
                 results[i] = {"text": text}
