@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -157,7 +157,14 @@ def build_router(server, policy: KeyPolicy | None = None) -> APIRouter:
     """The /v1 routes, calling `server` (an InferenceServer or a stand-in)."""
     policy = policy or KeyPolicy()
 
-    def caller(request: Request) -> Actor:
+    def caller(
+        request: Request,
+        share: str | None = Header(
+            None,
+            alias=SHARE_HEADER,
+            description="a share link (or its token): that adapter too, read-only",
+        ),
+    ) -> Actor:
         header = request.headers.get("authorization", "")
         scheme, _, key = header.partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
@@ -168,8 +175,7 @@ def build_router(server, policy: KeyPolicy | None = None) -> APIRouter:
         allowed = policy.allowed
         if actor.signed_in and allowed is not None and actor.name not in allowed | policy.admins:
             raise ApiError(401, BAD_KEY, {"WWW-Authenticate": "Bearer"})
-        shared = request.headers.get(SHARE_HEADER)
-        return access_shares.with_share(actor, _share_token(shared)) if shared else actor
+        return access_shares.with_share(actor, _share_token(share)) if share else actor
 
     router = APIRouter(prefix=PREFIX, tags=["inference"])
 
