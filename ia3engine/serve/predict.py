@@ -69,7 +69,7 @@ class Predictor:
         model = self._groups.get(key)
         if model is None:
             base = self._load_base(info)
-            model = load_ia3_model(base.model, folder, name)
+            model = load_ia3_model(base.model, folder, name).eval()
             self._groups[key] = model
             self._base_bytes = None  # a new base: count again
             self._tokenizer = base.tokenizer
@@ -84,7 +84,8 @@ class Predictor:
             for path, layer in model.ia3_layers():
                 if twin in layer.ia3_l:
                     layer.ia3_l[twin] = self._ones_like(key, path, layer.ia3_l[twin])
-        model.eval()
+        # no model.eval() here: it would visit every earlier adapter's head copy on each load;
+        # what a load adds (wrappers, head copies) takes the eval mode of what it wraps or copies
         self.adapters[name] = {**info, "group": key, "task_obj": self._task_for(info)}
 
     def add_untuned(self, labels: list[str] | None = None, name: str = "untuned") -> None:
