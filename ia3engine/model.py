@@ -150,6 +150,7 @@ class IA3Model(nn.Module):
         # layers pick their weight layout from their type; the saved flag says what PEFT's
         # would (it ends up as the last target's: True for Conv1D)
         resolved.fan_in_fan_out = targets[-1].layer_type == "Conv1D"
+        self._saved_modules_for(config.modules_to_save)  # refused before anything changes
         wrapped = False
         for target in targets:
             layer = target.module
@@ -172,9 +173,18 @@ class IA3Model(nn.Module):
     def add_saved_modules(self, adapter_name: str, spec, sources=None) -> None:
         """Give `adapter_name` its own trainable copy of each module `spec` names (frozen until
         set_adapter); `sources` maps a path to the module the copy starts from."""
-        if not spec:
-            return
-        for name in self._resolutions.saved_names(self.base_model, spec):
+        for name, module in self._saved_modules_for(spec):
+            if not isinstance(module, SavedModule):
+                module = SavedModule(module).train(module.training)
+                self._replace(name, module)
+            module.add_adapter(adapter_name, (sources or {}).get(name))
+            module.modules_to_save[adapter_name].requires_grad_(False)
+
+    def _saved_modules_for(self, spec) -> list[tuple[str, nn.Module]]:
+        """(name, module) for each module a modules_to_save spec names; raises AdapterError,
+        changing nothing, for one that is or holds a layer IA3 scales."""
+        found = []
+        for name in self._resolutions.saved_names(self.base_model, spec) if spec else []:
             module = self.base_model.get_submodule(name)
             if isinstance(module, IA3Layer):
                 raise AdapterError(
@@ -182,10 +192,15 @@ class IA3Model(nn.Module):
                     "remove it from one of target_modules or modules_to_save."
                 )
             if not isinstance(module, SavedModule):
-                module = SavedModule(module).train(module.training)
-                self._replace(name, module)
-            module.add_adapter(adapter_name, (sources or {}).get(name))
-            module.modules_to_save[adapter_name].requires_grad_(False)
+                inner = [n for n, m in outer_modules(module) if isinstance(m, IA3Layer)]
+                if inner:  # its copies would carry (and hide) those layers and their vectors
+                    raise AdapterError(
+                        f"Module '{name}' holds a layer IA3 scales ('{name}.{inner[0]}') and "
+                        "cannot be in modules_to_save; remove it from modules_to_save or "
+                        "target layers outside it."
+                    )
+            found.append((name, module))
+        return found
 
     def set_adapter(self, adapter_name: str | list[str]) -> None:
         """Activate adapters (their scales multiply) and make only them trainable."""

@@ -8,8 +8,13 @@ Counted in calls made, not timed: the calls of one load with 10 and with 200 ada
 import sys
 
 import pytest
+import torch
 import train_models as tm
+from torch import nn
 
+from ia3engine.config import IA3Config
+from ia3engine.errors import AdapterError
+from ia3engine.model import get_ia3_model
 from ia3engine.serve.predict import Predictor
 
 
@@ -88,3 +93,38 @@ def test_adapters_removed_to_the_last_and_loaded_again_answer_as_before(adapters
         assert got["label"] == row["label"]
         for label, prob in row["probs"].items():
             assert got["probs"][label] == pytest.approx(prob, abs=1e-6)
+
+
+class _Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin0, self.lin1 = nn.Linear(4, 4), nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.lin1(self.lin0(x))
+
+
+class _Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.block, self.out = _Block(), nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.out(self.block(x))
+
+
+@pytest.mark.parametrize("saved", ["block", "block.lin0"])
+def test_a_saved_module_that_is_or_holds_a_scaled_layer_is_refused_before_anything_changes(saved):
+    """Walks skip the insides of saved modules, so a layer IA3 scales must never end up in one
+    (its copies would carry it); the refusal comes before the new adapter touches anything."""
+    model = get_ia3_model(_Net(), IA3Config(target_modules=["lin0"], feedforward_modules=[]), "a")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    config = IA3Config(target_modules=["out"], feedforward_modules=[], modules_to_save=[saved])
+    with pytest.raises(AdapterError, match="modules_to_save") as error:
+        model.add_adapter("b", config)
+    assert "block.lin0" in str(error.value)
+    assert [n for n, _ in model.ia3_layers()] == ["block.lin0"]
+    assert sorted(model.peft_config) == ["a"]
+    after = model.state_dict()
+    assert sorted(after) == sorted(before)
+    assert all(torch.equal(after[k], v) for k, v in before.items())
