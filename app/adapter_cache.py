@@ -5,7 +5,8 @@ An adapter is held under its id and the hash of its weights (adapter_key), so a 
 (another sha256) is never answered with the old vectors; loading it drops the old one, and a
 deleted adapter is dropped by forget(). The bytes counted are those the adapter really holds on
 the device: its vectors and saved copies (heads), and an encoder's untuned twin. The adapters of
-the batch being prepared are never evicted, even when they alone exceed the budget.
+the batch being prepared are never evicted, even when they alone exceed the budget. Label sets
+(classify with the untuned base over labels a request names) are held alike, by their labels.
 
 Only the base's scheduler thread runs `ensure` (its prepare hook), under the scheduler's lock;
 forget() takes the same lock, so the Predictor never changes under a running forward.
@@ -63,6 +64,22 @@ class MixSource:
         return "mix-" + hashlib.sha256(json.dumps(recipe).encode()).hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class LabelsSource:
+    """The untuned base answering by rank classification over `labels` (Predictor.add_labels)."""
+
+    labels: tuple[str, ...]
+
+    @property
+    def key(self) -> str:
+        return "labels-" + hashlib.sha256(json.dumps(list(self.labels)).encode()).hexdigest()[:16]
+
+
+# A label set holds no tensors, only its tokenized choices and bookkeeping; it is counted at
+# this estimate so that label sets, however many requests bring, stay within the budget.
+LABELS_BYTES = 4096
+
+
 class AdapterCache:
     """Adapters loaded on one Predictor, least recently used first, within `budget_bytes`."""
 
@@ -97,7 +114,7 @@ class AdapterCache:
             return list(self._held)
 
     def ensure(self, sources: Iterable) -> None:
-        """Load what `sources` name (AdapterSource / MixSource), mark them used, then evict the
+        """Load what `sources` name (AdapterSource / MixSource / LabelsSource), mark them used, then evict the
         least recently used others until the cache is within its budget."""
         with self.lock:
             pinned: set[str] = set()
@@ -127,6 +144,13 @@ class AdapterCache:
             self._held.move_to_end(key)
             return used | {key}
         key = source.key
+        if isinstance(source, LabelsSource):
+            if key not in self._held:
+                with MODEL_LOCK:  # the first label set on a base loads the base
+                    self.predictor.add_labels(key, list(source.labels))
+                self._hold(key, LABELS_BYTES + sum(len(label) for label in source.labels))
+            self._held.move_to_end(key)
+            return {key}
         if key not in self._held:
             # another version of the same adapter is stale from now on
             prefix = f"adapter{int(source.id)}-"

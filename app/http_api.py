@@ -1,5 +1,6 @@
 """The HTTP API for programs: /v1/classify, /v1/generate (optionally as server-sent events) and
-/v1/adapters, authorised by an API key (jobs.api_keys) in `Authorization: Bearer <key>`.
+/v1/adapters, authorised by an API key (jobs.api_keys) in `Authorization: Bearer <key>`; a
+share link's token in `X-IA3-Share` adds that one adapter, read-only (jobs.access_shares).
 
 `add_routes(app, server)` puts it on a FastAPI app: the studio's (app.main.create_app, before
 the Gradio mount) or the one `ia3 serve` runs alone (app.http_serve). `server` is the
@@ -14,21 +15,24 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+import anyio
+from fastapi import APIRouter, Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.inference import QueueFull, TooLarge
+from app.inference import QueueFull, TooLarge, Unprocessable
+from app.inference_checks import MAX_LABEL_CHARS, MAX_LABELS
 from app.messages import scrub
 from app.serving import MAX_INPUT_CHARS
 from ia3engine.errors import IA3Error
 from ia3engine.serve.predict_file import DEFAULT_NEW_TOKENS
 from ia3engine.serve.predict_file import MAX_NEW_TOKENS as _ENGINE_NEW_TOKENS
-from jobs import api_keys
+from jobs import access_shares, api_keys
 from jobs.access import LOCAL, Actor
 from jobs.errors import AccessDeniedError
 
@@ -47,6 +51,7 @@ BAD_KEY = (
     "This API key is not valid: it may be mistyped or revoked. Make a new one in the studio "
     "(Adapters tab, API keys)."
 )
+SHARE_HEADER = "X-IA3-Share"  # a share link (or its token): that adapter, read-only
 FAILED = "The server failed on this request; its log says why. Try again, or tell its admin."
 
 
@@ -58,6 +63,12 @@ class ClassifyRequest(BaseModel):
     texts: list[str] = Field(min_length=1, max_length=MAX_TEXTS)
     model: str | None = Field(
         None, max_length=500, description='the base model, with adapter "base"'
+    )
+    labels: list[Annotated[str, Field(min_length=1, max_length=MAX_LABEL_CHARS)]] | None = Field(
+        None,
+        min_length=2,
+        max_length=MAX_LABELS,
+        description='with adapter "base": the labels to choose between (rank classification)',
     )
 
 
@@ -113,6 +124,8 @@ def _as_api_error(error: Exception, adapter: str = "") -> ApiError:
         return ApiError(429, message, {"Retry-After": str(wait)})
     if isinstance(error, TooLarge):
         return ApiError(413, scrub(str(error)))
+    if isinstance(error, Unprocessable):
+        return ApiError(422, scrub(str(error)))
     if isinstance(error, IA3Error):
         return ApiError(400, scrub(str(error)))
     logger.exception("HTTP API request failed", exc_info=error)
@@ -134,11 +147,24 @@ def _check_chars(texts: list[str], what: str) -> None:
             )
 
 
+def _share_token(value: str) -> str:
+    """The token of a share link pasted whole (/adapters/12?token=...) or the token alone."""
+    value = value.strip()[:1000]
+    return value.split("token=", 1)[1].split("&", 1)[0] if "token=" in value else value
+
+
 def build_router(server, policy: KeyPolicy | None = None) -> APIRouter:
     """The /v1 routes, calling `server` (an InferenceServer or a stand-in)."""
     policy = policy or KeyPolicy()
 
-    def caller(request: Request) -> Actor:
+    def caller(
+        request: Request,
+        share: str | None = Header(
+            None,
+            alias=SHARE_HEADER,
+            description="a share link (or its token): that adapter too, read-only",
+        ),
+    ) -> Actor:
         header = request.headers.get("authorization", "")
         scheme, _, key = header.partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
@@ -149,7 +175,7 @@ def build_router(server, policy: KeyPolicy | None = None) -> APIRouter:
         allowed = policy.allowed
         if actor.signed_in and allowed is not None and actor.name not in allowed | policy.admins:
             raise ApiError(401, BAD_KEY, {"WWW-Authenticate": "Bearer"})
-        return actor
+        return access_shares.with_share(actor, _share_token(share)) if share else actor
 
     router = APIRouter(prefix=PREFIX, tags=["inference"])
 
@@ -164,6 +190,8 @@ def build_router(server, policy: KeyPolicy | None = None) -> APIRouter:
     def classify(body: ClassifyRequest, actor: Actor = Depends(caller)) -> dict:
         _check_chars(body.texts, "text")
         extra = {"model": body.model} if body.model else {}
+        if body.labels is not None:
+            extra["labels"] = list(body.labels)
         try:
             return server.classify(actor, body.adapter, list(body.texts), **extra)
         except Exception as error:
@@ -182,7 +210,7 @@ def build_router(server, policy: KeyPolicy | None = None) -> APIRouter:
         except Exception as error:
             raise _as_api_error(error, body.adapter) from None
         return StreamingResponse(
-            _events(first, pieces, body.adapter),
+            _sent_events(first, pieces, body.adapter),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -207,6 +235,23 @@ def _events(first: str | None, rest: Iterator[str], adapter: str) -> Iterator[st
         yield _event({"error": _as_api_error(error, adapter).message}, "error")
         return
     yield _event({}, "done")
+
+
+async def _sent_events(first: str | None, pieces, adapter: str) -> AsyncIterator[str]:
+    """_events for Starlette, which cancels this when the client disconnects (it listens for
+    the disconnect while the stream is sent): each event is awaited in a worker thread that
+    may be abandoned, so the cancel lands at once, and `pieces.stop()` (app.inference's
+    TextStream) then ends the generation of a row nobody reads any more."""
+    events = _events(first, pieces, adapter)
+    try:
+        while (
+            event := await anyio.to_thread.run_sync(next, events, None, abandon_on_cancel=True)
+        ) is not None:
+            yield event
+    finally:
+        stop = getattr(pieces, "stop", None)
+        if stop is not None:
+            stop()  # a no-op when the generation is done
 
 
 class BodyLimit:

@@ -10,6 +10,7 @@ with the studio's playground. docs/serving.md describes the settings.
 
 from __future__ import annotations
 
+import functools
 import queue
 import re
 import threading
@@ -17,24 +18,30 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import TimeoutError as FutureTimeout
 
+from app.adapter_cache import LabelsSource
+from app.inference_checks import (
+    TooLarge,
+    Unprocessable,
+    check_labels,
+    check_new_tokens,
+    check_text,
+    check_texts,
+)
 from app.model_pool import BASE_NAME, POOL, source_of
-from app.serving import MAX_INPUT_CHARS
-from ia3engine.errors import AdapterError, DataError, IA3Error
+from ia3engine.errors import AdapterError, DataError
 from ia3engine.serve.batcher import QueueFull
-from ia3engine.serve.predict_file import DEFAULT_NEW_TOKENS, MAX_NEW_TOKENS
+from ia3engine.serve.predict import NO_HEAD
+from ia3engine.serve.predict_file import DEFAULT_NEW_TOKENS
+from ia3engine.training.loading import base_kind
 from jobs import access, access_limits
 from jobs.errors import AccessDeniedError
 
-__all__ = ["SERVER", "InferenceServer", "QueueFull", "TooLarge"]
+__all__ = ["SERVER", "InferenceServer", "QueueFull", "TextStream", "TooLarge", "Unprocessable"]
 
 BASE = "base"  # the adapter argument naming the untuned base model (with `model`)
 MAX_NAME_CHARS = 200  # an adapter or model argument
 ANSWER_TIMEOUT_S = 600  # a request waits at most this long for its batch
 DONE = object()  # ends a stream's queue of pieces
-
-
-class TooLarge(IA3Error):
-    """A request over one of the bounds (texts, characters, new tokens): HTTP 413."""
 
 
 def _no_adapter(adapter: str) -> AccessDeniedError:
@@ -53,48 +60,36 @@ def _info(info) -> dict:
         "labels": list(info.labels or []),
         "created_at": info.created_at.isoformat() if info.created_at else None,
         "owner": info.owner,
+        "shared": False,  # True: lent by a share link (X-IA3-Share), not the caller's own
     }
 
 
-def _check_texts(texts, max_texts: int) -> list[str]:
-    if isinstance(texts, str) or not isinstance(texts, list | tuple):
-        raise DataError('"texts" must be a list of strings, like ["a sentence", "another"].')
-    if not texts:
-        raise DataError('"texts" is empty; give at least one text to classify.')
-    if len(texts) > max_texts:
-        raise TooLarge(
-            f"{len(texts)} texts in one request; the most this server takes is {max_texts} "
-            "(IA3_SERVE_MAX_TEXTS). Split them over several requests."
-        )
-    for number, text in enumerate(texts, 1):
-        _check_text(text, f"text {number}")
-    return list(texts)
+@functools.lru_cache(maxsize=64)
+def _kind(base_model: str) -> str:
+    """encoder, causal or seq2seq (from the model's config; a base's kind never changes)."""
+    return base_kind(base_model)
 
 
-def _check_text(text, what: str) -> str:
-    if not isinstance(text, str):
-        raise DataError(f"{what} is not a string; send text.")
-    if not text.strip():
-        raise DataError(f"{what} is empty; send some text.")
-    if len(text) > MAX_INPUT_CHARS:
-        raise TooLarge(
-            f"{what} has {len(text):,} characters; the most is {MAX_INPUT_CHARS:,}. Shorten it "
-            "(models read only their first few hundred tokens)."
-        )
-    return text
+def _stop(future) -> None:
+    """Stop a request: cancelled while queued, its rows ended while generating (Batcher)."""
+    getattr(future, "stop", future.cancel)()
 
 
-def _check_new_tokens(max_new_tokens) -> int:
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
-        raise DataError(f'"max_new_tokens" must be a whole number from 1 to {MAX_NEW_TOKENS}.')
-    if max_new_tokens > MAX_NEW_TOKENS:
-        raise TooLarge(
-            f"max_new_tokens={max_new_tokens}; the most this server generates is "
-            f"{MAX_NEW_TOKENS}. Ask for fewer."
-        )
-    if max_new_tokens < 1:
-        raise DataError(f"max_new_tokens={max_new_tokens}; ask for 1 to {MAX_NEW_TOKENS}.")
-    return max_new_tokens
+class TextStream:
+    """A streamed generation: iterate for its pieces of text; stop() when the reader has gone
+    (from any thread, at any time; it does nothing once the generation is done)."""
+
+    def __init__(self, pieces: Iterator[str], stop):
+        self._pieces, self._stop = pieces, stop
+
+    def __iter__(self) -> TextStream:
+        return self
+
+    def __next__(self) -> str:
+        return next(self._pieces)
+
+    def stop(self) -> None:
+        self._stop()
 
 
 class InferenceServer:
@@ -142,13 +137,15 @@ class InferenceServer:
     def adapters(self, actor) -> list[dict]:
         """The adapters the actor may use: their own (everyone's for an admin) and the one a
         share link lends them."""
-        found = {info.id: info for info in access.list_adapters(actor)}
+        found = {info.id: _info(info) for info in access.list_adapters(actor)}
         if actor.shared_adapter is not None and actor.shared_adapter not in found:
             try:
-                found[actor.shared_adapter] = access.get_adapter(actor.shared_adapter, actor=actor)
+                lent = access.get_adapter(actor.shared_adapter, actor=actor)
             except AccessDeniedError:
-                pass  # the shared adapter is gone
-        return [_info(info) for info in found.values()]
+                return list(found.values())  # the shared adapter is gone
+            # what its share page shows: not who owns it
+            found[lent.id] = {**_info(lent), "owner": None, "shared": True}
+        return list(found.values())
 
     def _adapter(self, actor, adapter):
         """The registry adapter `adapter` names (an id or a name) if the actor may use it."""
@@ -180,7 +177,9 @@ class InferenceServer:
             )
         return named[0]
 
-    def _base_model(self, actor, model) -> str:
+    def _base_model(self, actor, model, task: str) -> str:
+        """The base `model` names, if the actor may run it untuned for `task`: a base of one of
+        their adapters (of a generate adapter, to generate), so no request loads any model."""
         if not isinstance(model, str) or not model.strip() or len(model) > MAX_NAME_CHARS:
             raise DataError(
                 f'adapter "{BASE}" needs "model": the base model to run, as your adapters name '
@@ -188,29 +187,39 @@ class InferenceServer:
             )
         model = model.strip()
         if actor != access.LOCAL:
-            bases = {a["base_model"] for a in self.adapters(actor) if a["task"] == "generate"}
+            kinds = "generate adapter" if task == "generate" else "adapter"
+            bases = {
+                a["base_model"]
+                for a in self.adapters(actor)
+                if task != "generate" or a["task"] == "generate"
+            }
             if model not in bases:
                 raise AccessDeniedError(
-                    f"'{model[:80]}' is not the base model of any generate adapter you may use; "
-                    "the untuned base is served for the bases of your generate adapters "
+                    f"'{model[:80]}' is not the base model of any {kinds} you may use; the "
+                    f"untuned base is served for the bases of your {kinds}s "
                     "(GET /v1/adapters shows them)."
                 )
             access_limits.check_model(model)
         return model
 
     # ---- requests ----------------------------------------------------------------------------
-    def classify(self, actor, adapter: str, texts: list[str], *, model=None) -> dict:
-        """Labels and probabilities for each text from one adapter."""
-        texts = _check_texts(texts, self.pool.settings.max_texts)
+    def classify(self, actor, adapter: str, texts: list[str], *, model=None, labels=None) -> dict:
+        """Labels and probabilities for each text from one adapter, or from the untuned base
+        (`adapter` "base", `model` and `labels`: rank classification over the labels)."""
+        texts = check_texts(texts, self.pool.settings.max_texts)
+        labels = check_labels(labels)
         if isinstance(adapter, str) and adapter.strip() == BASE:
-            raise AdapterError(
-                "The untuned base has no labels to answer with: classify with an adapter "
-                f'(GET /v1/adapters lists yours), or use "{BASE}" to generate.'
-            )
+            return self._classify_base(actor, model, texts, labels)
         info = self._adapter(actor, adapter)
         if info.task != "classify":
             raise AdapterError(
                 f"Adapter #{info.id} '{info.name}' generates text; send it to generate instead."
+            )
+        if labels is not None and set(labels) != set(info.labels or []):
+            raise Unprocessable(
+                f"Adapter #{info.id} '{info.name}' answers with its own labels "
+                f'({", ".join(info.labels or [])}), not those sent; leave out "labels", or '
+                f'classify with "{BASE}" to choose between labels of your own.'
             )
         source = source_of({"id": info.id, "sha256": info.sha256})
         future = self._submit(
@@ -223,11 +232,31 @@ class InferenceServer:
             "results": [{"label": r["label"], "probs": r["probs"]} for r in results],
         }
 
+    def _classify_base(self, actor, model, texts: list[str], labels) -> dict:
+        if labels is None:
+            raise DataError(
+                f'adapter "{BASE}" classifies by the labels you send: add "labels", like '
+                '["positive", "negative"] (the untuned base has none of its own).'
+            )
+        base_model = self._base_model(actor, model, "classify")
+        if _kind(base_model) == "encoder":
+            raise Unprocessable(NO_HEAD.format(model="base model"))
+        source = LabelsSource(tuple(labels))
+        future = self._submit(
+            actor, base_model, "classify", texts, [source.key] * len(texts), [source]
+        )
+        results = self._wait(future)
+        return {
+            "adapter": BASE,
+            "base_model": base_model,
+            "results": [{"label": r["label"], "probs": r["probs"]} for r in results],
+        }
+
     def _submit_generate(self, actor, adapter, prompt, max_new_tokens, model, on_piece=None):
-        prompt = _check_text(prompt, "the prompt")
-        max_new_tokens = _check_new_tokens(max_new_tokens)
+        prompt = check_text(prompt, "the prompt")
+        max_new_tokens = check_new_tokens(max_new_tokens)
         if isinstance(adapter, str) and adapter.strip() == BASE:
-            base_model = self._base_model(actor, model)
+            base_model = self._base_model(actor, model, "generate")
             names, sources, shown = [BASE_NAME], (), BASE
         else:
             info = self._adapter(actor, adapter)
@@ -271,38 +300,43 @@ class InferenceServer:
         max_new_tokens: int = DEFAULT_NEW_TOKENS,
         *,
         model=None,
-    ) -> Iterator[str]:
+    ) -> TextStream:
         """The text in pieces, as the model generates it (in a batch with other requests).
         Checks and queueing happen now, so their errors raise before the first piece; a later
-        failure raises from the iterator. The pieces join to what generate() answers."""
+        failure raises from the iterator. The pieces join to what generate() answers. Its
+        stop() (the client went away) ends the row at the next step: the batch goes on without
+        it, and the rows it held count against nobody once the batch is done."""
         arrived: queue.Queue = queue.Queue()  # pieces, then DONE (from the scheduler's thread)
         future, _ = self._submit_generate(
             actor, adapter, prompt, max_new_tokens, model, lambda _row, text: arrived.put(text)
         )
         future.add_done_callback(lambda _: arrived.put(DONE))
-        return self._pieces(future, arrived)
+        return TextStream(self._pieces(future, arrived), lambda: _stop(future))
 
     def _pieces(self, future, arrived: queue.Queue) -> Iterator[str]:
         deadline, sent = time.monotonic() + self.timeout_s, ""
-        while True:
-            try:
-                piece = arrived.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                future.cancel()
-                raise self._overloaded() from None
-            if piece is DONE:
-                break
-            sent += piece
-            yield piece
-        text = self._wait(future)[0]["text"]
-        if text.startswith(sent) and len(text) > len(sent):
-            yield text[len(sent) :]  # anything the streamer held back to the end
+        try:
+            while True:
+                try:
+                    piece = arrived.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    raise self._overloaded() from None
+                if piece is DONE:
+                    break
+                sent += piece
+                yield piece
+            text = self._wait(future)[0]["text"]
+            if text.startswith(sent) and len(text) > len(sent):
+                yield text[len(sent) :]  # anything the streamer held back to the end
+        finally:  # the reader stopped early (or timed out): nobody wants the rest
+            if not future.done():
+                _stop(future)
 
     def _wait(self, future) -> list:
         try:
             return future.result(self.timeout_s)
         except FutureTimeout:
-            future.cancel()
+            _stop(future)
             raise self._overloaded() from None
 
     def _overloaded(self) -> QueueFull:

@@ -15,6 +15,7 @@ from torch import nn
 from ia3engine.errors import AdapterError
 from ia3engine.layers import IA3Layer
 from ia3engine.routing import ONE_ADAPTER_FIX
+from ia3engine.wrappers import outer_modules
 
 # Inputs whose leading dimension is the batch (the first found is checked against
 # adapter_names), and the rank at which a token input carries multiple-choice choices.
@@ -55,10 +56,10 @@ def sequence_first(base_model: nn.Module) -> str | None:
     model_type = getattr(getattr(base_model, "config", None), "model_type", None)
     if model_type in _SEQUENCE_FIRST_TYPES:
         return f"{model_type} models run their layers on sequence-first tensors"
-    for path, module in base_model.named_modules():
+    for path, module in outer_modules(base_model):
         flags = [module] + list(module.children())
         if any(getattr(m, "batch_first", None) is False for m in flags) and any(
-            isinstance(m, IA3Layer) for m in module.modules()
+            isinstance(m, IA3Layer) for _, m in outer_modules(module)
         ):
             return f"module '{path}' ({type(module).__name__}) runs with batch_first=False"
     return None

@@ -20,11 +20,11 @@ from ia3engine import batch_rows, io, mixing
 from ia3engine.config import IA3Config
 from ia3engine.errors import AdapterError, MergeError
 from ia3engine.layers import IA3Layer, final_merge_message
+from ia3engine.resolutions import Resolutions
 from ia3engine.routing import BASE, ONE_ADAPTER_FIX, RowRouting, route_rows
 from ia3engine.row_groups import install_per_adapter_forwards, remove_per_adapter_forwards
 from ia3engine.saved_modules import SavedModule
-from ia3engine.targets import resolve_targets, saved_module_names
-from ia3engine.wrappers import param_count, replace_module, wrap_layer
+from ia3engine.wrappers import outer_modules, param_count, replace_module, wrap_layer
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ class IA3Model(nn.Module):
         self.active_adapters: list[str] = []
         self.merged_adapters: list[str] = []
         self._sequence_first: str | None = None  # why rows cannot be routed, if they cannot
+        self._resolutions = Resolutions()  # targets per config, until the module tree changes
         base_model.requires_grad_(False)
         self.add_adapter(adapter_name, config)
 
@@ -131,12 +132,12 @@ class IA3Model(nn.Module):
     # ---- modules ---------------------------------------------------------------------------
     def ia3_layers(self) -> Iterator[tuple[str, IA3Layer]]:
         """(path in the base model, layer) for every IA3 wrapper."""
-        for name, module in self.base_model.named_modules():
+        for name, module in outer_modules(self.base_model):
             if isinstance(module, IA3Layer):
                 yield name, module
 
     def saved_modules(self) -> Iterator[tuple[str, SavedModule]]:
-        for name, module in self.base_model.named_modules():
+        for name, module in outer_modules(self.base_model):
             if isinstance(module, SavedModule):
                 yield name, module
 
@@ -145,21 +146,25 @@ class IA3Model(nn.Module):
         """Inject a new adapter; the first one becomes active and trainable, later ones not."""
         self.check_new_name(adapter_name)
         config = with_task_head(config)
-        targets, resolved = resolve_targets(self.base_model, config)
+        targets, resolved = self._resolutions.targets(self.base_model, config)
         # layers pick their weight layout from their type; the saved flag says what PEFT's
         # would (it ends up as the last target's: True for Conv1D)
         resolved.fan_in_fan_out = targets[-1].layer_type == "Conv1D"
+        self._saved_modules_for(config.modules_to_save)  # refused before anything changes
+        wrapped = False
         for target in targets:
             layer = target.module
             if not isinstance(layer, IA3Layer):
-                layer = wrap_layer(layer, target.name)
+                layer = wrap_layer(layer, target.name).train(layer.training)
                 layer.active_adapters = list(self.active_adapters)
                 layer.disabled = any(m.disabled for _, m in self.ia3_layers())
-                replace_module(self.base_model, target.name, layer)
+                self._replace(target.name, layer)
+                wrapped = True
             layer.add_adapter(adapter_name, target.feedforward, config.init_ia3_weights)
             layer.ia3_l[adapter_name].requires_grad_(False)
-        install_per_adapter_forwards(self.base_model)
-        self._sequence_first = batch_rows.sequence_first(self.base_model)
+        if wrapped:  # both depend on where the IA3 layers are, so only new ones change them
+            install_per_adapter_forwards(self.base_model)
+            self._sequence_first = batch_rows.sequence_first(self.base_model)
         self.add_saved_modules(adapter_name, config.modules_to_save)
         self.peft_config[adapter_name] = resolved
         if not self.active_adapters:
@@ -168,7 +173,18 @@ class IA3Model(nn.Module):
     def add_saved_modules(self, adapter_name: str, spec, sources=None) -> None:
         """Give `adapter_name` its own trainable copy of each module `spec` names (frozen until
         set_adapter); `sources` maps a path to the module the copy starts from."""
-        for name in saved_module_names(self.base_model, spec):
+        for name, module in self._saved_modules_for(spec):
+            if not isinstance(module, SavedModule):
+                module = SavedModule(module).train(module.training)
+                self._replace(name, module)
+            module.add_adapter(adapter_name, (sources or {}).get(name))
+            module.modules_to_save[adapter_name].requires_grad_(False)
+
+    def _saved_modules_for(self, spec) -> list[tuple[str, nn.Module]]:
+        """(name, module) for each module a modules_to_save spec names; raises AdapterError,
+        changing nothing, for one that is or holds a layer IA3 scales."""
+        found = []
+        for name in self._resolutions.saved_names(self.base_model, spec) if spec else []:
             module = self.base_model.get_submodule(name)
             if isinstance(module, IA3Layer):
                 raise AdapterError(
@@ -176,10 +192,15 @@ class IA3Model(nn.Module):
                     "remove it from one of target_modules or modules_to_save."
                 )
             if not isinstance(module, SavedModule):
-                module = SavedModule(module)
-                replace_module(self.base_model, name, module)
-            module.add_adapter(adapter_name, (sources or {}).get(name))
-            module.modules_to_save[adapter_name].requires_grad_(False)
+                inner = [n for n, m in outer_modules(module) if isinstance(m, IA3Layer)]
+                if inner:  # its copies would carry (and hide) those layers and their vectors
+                    raise AdapterError(
+                        f"Module '{name}' holds a layer IA3 scales ('{name}.{inner[0]}') and "
+                        "cannot be in modules_to_save; remove it from modules_to_save or "
+                        "target layers outside it."
+                    )
+            found.append((name, module))
+        return found
 
     def set_adapter(self, adapter_name: str | list[str]) -> None:
         """Activate adapters (their scales multiply) and make only them trainable."""
@@ -208,11 +229,11 @@ class IA3Model(nn.Module):
         for name, layer in list(self.ia3_layers()):
             layer.delete_adapter(adapter_name)
             if not layer.ia3_l:  # no adapter left here: give the base layer its place back
-                replace_module(self.base_model, name, layer.base_layer)
+                self._replace(name, layer.base_layer)
         for name, module in list(self.saved_modules()):
             module.delete_adapter(adapter_name)
             if not module.modules_to_save:
-                replace_module(self.base_model, name, module.original_module)
+                self._replace(name, module.original_module)
         del self.peft_config[adapter_name]
         remaining = [n for n in self.active_adapters if n != adapter_name]
         if not remaining and self.peft_config:
@@ -358,7 +379,14 @@ class IA3Model(nn.Module):
         unload_adapters(self.base_model)
         return self._forget_adapters()
 
+    def _replace(self, name: str, module: nn.Module) -> None:
+        """Put `module` at `name` in the base model; the module tree changed, so targets are
+        resolved again."""
+        replace_module(self.base_model, name, module)
+        self._resolutions.clear()
+
     def _forget_adapters(self) -> nn.Module:
+        self._resolutions.clear()
         self.peft_config = {}
         self.active_adapters, self.merged_adapters = [], []
         return self.base_model

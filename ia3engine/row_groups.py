@@ -21,6 +21,7 @@ from torch import nn
 from ia3engine.errors import AdapterError
 from ia3engine.layers import IA3Layer
 from ia3engine.routing import ONE_ADAPTER_FIX, RowRouting, current_routing, route_rows
+from ia3engine.wrappers import outer_modules
 
 # class name (a transformers module) -> its forward's batch-major arguments; the others
 # (relative positions, relative embeddings) are shared by every row. DeBERTa v1 and v2/v3
@@ -81,11 +82,11 @@ def install_per_adapter_forwards(base_model: nn.Module) -> int:
     """Make every module of SHARED_PROJECTIONS that holds IA3 layers run per adapter in a mixed
     batch; returns how many were newly set up. Idempotent; names and state dict are untouched."""
     installed = 0
-    for module in base_model.modules():
+    for _, module in outer_modules(base_model):
         batch_args = _shared_projection_args(module)
         if batch_args is None or isinstance(module, PerAdapterForward):
             continue
-        if any(isinstance(m, IA3Layer) for m in module.modules()):
+        if any(isinstance(m, IA3Layer) for _, m in outer_modules(module)):
             module.__class__ = _per_adapter_class(type(module), batch_args)
             installed += 1
     return installed

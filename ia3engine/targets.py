@@ -18,10 +18,10 @@ from ia3engine.structure import detect_structure, in_out_features, vector_length
 from ia3engine.wrappers import (
     LINEAR_TYPES,
     SUPPORTED_LAYER_TYPES,
-    inside_wrapper,
     is_adapter_param,
     is_saved_copy,
     layer_type,
+    outer_modules,
     param_count,
     unsupported_message,
     unwrap,
@@ -117,10 +117,8 @@ def _walk(model: nn.Module, protected: list[str]) -> list[tuple[str, nn.Module]]
     everything inside `modules_to_save` modules, which PEFT never targets.
     """
     out = []
-    for name, module in model.named_modules():
+    for name, module in outer_modules(model):
         if not name:
-            continue
-        if inside_wrapper(name):
             continue
         if any(name == p or name.startswith(p + ".") for p in protected):
             continue
@@ -136,7 +134,7 @@ def saved_module_names(model: nn.Module, spec) -> list[str]:
     """
     if not spec:
         return []
-    names = [n for n, _ in model.named_modules() if n and not inside_wrapper(n)]
+    names = [n for n, _ in outer_modules(model) if n]
     found: list[str] = []
     for name in select(spec, names):
         if not any(name.startswith(p + ".") for p in found):

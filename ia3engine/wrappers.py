@@ -6,6 +6,7 @@ scales, how a wrapper is undone, which parameters an adapter adds, how a module 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from torch import nn
@@ -122,6 +123,33 @@ def inside_wrapper(name: str) -> bool:
     vectors): such modules are never targets, and never saved modules themselves."""
     parts = name.split(".")
     return is_adapter_param(name) or not _WRAPPER_INSIDES.isdisjoint(parts)
+
+
+def outer_modules(root: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    """(path, module) for `root` ("") and every module below it but the insides of wrappers
+    (an IA3 layer's base layer and vectors, a saved module's original and per-adapter copies),
+    in `named_modules()` order: that walk filtered by `inside_wrapper`, without visiting what
+    it would drop. So a walk costs the base model's size however many adapters are loaded
+    (every adapter adds a copy of each saved module, an encoder's head)."""
+    seen: set[int] = set()
+    stack = [("", root)]
+    while stack:
+        path, module = stack.pop()
+        if id(module) in seen:
+            continue
+        seen.add(id(module))
+        yield path, module
+        children = [
+            (f"{path}.{name}" if path else name, child)
+            for name, child in module._modules.items()
+            if child is not None and not _wrapper_inside(name)
+        ]
+        stack.extend(reversed(children))
+
+
+def _wrapper_inside(leaf: str) -> bool:
+    """Whether a child named `leaf` is a wrapper's inside (what `inside_wrapper` drops)."""
+    return leaf in _WRAPPER_INSIDES or leaf.startswith(_ADAPTER_PREFIX)
 
 
 def param_count(param: nn.Parameter) -> int:

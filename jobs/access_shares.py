@@ -1,12 +1,14 @@
 """Share links: an adapter's page and downloads opened to anyone holding its secret token.
 
 Opt-in per adapter by its owner (or an admin); the token is secrets.token_urlsafe(32), is
-compared in constant time, and dies with the adapter or when sharing is turned off.
+compared in constant time, and dies with the adapter or when sharing is turned off. The HTTP
+API lends the adapter to a key's owner who presents the token (with_share): read-only.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from datetime import datetime
 
@@ -22,6 +24,7 @@ from jobs.models import Base, utcnow
 log = logging.getLogger(__name__)
 
 TOKEN_BYTES = 32  # 256 random bits: guessing one is hopeless
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{20,100}")  # what token_urlsafe makes (43 characters)
 NOT_SHARED = (
     "No adapter here. The link may be mistyped, or its owner stopped sharing the adapter; "
     "ask them for a new link."
@@ -103,3 +106,30 @@ def open_share(adapter_id: int, token: str | None, *, db=None) -> Actor:
     if info.sha256 != row.adapter_sha256:  # the id now names another adapter
         raise AccessDeniedError(NOT_SHARED)
     return actor
+
+
+def lent_adapter(token: str | None, *, db=None) -> int | None:
+    """The adapter a live share token lends, or None for a malformed, unknown or revoked one
+    (sharing turned off, the adapter deleted or replaced): open_share's checks, found by token."""
+    token = str(token or "")
+    if not _TOKEN.fullmatch(token):
+        return None
+    with reading(db) as conn:
+        adapter_id = conn.scalar(select(AdapterShare.adapter_id).where(AdapterShare.token == token))
+    try:
+        open_share(adapter_id if adapter_id is not None else 0, token, db=db)
+    except AccessDeniedError:
+        return None
+    return adapter_id
+
+
+def with_share(actor: Actor, token: str | None, *, db=None) -> Actor:
+    """`actor` with read-only use of the one adapter a share token lends, as its share page
+    allows (see and use it; never change, share or unshare it). An admin sees all already;
+    a token that lends nothing leaves the actor as it was."""
+    if actor.admin or not actor.signed_in:
+        return actor
+    adapter_id = lent_adapter(token, db=db)
+    if adapter_id is None:
+        return actor
+    return Actor(actor.name, admin=actor.admin, shared_adapter=adapter_id)

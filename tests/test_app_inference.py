@@ -164,7 +164,7 @@ def test_inputs_are_bounded_and_bad_ones_named(setup):
         serve.classify(ANN, "echo", ["fine"])
     with pytest.raises(AdapterError, match="classifier"):
         serve.generate(ANN, "sent", "fine", 4)
-    with pytest.raises(AdapterError, match="no labels"):
+    with pytest.raises(DataError, match='add "labels"'):  # the base answers with labels sent
         serve.classify(ANN, "base", ["fine"])
 
 

@@ -17,6 +17,7 @@ sys.path.insert(0, str(ROOT))  # bench/ is not a package on the tests' path
 from app.inference import InferenceServer  # noqa: E402
 from app.model_pool import PredictorPool  # noqa: E402
 from app.serve_settings import ServeSettings  # noqa: E402
+from bench import serving  # noqa: E402
 from bench.serving_servers import peft_app  # noqa: E402
 from bench.serving_support import Zipf, percentile, register_copies, short_texts  # noqa: E402
 from jobs import access, registry  # noqa: E402
@@ -75,3 +76,21 @@ def test_the_peft_server_answers_what_ours_answers(db_url, seed_adapter):
         assert missing.status_code == 404
     finally:
         pool.close()
+
+
+def test_the_report_without_the_peft_peer_shows_ours_and_the_ceiling():
+    point = {"rps": 10.0, "p50_ms": 5.0, "p99_ms": 9.0}
+    cold = {"adapters": 2, "cold_ms": 3.0, "warm_ms": 1.0, "load_ms": 2.0}
+    results = {
+        "adapters": 3,
+        "peft": False,
+        "points": [{"clients": 32, "ours": point, "ceiling": {**point, "rps": 8.0}}],
+        "memory": {"ours": {"cache_mb": 70.0, "rss_delta_mb": 120.0}},
+        "cold": {"ours": cold},
+        "load_all_s": {"ours": 1.5},
+    }
+    results["points"][0]["peft"] = serving.NOT_RUN
+    rows = serving.table(results).splitlines()
+    assert rows[-1].startswith("| 32 | 10.0 | 8.0 | - |") and rows[-1].endswith("| 1.25 | - |")
+    text = serving.summary(results)
+    assert "ours/ceiling 1.25" in text and "PEFT" not in text

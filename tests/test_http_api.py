@@ -208,6 +208,9 @@ def test_generate_answers_whole_or_as_server_sent_events(api):
 def test_the_openapi_page_lists_the_routes(api):
     spec = api.get("/openapi.json").json()
     assert {"/v1/classify", "/v1/generate", "/v1/adapters"} <= set(spec["paths"])
+    parameters = spec["paths"]["/v1/classify"]["post"]["parameters"]
+    assert [p["name"] for p in parameters] == ["X-IA3-Share"]  # the share link, documented
+    assert "labels" in json.dumps(spec["components"]["schemas"]["ClassifyRequest"])
     assert api.get("/docs").status_code == 200
 
 

@@ -62,7 +62,12 @@ def test_a_classify_over_http_equals_the_predictor_alone(client, tiny):
     by_name = client.post(
         "/v1/classify", json={"adapter": "sent", "texts": TEXTS[:1]}, headers=_bearer(key)
     )
-    assert by_name.json()["results"][0] == got["results"][0]
+    # one text alone against the first of a batch: the same answer within 1e-5 (the bar),
+    # not bit for bit, since the padding and the kernels can differ with the batch's shape
+    # and torch's thread count (exact equality failed on one thread)
+    one, first = by_name.json()["results"][0], got["results"][0]
+    assert one["label"] == first["label"]
+    assert one["probs"] == pytest.approx(first["probs"], abs=1e-5)
     generate = client.post(
         "/v1/generate", json={"adapter": str(adapter_id), "prompt": "hi"}, headers=_bearer(key)
     )

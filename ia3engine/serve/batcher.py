@@ -6,7 +6,8 @@ thread waits up to `max_delay_s` after the oldest waiting request for more rows,
 `max_batch_rows` rows of waiting requests in one `Predictor.predict` call, however many distinct
 adapters they name, and hands each caller its own rows back through a Future. Generation
 batches per window too: requests asking for the same `max_new_tokens` share a call, and a
-request with `on_piece` gets its rows' text piece by piece while that call runs.
+request with `on_piece` gets its rows' text piece by piece while that call runs; its Future's
+stop() ends its rows at the next step (the others go on; the call ends once all rows have).
 
 The queue is bounded (`max_queued_rows`); beyond it `submit` raises QueueFull with an estimate
 of when to retry. A batch that fails is rerun one request at a time, so a bad request (or
@@ -40,6 +41,24 @@ class QueueFull(IA3Error):
         self.retry_after_s = retry_after_s
 
 
+class RowsFuture(Future):
+    """A request's Future, which its caller may also stop(): queued, it is cancelled (never
+    runs); generating (streaming requests), its rows end at the next decoding step and the
+    result is the text so far. Either way the Future completes soon, so whatever counts the
+    request in flight is released then."""
+
+    def __init__(self):
+        super().__init__()
+        self._stopped = threading.Event()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self.cancel()  # only while queued; a running request sees stopped() instead
+
+    def stopped(self) -> bool:
+        return self._stopped.is_set()
+
+
 @dataclass
 class Request:
     """One caller's rows; `context` is handed to the scheduler's `prepare` hook untouched.
@@ -52,7 +71,7 @@ class Request:
     max_new_tokens: int | None = None
     context: object = None
     on_piece: Callable[[int, str], None] | None = None
-    future: Future = field(default_factory=Future)
+    future: RowsFuture = field(default_factory=RowsFuture)
     arrived: float = 0.0  # time.monotonic() when queued
     streamed: dict = field(default_factory=dict)  # row -> text sent to on_piece
 
@@ -139,11 +158,12 @@ class Batcher:
         max_new_tokens: int | None = None,
         context: object = None,
         on_piece: Callable[[int, str], None] | None = None,
-    ) -> Future:
+    ) -> RowsFuture:
         """Queue one request; the Future's result is its rows' outputs, in order.
 
         on_piece(row, text), for generation, is called from the worker thread with each new
-        piece of a row's text as it is generated (the pieces join to the row's "text")."""
+        piece of a row's text as it is generated (the pieces join to the row's "text"); the
+        Future's stop() then ends the request's rows early (its caller went away)."""
         texts, names = list(texts), list(names)
         if len(texts) != len(names):
             raise ValueError(f"{len(texts)} texts but {len(names)} adapter names")
@@ -291,6 +311,7 @@ class Batcher:
             streams = self._streams(batch)
             if streams:  # only streaming requests cost the per-step decoding
                 kwargs["on_piece"] = streams
+                kwargs["should_stop"] = {row: self._stop_of(batch, row) for row in streams}
             outputs = self.predictor.predict(texts, names, **kwargs)
         seconds = time.monotonic() - began
         with self._changed:
@@ -312,6 +333,15 @@ class Batcher:
                     streams[start + row] = request.stream_row(row)
             start += request.rows
         return streams
+
+    @staticmethod
+    def _stop_of(batch: list[Request], row: int):
+        """The stopped() of the request that owns `row` of the batch."""
+        for request in batch:
+            if row < request.rows:
+                return request.future.stopped
+            row -= request.rows
+        raise IndexError(row)
 
     def _answer(self, request: Request, *, outputs=None, error=None) -> None:
         with self._changed:

@@ -11,7 +11,8 @@ import torch
 
 from ia3engine.data.dataset import prepare_dataset
 from ia3engine.errors import DataError
-from ia3engine.serve.predict import Predictor, read_training_info
+from ia3engine.serve.adapter_info import read_training_info
+from ia3engine.serve.predict import Predictor
 from ia3engine.training.tasks import macro_f1
 
 logger = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 
 from ia3engine.model import load_ia3_model
-from ia3engine.serve.predict import read_training_info
+from ia3engine.serve.adapter_info import read_training_info
 from ia3engine.training.loading import load_base
 
 logger = logging.getLogger(__name__)

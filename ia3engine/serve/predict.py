@@ -6,25 +6,27 @@ adapter_names is the untuned base (for encoders: the adapter's head with the vec
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import defaultdict
-from pathlib import Path
 
 import torch
 
 from ia3engine.config import IA3Config
-from ia3engine.errors import AdapterError, AdapterFileError
+from ia3engine.errors import AdapterError
 from ia3engine.model import get_ia3_model, load_ia3_model
 from ia3engine.routing import BASE
-from ia3engine.training.loading import PEFT_TASK_TYPE, load_base, resolve_device
-from ia3engine.training.run import TRAINING_INFO
+from ia3engine.serve.adapter_info import read_training_info, render_input
+from ia3engine.training.loading import PEFT_TASK_TYPE, base_kind, load_base, resolve_device
 from ia3engine.training.tasks import DEFAULT_CHOICE_PROMPT, make_task
 from ia3engine.wrappers import is_adapter_param, is_saved_copy
 
 logger = logging.getLogger(__name__)
 
 UNTUNED_SUFFIX = "__untuned"
+NO_HEAD = (
+    "The untuned {model} is an encoder: it has no head to answer with (a new one would be "
+    "random). Train an adapter on your labels, or classify with a causal or seq2seq base."
+)
 
 
 def base_row(name: str) -> str:
@@ -33,23 +35,11 @@ def base_row(name: str) -> str:
     return name + UNTUNED_SUFFIX
 
 
-def read_training_info(folder) -> dict:
-    path = Path(folder) / TRAINING_INFO
-    if not path.is_file():
-        raise AdapterFileError(
-            f"No {TRAINING_INFO} in {folder}; it holds the labels and prompt. Point to a "
-            "folder written by ia3engine's train()."
-        )
-    return json.loads(path.read_text())
-
-
-def render_input(info: dict, text: str) -> str:
-    """The text as training saw it: the data's template with the text in its text column."""
-    template = info.get("template")
-    if not template:
-        return text
-    slots = defaultdict(str, {info.get("text_column") or "text": text, "text": text})
-    return template.format_map(slots)
+def _local(rows: list[int], by_index: dict | None) -> dict:
+    """{position in `rows`: value} for the rows of one forward that `by_index` names."""
+    if not by_index:
+        return {}
+    return {local: by_index[i] for local, i in enumerate(rows) if i in by_index}
 
 
 class Predictor:
@@ -79,7 +69,7 @@ class Predictor:
         model = self._groups.get(key)
         if model is None:
             base = self._load_base(info)
-            model = load_ia3_model(base.model, folder, name)
+            model = load_ia3_model(base.model, folder, name).eval()
             self._groups[key] = model
             self._base_bytes = None  # a new base: count again
             self._tokenizer = base.tokenizer
@@ -94,7 +84,8 @@ class Predictor:
             for path, layer in model.ia3_layers():
                 if twin in layer.ia3_l:
                     layer.ia3_l[twin] = self._ones_like(key, path, layer.ia3_l[twin])
-        model.eval()
+        # no model.eval() here: it would visit every earlier adapter's head copy on each load;
+        # what a load adds (wrappers, head copies) takes the eval mode of what it wraps or copies
         self.adapters[name] = {**info, "group": key, "task_obj": self._task_for(info)}
 
     def add_untuned(self, labels: list[str] | None = None, name: str = "untuned") -> None:
@@ -116,6 +107,25 @@ class Predictor:
         self._groups[key] = get_ia3_model(base.model, config, name).eval()
         self._base_bytes = None  # a new base: count again
         self.adapters[name] = {**info, "group": key, "task_obj": self._task_for(info)}
+
+    def add_labels(self, name: str, labels: list[str]) -> None:
+        """The untuned base answering by rank classification over `labels` under `name`: its
+        rows run the bare base (no vectors), scored as add_untuned's are. Causal and seq2seq
+        bases only; an encoder has no head of its own (NO_HEAD)."""
+        if name in self.adapters:
+            raise AdapterError(f"An adapter named '{name}' is loaded already; pick another name.")
+        kind = self._kind if self._groups else base_kind(self.model_name)
+        if kind == "encoder" or self.task_name != "classify":
+            raise AdapterError(NO_HEAD.format(model=self.model_name))
+        if "lm" not in self._groups:  # the base itself, with no adapter yet
+            base = self._load_base({"labels": labels})
+            self._tokenizer, self._kind = base.tokenizer, base.kind
+            config = IA3Config(task_type=PEFT_TASK_TYPE[base.kind])
+            self._groups["lm"] = get_ia3_model(base.model, config, UNTUNED_SUFFIX).eval()
+            self._base_bytes = None
+        info = {"task": "classify", "labels": list(labels), "template": None, "kind": kind}
+        info.update(prompt=DEFAULT_CHOICE_PROMPT, group="lm", bare=True)
+        self.adapters[name] = {**info, "task_obj": self._task_for(info)}
 
     def add_mix(self, name: str, adapters: list[str], weights: list[float]) -> None:
         """A weighted mix of loaded adapters under `name` (vectors: sum of w_i * l_i).
@@ -233,12 +243,14 @@ class Predictor:
         *,
         max_new_tokens: int | None = None,
         on_piece: dict | None = None,
+        should_stop: dict | None = None,
     ) -> list:
         """One result per text: {"label", "probs"} (classify) or {"text"} (generate).
 
         max_new_tokens bounds generation (None: the task's default). on_piece (generate):
         {text index: callback(piece)} streams those rows' text as it is generated; a row's
-        pieces join to its "text"."""
+        pieces join to its "text". should_stop (generate): {text index: callable() -> bool}
+        ends a row early once it turns true (its "text": what was generated so far)."""
         names = list(adapter_names) if adapter_names is not None else [None] * len(texts)
         if len(names) != len(texts):
             raise AdapterError(
@@ -253,10 +265,9 @@ class Predictor:
         for i, owner in enumerate(owners):
             batches[self._batch_key(owner)].append(i)
         for rows in batches.values():
-            streams = {
-                local: on_piece[i] for local, i in enumerate(rows) if on_piece and i in on_piece
-            }
-            self._predict_rows(rows, texts, names, owners, results, max_new_tokens, streams)
+            streams = _local(rows, on_piece)
+            stops = _local(rows, should_stop)
+            self._predict_rows(rows, texts, names, owners, results, max_new_tokens, streams, stops)
         return results
 
     def truncated(self, texts: list[str], name: str | None = None) -> int:
@@ -302,7 +313,7 @@ class Predictor:
 
     @torch.no_grad()
     def _predict_rows(
-        self, rows, texts, names, owners, results, max_new_tokens=None, streams=None
+        self, rows, texts, names, owners, results, max_new_tokens=None, streams=None, stops=None
     ) -> None:
         first = self.adapters[owners[rows[0]]]
         model = self._groups[first["group"]]
@@ -310,7 +321,7 @@ class Predictor:
         inputs = [render_input(self.adapters[owners[i]], texts[i]) for i in rows]
         routed = []
         for i in rows:
-            if names[i] is not None and names[i] in self.adapters:
+            if names[i] in self.adapters and not self.adapters[names[i]].get("bare"):
                 routed.append(names[i])
             else:
                 routed.append(owners[i] + UNTUNED_SUFFIX if self._kind == "encoder" else BASE)
@@ -321,6 +332,7 @@ class Predictor:
                 adapter_names=routed,
                 max_new_tokens=max_new_tokens,
                 on_piece=streams or None,
+                should_stop=stops or None,
             )
             for i, text in zip(rows, outputs, strict=True):
                 results[i] = {"text": text}

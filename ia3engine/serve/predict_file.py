@@ -18,7 +18,8 @@ import pandas as pd
 from ia3engine.data.columns import guess_text_column, require_column, text_strings
 from ia3engine.data.read import read_table
 from ia3engine.errors import AdapterError, DataError, IA3Error
-from ia3engine.serve.predict import Predictor, read_training_info
+from ia3engine.serve.adapter_info import read_training_info
+from ia3engine.serve.predict import Predictor
 from ia3engine.training.loading import portable_base_name
 
 logger = logging.getLogger(__name__)

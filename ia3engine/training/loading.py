@@ -112,6 +112,11 @@ def detect_kind(config) -> str:
     return "encoder"
 
 
+def base_kind(model: str) -> str:
+    """encoder, causal or seq2seq for a model name, read from its config alone (no weights)."""
+    return detect_kind(_load_config(model, resolve_model_path(model)))
+
+
 def load_base(
     model: str,
     task: str = "classify",

@@ -14,12 +14,16 @@ The pieces of a row join to exactly what decoding all its new tokens gives at th
 - tokenizers that clean up spaces around punctuation when decoding (which can change text
   already decoded) hold back the last word;
 - `end()` sends whatever is left of the final text.
+
+`RowStop` ends single rows early (a streaming caller that went away) without touching the rest.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+
+import torch
 
 logger = logging.getLogger(__name__)
 
@@ -75,3 +79,19 @@ class RowStreamer:
             return  # decoding changed text already sent: wait for it to settle again
         self.sent[row] = text
         self.callbacks[row](text[len(sent) :])
+
+
+class RowStop:
+    """A `generate` stopping criterion that ends the rows whose `stops[row]()` is true (their
+    caller went away): transformers pads a finished row from then on, and the whole call ends
+    as soon as every row is finished, so a batch of abandoned rows stops early."""
+
+    def __init__(self, stops: dict[int, Callable[[], bool]]):
+        self.stops = dict(stops)
+
+    def __call__(self, input_ids, scores, **kwargs):
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        for row, stop in self.stops.items():
+            if row < len(done) and stop():
+                done[row] = True
+        return done

@@ -23,7 +23,7 @@ from ia3engine.training.losses import (
     tfew_losses,
     token_logprobs,
 )
-from ia3engine.training.streamer import RowStreamer
+from ia3engine.training.streamer import RowStop, RowStreamer
 
 # Listing the options helps instruction-tuned models and costs nothing for the others.
 DEFAULT_CHOICE_PROMPT = "{text}\nOptions: {options}.\nAnswer:"
@@ -249,12 +249,20 @@ class Generate(Task):
 
     @torch.no_grad()
     def generate(
-        self, model, prompts: list[str], adapter_names=None, max_new_tokens=None, on_piece=None
+        self,
+        model,
+        prompts: list[str],
+        adapter_names=None,
+        max_new_tokens=None,
+        on_piece=None,
+        should_stop=None,
     ):
         """Greedy continuations of the prompts, as text.
 
         on_piece: {row: callback(text)} streams those rows' text as it is generated; the
-        pieces of a row join to its answer (streamer.RowStreamer)."""
+        pieces of a row join to its answer (streamer.RowStreamer). should_stop: {row:
+        callable() -> bool}: a row whose callable turns true stops there (streamer.RowStop);
+        its answer is the text so far."""
         tok = self.tokenizer
         pad = tok.pad_token_id if tok.pad_token_id is not None else 0
         rows = [
@@ -271,6 +279,10 @@ class Generate(Task):
         extra = {"adapter_names": adapter_names} if adapter_names is not None else {}
         if on_piece:
             extra["streamer"] = RowStreamer(tok, on_piece)
+        if should_stop:
+            from transformers import StoppingCriteriaList
+
+            extra["stopping_criteria"] = StoppingCriteriaList([RowStop(should_stop)])
         with self.autocast():
             out = model.generate(
                 input_ids=ids.to(self.device),
