@@ -20,6 +20,10 @@ import httpx
 import itsdangerous
 from waiting import wait_for
 
+from app import inference
+from app.model_pool import PredictorPool
+from app.serve_settings import ServeSettings
+
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 180
 JOB_TIMEOUT_S = 240  # a short job on a tiny model, on a busy 2-core machine
@@ -172,3 +176,20 @@ def wait_done(client, job_id, studio) -> dict:
     )
     assert job["status"] == "done", f"{job['message']}\n{studio.log_tail()}"
     return job
+
+
+@contextmanager
+def inference_servers():
+    """A factory of InferenceServers, each on its own PredictorPool (settings as keywords),
+    all closed on exit."""
+    pools = []
+
+    def server(**settings) -> inference.InferenceServer:
+        pools.append(PredictorPool(ServeSettings(**settings)))
+        return inference.InferenceServer(pools[-1], timeout_s=120)
+
+    try:
+        yield server
+    finally:
+        for pool in pools:
+            pool.close()

@@ -8,11 +8,10 @@ import threading
 
 import pytest
 import train_models as tm
+from studio_support import inference_servers
 from waiting import wait_for
 
 from app import adapter_actions, auth, inference, model_pool, serving
-from app.model_pool import PredictorPool
-from app.serve_settings import ServeSettings
 from ia3engine import TrainSpec, train
 from ia3engine.errors import AdapterError, DataError
 from ia3engine.serve.predict import Predictor
@@ -56,15 +55,8 @@ def setup(db_url, folders):
         "echo": registry.register_adapter(folders["echo"], name="echo", owner="ann"),
         "bobs": registry.register_adapter(folders["other"], name="bobs", owner="bob"),
     }
-    pools = []
-
-    def server(**settings) -> inference.InferenceServer:
-        pools.append(PredictorPool(ServeSettings(**settings)))
-        return inference.InferenceServer(pools[-1], timeout_s=120)
-
-    yield ids, server
-    for pool in pools:
-        pool.close()
+    with inference_servers() as server:
+        yield ids, server
 
 
 def _alone(folder, base, texts):

@@ -10,11 +10,10 @@ import threading
 import pytest
 import train_models as tm
 from fastapi.testclient import TestClient
+from studio_support import inference_servers
 
 from app import http_serve, inference
 from app.inference_checks import MAX_LABELS
-from app.model_pool import PredictorPool
-from app.serve_settings import ServeSettings
 from ia3engine.errors import DataError
 from ia3engine.serve.predict import Predictor
 from jobs import access, api_keys, registry
@@ -45,15 +44,8 @@ def served(db_url, folders):
         name: registry.register_adapter(folders[name], name=name, owner="ann")
         for name in ("sent", "choice")
     }
-    pools = []
-
-    def server(**settings) -> inference.InferenceServer:
-        pools.append(PredictorPool(ServeSettings(**settings)))
-        return inference.InferenceServer(pools[-1], timeout_s=120)
-
-    yield ids, server
-    for pool in pools:
-        pool.close()
+    with inference_servers() as server:
+        yield ids, server
 
 
 def _alone(base, labels, texts):
