@@ -53,8 +53,9 @@ def _run(setup, name, **overrides):
 
 
 def test_two_accumulated_half_batches_equal_one_full_batch(setup):
-    _, full = _run(setup, "full")
-    _, halves = _run(setup, "halves", batch_size=4, grad_accum=2)
+    # the pair objective pairs rows within one forward, so only cross-entropy adds up exactly
+    _, full = _run(setup, "full", pair_weight=0.0)
+    _, halves = _run(setup, "halves", batch_size=4, grad_accum=2, pair_weight=0.0)
     for key in full:
         assert torch.allclose(full[key], halves[key], atol=1e-5), key
 
