@@ -196,8 +196,12 @@ def run_train(args) -> int:
         if before is not None:
             print(f"accuracy before training: {before:.3f}")
         print(f"accuracy after training:  {result.metrics['accuracy']:.3f}")
-    else:
+    elif result.metrics:
         print(f"validation metrics: {json.dumps(result.metrics)}")
+    else:  # a small file with no eval file: every row trained (the log said why)
+        print(
+            "no validation rows, so no score: pass --eval-data FILE (or --val-fraction) to measure"
+        )
     print(f"trained {result.steps} steps in {result.train_seconds:.1f} s")
     print(f"adapter saved to {result.adapter_dir}")
     return 0

@@ -80,3 +80,12 @@ def test_demo_on_minilm_improves_accuracy(tmp_path, capsys):
     before = float(re.search(r"accuracy before training: ([\d.]+)", out).group(1))
     after = float(re.search(r"accuracy after training:\s+([\d.]+)", out).group(1))
     assert after > before and after > 0.75
+
+
+def test_train_without_validation_rows_says_how_to_get_a_score(tiny, capsys):
+    out_dir = tiny["root"] / "unscored"
+    args = ["train", "--model", tiny["bert"], "--data", tiny["train"], "--steps", "1"]
+    assert cli.main([*args, "--device", "cpu", "--out", str(out_dir)]) == 0
+    shown = capsys.readouterr().out
+    assert "no validation rows, so no score" in shown and "--eval-data" in shown
+    assert "validation metrics: {}" not in shown

@@ -291,14 +291,19 @@ def _check_numbers(spec: TrainSpec) -> list[str]:
             problems.append(
                 f"{key} is {value!r}; use a learning rate above 0 and at most 1 (e.g. 3e-3)."
             )
-    for key, high, says in (
-        ("max_epochs", 100_000, "a number of passes above 0 (e.g. 20), or unset for no cap"),
-        ("pair_weight", 100, "a weight from 0 (off) to 100 (e.g. 1)"),
+    if spec.max_epochs is not None and not (
+        _is_number(spec.max_epochs) and 0 < spec.max_epochs <= 100_000
     ):
-        value = getattr(spec, key)
-        low_ok = value is not None and _is_number(value) and (value > 0 or key == "pair_weight")
-        if value is not None and not (low_ok and 0 <= value <= high):
-            problems.append(f"{key} is {value!r}; use {says}.")
+        problems.append(
+            f"max_epochs is {spec.max_epochs!r}; use a number of passes above 0 (e.g. 20), "
+            "or unset for no cap."
+        )
+    if spec.pair_weight is not None and not (
+        _is_number(spec.pair_weight) and 0 <= spec.pair_weight <= 100
+    ):
+        problems.append(
+            f"pair_weight is {spec.pair_weight!r}; use a weight from 0 (off) to 100 (e.g. 1)."
+        )
     if spec.warmup_ratio is not None and (
         not _is_number(spec.warmup_ratio) or not 0 <= spec.warmup_ratio < 1
     ):
