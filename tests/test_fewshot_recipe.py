@@ -132,8 +132,8 @@ def test_pair_weight_adds_a_gradient_through_the_features(tmp_path):
         {"text": ["a good film", "a bad film", "good", "bad"], "label": [1, 0, 1, 0]}
     )
     plain = task.loss(model, dict(batch))
-    task.use_pairs(2.0, [model.classifier])
-    assert task.feature_layer is model.classifier and task.pair_weight == 2.0
+    task.use_pairs(2.0, ("mean",))
+    assert task.pair_weight == 2.0 and task.pooling == ("mean",)
     with_pairs = task.loss(model, dict(batch))
     assert with_pairs.item() > plain.item()
     # the extra term reaches the body: the deepest layer's weights get a different gradient
@@ -145,9 +145,10 @@ def test_pair_weight_adds_a_gradient_through_the_features(tmp_path):
         task.loss(model, dict(batch)).backward()
         grads.append(layer.grad.clone())
     assert not torch.allclose(grads[0], grads[1])
-    # without a label-sized layer there is nothing to shape: the weight is dropped
-    task.use_pairs(2.0, [torch.nn.Identity()])
-    assert task.pair_weight == 0.0 and task.feature_layer is None
+    # the objective reads the pooled last hidden states: another pooling, another loss
+    task.pair_weight = 2.0
+    task.use_pairs(2.0, ("cls",))
+    assert task.loss(model, dict(batch)).item() != pytest.approx(with_pairs.item())
 
 
 def test_the_studio_sends_auto_as_no_share_and_none_as_zero():

