@@ -108,7 +108,10 @@ def test_a_tiny_run_trains_max_epochs_passes_and_logs_why(tmp_path):
     assert result.steps == 6  # 3 passes over 16 rows, 8 a step
     started = next(e for e in events if e["type"] == "started")
     assert started["total_steps"] == 6 and started["train_rows"] == 16
-    assert any("Training 6 steps, not 50" in e.get("message", "") for e in events)
+    messages = [e.get("message", "") for e in events]
+    assert any("Training 6 steps, not 50" in m for m in messages)
+    # a folder without 1_Pooling/config.json: the pair objective compares masked means
+    assert any("Pair objective (weight 1)" in m and "mean pooling" in m for m in messages)
     assert result.metrics == {}  # no eval file and 16 rows: nothing held back
 
 

@@ -193,7 +193,14 @@ def build(run: Run) -> None:
         init_from_class_means(
             run.model, heads, run.task, data.train["text"], data.train["label"], spec.seed
         )
-        run.task.use_pairs(spec.pair_weight, sentence_pooling(run.loaded.path))
+        pooling = sentence_pooling(run.loaded.path)
+        run.task.use_pairs(spec.pair_weight, pooling)
+        if run.task.pair_weight:
+            run.emit(
+                "log",
+                message=f"Pair objective (weight {run.task.pair_weight:g}) on the body's "
+                f"sentence embedding: the last layer, {' + '.join(pooling)} pooling.",
+            )
 
 
 def _make_task(run: Run) -> tuple[Task, str | None]:
