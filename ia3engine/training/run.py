@@ -193,14 +193,7 @@ def build(run: Run) -> None:
         init_from_class_means(
             run.model, heads, run.task, data.train["text"], data.train["label"], spec.seed
         )
-        pooling = sentence_pooling(run.loaded.path)
-        run.task.use_pairs(spec.pair_weight, pooling)
-        if run.task.pair_weight:
-            run.emit(
-                "log",
-                message=f"Pair objective (weight {run.task.pair_weight:g}) on the body's "
-                f"sentence embedding: the last layer, {' + '.join(pooling)} pooling.",
-            )
+        run.task.use_pairs(spec.pair_weight, sentence_pooling(run.loaded.path))
 
 
 def _make_task(run: Run) -> tuple[Task, str | None]:
@@ -299,6 +292,13 @@ def _start(run: Run, loop: Loop, spec_dict: dict) -> None:
         labels=run.data.labels,
         setup_seconds=time.perf_counter() - run.started,
     )
+    weight = getattr(run.task, "pair_weight", 0.0)
+    if weight:
+        run.emit(
+            "log",
+            message=f"Pair objective (weight {weight:g}) on the body's sentence embedding: "
+            f"the last layer, {' + '.join(run.task.pooling)} pooling.",
+        )
 
 
 def _final_metrics(run: Run, loop: Loop, stopped: bool) -> tuple[dict, dict, dict | None]:
