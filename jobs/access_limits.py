@@ -6,7 +6,6 @@ the shipped examples, and models must be Hub ids or the bundled one, for every s
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -17,6 +16,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from ia3engine.errors import ConfigError
+from ia3engine.hub_files import hub_json
 from jobs.db import data_dir, reading
 from jobs.errors import AccessDeniedError, LimitError
 from jobs.models import Job
@@ -262,29 +262,17 @@ def estimate_params(config: dict) -> int:
     return total
 
 
-def _hub_json(model: str, filename: str) -> dict | None:
-    """A small JSON file of a Hub model (from the cache when offline), or None if unknown."""
-    from huggingface_hub import hf_hub_download
-
-    try:
-        with open(hf_hub_download(model, filename)) as handle:
-            value = json.load(handle)
-    except Exception:  # not on the Hub, not cached, offline, or not JSON: nothing to judge by
-        return None
-    return value if isinstance(value, dict) else None
-
-
 def model_size(model: str) -> tuple[int, float] | None:
     """(parameters, GB of weights) of a Hub model from its config.json and, when there is one,
     its safetensors index; None when its config cannot be read (the job fails later anyway)."""
     if model in _sizes:
         return _sizes[model]
-    config = _hub_json(model, "config.json")
+    config = hub_json(model, "config.json")
     size = None
     if config is not None:
         params = estimate_params(config)
         dtype = str(config.get("torch_dtype") or config.get("dtype") or "")
-        index = _hub_json(model, "model.safetensors.index.json") or {}
+        index = hub_json(model, "model.safetensors.index.json") or {}
         total = (index.get("metadata") or {}).get("total_size")
         if isinstance(total, (int, float)) and not isinstance(total, bool) and total > 0:
             gb = float(total) / 1e9

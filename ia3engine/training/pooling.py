@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from ia3engine.hub_files import hub_json
+
 POOLING_FILE = "1_Pooling/config.json"
 # sentence-transformers' keys, in the order it concatenates them
 MODES = {
@@ -29,28 +31,16 @@ def sentence_pooling(path: str) -> tuple[str, ...]:
     readable pooling file."""
     folder = Path(path)
     if folder.is_dir():
-        file = folder / POOLING_FILE
+        try:
+            config = json.loads((folder / POOLING_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return DEFAULT
     else:
-        file = _hub_file(path)
-    try:
-        config = json.loads(Path(file).read_text(encoding="utf-8")) if file else {}
-    except (OSError, ValueError):
-        return DEFAULT
+        config = hub_json(path, POOLING_FILE)
     if not isinstance(config, dict):
         return DEFAULT
     modes = tuple(mode for key, mode in MODES.items() if config.get(key) is True)
     return modes or DEFAULT
-
-
-def _hub_file(repo_id: str) -> str | None:
-    """The pooling file of a Hub model (from the cache when offline), or None."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
-
-    try:
-        return hf_hub_download(repo_id, POOLING_FILE)
-    except (OSError, ValueError, EntryNotFoundError):  # absent, offline, private, bad id
-        return None
 
 
 def sentence_embedding(
