@@ -59,6 +59,13 @@ def add_train_arguments(parser) -> None:
     )
     more.add_argument("--target-modules", nargs="+", help="modules to scale (default: detected)")
     more.add_argument("--feedforward-modules", nargs="+", help="targets whose input is scaled")
+    more.add_argument(
+        "--no-label-rows",
+        dest="label_rows",
+        action="store_const",
+        const=False,
+        help="encoders: do not train each label's name as a row of its class",
+    )
 
 
 def add_commands(subparsers) -> None:
@@ -168,6 +175,7 @@ def spec_from_args(args):
         val_fraction=args.val_fraction,
         target_modules=args.target_modules,
         feedforward_modules=args.feedforward_modules,
+        label_rows=args.label_rows,
     )
 
 

@@ -79,11 +79,13 @@ def make_schedule(optimizer, total_steps: int, warmup_ratio: float):
 class Loop:
     """Runs the optimizer steps of one training run on an accelerate Accelerator."""
 
-    def __init__(self, spec, task, model, params, train_data, eval_data, accelerator, emit):
+    def __init__(
+        self, spec, task, model, params, train_data, eval_data, accelerator, emit, extra_rows=None
+    ):
         self.spec, self.task, self.accelerator, self.emit = spec, task, accelerator, emit
         self.params = params  # name -> trainable Parameter (vectors and head)
-        self.train_rows = {k: list(train_data[k]) for k in train_data.column_names}
-        self.n_rows = len(train_data)
+        self.train_rows = columns_with(train_data, extra_rows)
+        self.n_rows = len(next(iter(self.train_rows.values()), []))
         self.eval_data = eval_data
         self.state = LoopState(initial_state=_snapshot(params))
         world = accelerator.num_processes
@@ -281,6 +283,14 @@ class Loop:
             examples_per_s=examples / max(per_step, 1e-9),
             eta_s=per_step * (self.spec.steps - self.state.step),
         )
+
+
+def columns_with(train_data, extra_rows: dict | None = None) -> dict[str, list]:
+    """The training rows as columns, with rows the recipe adds (label names) after them."""
+    rows = {key: list(train_data[key]) for key in train_data.column_names}
+    for key, values in (extra_rows or {}).items():
+        rows[key] += list(values)
+    return rows
 
 
 def _snapshot(params: dict) -> dict:

@@ -27,6 +27,7 @@ from ia3engine.model import IA3Model, get_ia3_model
 from ia3engine.training import insights
 from ia3engine.training.card import model_card
 from ia3engine.training.head import init_from_class_means
+from ia3engine.training.label_prior import label_rows_if_meaningful
 from ia3engine.training.loading import (
     PEFT_TASK_TYPE,
     BaseCache,
@@ -35,7 +36,7 @@ from ia3engine.training.loading import (
     portable_base_name,
     resolve_device,
 )
-from ia3engine.training.loop import Loop
+from ia3engine.training.loop import Loop, columns_with
 from ia3engine.training.pooling import sentence_pooling
 from ia3engine.training.spec import TrainSpec
 from ia3engine.training.tasks import DEFAULT_CHOICE_PROMPT, Task, make_task
@@ -83,6 +84,8 @@ class Run:
     model: IA3Model | None = None
     params: dict[str, torch.nn.Parameter] = field(default_factory=dict)  # the trainable ones
     prompt: str | None = None  # the choice prompt generative classifiers were trained with
+    extra_rows: dict | None = None  # rows the recipe trains on beside the data (label names)
+    label_rows_note: str | None = None  # why the label names do not train, when they do not
 
 
 def train(
@@ -189,11 +192,21 @@ def build(run: Run) -> None:
     run.model = get_ia3_model(run.loaded.model, config)
     run.params = {n: p for n, p in run.model.named_parameters() if p.requires_grad}
     if kind == "encoder" and spec.task == "classify":
+        pooling = sentence_pooling(run.loaded.path)
+        if spec.label_rows:
+            run.extra_rows, run.label_rows_note = label_rows_if_meaningful(
+                run.model,
+                run.task,
+                data.train["text"],
+                data.train["label"],
+                data.labels,
+                pooling,
+                spec.seed,
+            )
+        rows = columns_with(data.train, run.extra_rows)
         heads = [m.modules_to_save["default"] for _, m in run.model.saved_modules()]
-        init_from_class_means(
-            run.model, heads, run.task, data.train["text"], data.train["label"], spec.seed
-        )
-        run.task.use_pairs(spec.pair_weight, sentence_pooling(run.loaded.path))
+        init_from_class_means(run.model, heads, run.task, rows["text"], rows["label"], spec.seed)
+        run.task.use_pairs(spec.pair_weight, pooling)
 
 
 def _make_task(run: Run) -> tuple[Task, str | None]:
@@ -226,6 +239,7 @@ def train_and_save(run: Run) -> TrainResult:
         run.data.eval,
         run.accelerator,
         run.emit,
+        run.extra_rows,
     )
     _start(run, loop, spec_dict)
     out_dir = Path(run.spec.out_dir)
@@ -299,6 +313,18 @@ def _start(run: Run, loop: Loop, spec_dict: dict) -> None:
             message=f"Pair objective (weight {weight:g}) on the body's sentence embedding: "
             f"the last layer, {' + '.join(run.task.pooling)} pooling.",
         )
+    if run.extra_rows:
+        shown = [repr(name[:40]) for name in run.extra_rows["text"][:6]]
+        more = len(run.extra_rows["text"]) - len(shown)
+        names = ", ".join(shown) + (f" and {more} more" if more > 0 else "")
+        run.emit(
+            "log",
+            message=f"Each label's name also trains as one row of its class ({names}): the "
+            "words that name the classes are a prior the body understands (label_rows; "
+            "false turns it off).",
+        )
+    elif run.label_rows_note:
+        run.emit("log", message=f"The label names do not train as rows: {run.label_rows_note}.")
 
 
 def _final_metrics(run: Run, loop: Loop, stopped: bool) -> tuple[dict, dict, dict | None]:

@@ -37,6 +37,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "early_stopping_patience": 0,
         "max_epochs": 60,
         "pair_weight": 1.0,
+        "label_rows": True,
     },
     # The T-Few paper: 1000 steps, batch 8, Adafactor at 3e-3, 6% warm-up, 256 tokens.
     "tfew": {
@@ -50,6 +51,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "eval_every": 100,
         "early_stopping_patience": 0,
         "pair_weight": 0.0,
+        "label_rows": False,
     },
 }
 
@@ -84,6 +86,7 @@ class TrainSpec:
     early_stopping_patience: int | None = None  # evaluations without improvement; 0 = never stop
     max_epochs: float | None = None  # passes over the rows; stops before `steps` on tiny data
     pair_weight: float | None = None  # SetFit's pair objective beside cross-entropy (encoders)
+    label_rows: bool | None = None  # encoders: each label's name also trains as a row of its class
     quantize: str | None = None  # None, "8bit" or "4bit" base weights (bitsandbytes)
     seed: int = 0  # seed for the split, the head, the data order and dropout
     max_rows: int | None = None  # cap on training rows; None = the data module's default cap
@@ -303,6 +306,11 @@ def _check_numbers(spec: TrainSpec) -> list[str]:
     ):
         problems.append(
             f"pair_weight is {spec.pair_weight!r}; use a weight from 0 (off) to 100 (e.g. 1)."
+        )
+    if spec.label_rows is not None and not isinstance(spec.label_rows, bool):
+        problems.append(
+            f"label_rows is {spec.label_rows!r}; use true (each label's name also trains as a "
+            "row of its class), false, or leave it unset for the preset's choice."
         )
     if spec.warmup_ratio is not None and (
         not _is_number(spec.warmup_ratio) or not 0 <= spec.warmup_ratio < 1
