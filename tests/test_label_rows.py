@@ -101,7 +101,9 @@ def test_an_encoder_trains_on_its_label_names_and_says_so(tmp_path, monkeypatch)
     started = next(e for e in events if e["type"] == "started")
     assert started["train_rows"] == 8  # the data's rows; the names are the recipe's
     logs = [e["message"] for e in events if e["type"] == "log"]
-    assert any("label's name also trains" in m and "'bad', 'good'" in m for m in logs)
+    assert any(
+        "label's name also trains" in m and "'bad', 'good'" in m and "chance" in m for m in logs
+    )
 
 
 def test_names_that_mean_nothing_to_the_body_do_not_train(tmp_path, monkeypatch):

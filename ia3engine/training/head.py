@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ia3engine.layers import IA3Layer
+from ia3engine.training.tasks import EMBED_BATCH, evaluating
 
 logger = logging.getLogger(__name__)
 
@@ -102,14 +103,12 @@ def _features(model, layer: nn.Linear, task, texts: list[str]) -> torch.Tensor:
     """The output layer's inputs for these texts, in eval mode (no dropout)."""
     captured: list[torch.Tensor] = []
     hook = layer.register_forward_pre_hook(lambda _m, args: captured.append(args[0].float()))
-    was_training = model.training
-    model.eval()
     try:
-        for i in range(0, len(texts), 32):
-            task.probs(model, texts[i : i + 32])
+        with evaluating(model):
+            for i in range(0, len(texts), EMBED_BATCH):
+                task.probs(model, texts[i : i + EMBED_BATCH])
     finally:
         hook.remove()
-        model.train(was_training)
     return torch.cat([c.reshape(-1, c.shape[-1]) for c in captured]).cpu()  # (N, d)
 
 

@@ -10,15 +10,11 @@ rows better than a shuffle of the same guesses would.
 
 from __future__ import annotations
 
-import logging
-
 import torch
 import torch.nn.functional as F
 
 from ia3engine.training.head import pick_rows
-from ia3engine.training.pooling import sentence_embedding
-
-logger = logging.getLogger(__name__)
+from ia3engine.training.tasks import evaluating
 
 
 def label_name_rows(labels: list[str]) -> dict[str, list]:
@@ -33,53 +29,43 @@ def label_name_rows(labels: list[str]) -> dict[str, list]:
     return {"text": texts, "label": ids}
 
 
-@torch.no_grad()
-def _embed(model, task, texts: list[str], pooling) -> torch.Tensor:
-    """Unit sentence embeddings of these texts, pooled as the body was pre-trained to pool."""
-    parts = []
-    for i in range(0, len(texts), 32):
-        inputs = task.to_device(task._encode(texts[i : i + 32]))
-        with task.autocast():
-            out = model(**inputs, output_hidden_states=True)
-        pooled = sentence_embedding(
-            out.hidden_states[-1].float(), inputs.get("attention_mask"), pooling
-        )
-        parts.append(F.normalize(pooled, dim=-1).cpu())
-    return torch.cat(parts)
-
-
-def names_beat_chance(guess: torch.Tensor, truth: torch.Tensor) -> bool:
-    """True when zero-shot guesses hit more rows than the same guesses shuffled would: the sum
-    over classes of (share guessed c) x (share truly c), times the rows."""
+def zero_shot_shares(guess: torch.Tensor, truth: torch.Tensor) -> tuple[float, float]:
+    """(share of rows the guesses hit, share the same guesses shuffled would hit: the sum over
+    classes of share guessed c x share truly c)."""
     if not len(truth):
-        return False
+        return 0.0, 0.0
     classes = torch.cat([guess, truth]).unique()
     chance = sum(
         ((guess == c).float().mean() * (truth == c).float().mean()).item() for c in classes
     )
-    return (guess == truth).sum().item() > chance * len(truth)
+    return (guess == truth).float().mean().item(), chance
 
 
-def label_rows_if_meaningful(model, task, texts, labels, names: list[str], pooling, seed=0):
-    """The label-name rows when the names mean something to the body, else None (and why).
+def names_beat_chance(guess: torch.Tensor, truth: torch.Tensor) -> bool:
+    """True when zero-shot guesses hit more rows than the same guesses shuffled would."""
+    hits, chance = zero_shot_shares(guess, truth)
+    return len(truth) > 0 and hits > chance
 
+
+def label_rows_if_meaningful(model, task, texts, labels, names: list[str], seed=0):
+    """(the label-name rows or None, what the zero-shot reading found): the rows only when the
+    names mean something to the body.
+
+    `task` is the EncoderClassify whose pooling the pair objective uses (`use_pairs` first).
     Reads up to 32 rows per class (the head start's rows) in eval mode, before any training.
     """
     rows = label_name_rows(names)
     if len(rows["text"]) < 2:
         return None, "fewer than two labels have a name"
     picked = pick_rows(list(labels), len(names), seed)
-    was_training = model.training
-    model.eval()
-    try:
-        data = _embed(model, task, [texts[i] for i in picked], pooling)
-        name_vectors = _embed(model, task, rows["text"], pooling)
-    finally:
-        model.train(was_training)
+    with evaluating(model):
+        data = F.normalize(task.embed(model, [texts[i] for i in picked]), dim=-1)
+        name_vectors = F.normalize(task.embed(model, rows["text"]), dim=-1)
     ids = torch.tensor(rows["label"])
     guess = ids[(data @ name_vectors.T).argmax(dim=1)]
     truth = torch.tensor([labels[i] for i in picked])
+    hits, chance = zero_shot_shares(guess, truth)
+    found = f"read zero-shot, the names sort {hits:.0%} of {len(truth)} rows, chance {chance:.0%}"
     if not names_beat_chance(guess, truth):
-        hits = (guess == truth).float().mean().item()
-        return None, f"the names, read zero-shot, sort the rows no better than chance ({hits:.0%})"
-    return rows, None
+        return None, f"{found}: no better than chance"
+    return rows, found

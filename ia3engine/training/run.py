@@ -85,7 +85,7 @@ class Run:
     params: dict[str, torch.nn.Parameter] = field(default_factory=dict)  # the trainable ones
     prompt: str | None = None  # the choice prompt generative classifiers were trained with
     extra_rows: dict | None = None  # rows the recipe trains on beside the data (label names)
-    label_rows_note: str | None = None  # why the label names do not train, when they do not
+    label_rows_note: str | None = None  # what the names' zero-shot reading found
 
 
 def train(
@@ -192,21 +192,14 @@ def build(run: Run) -> None:
     run.model = get_ia3_model(run.loaded.model, config)
     run.params = {n: p for n, p in run.model.named_parameters() if p.requires_grad}
     if kind == "encoder" and spec.task == "classify":
-        pooling = sentence_pooling(run.loaded.path)
+        run.task.use_pairs(spec.pair_weight, sentence_pooling(run.loaded.path))
         if spec.label_rows:
             run.extra_rows, run.label_rows_note = label_rows_if_meaningful(
-                run.model,
-                run.task,
-                data.train["text"],
-                data.train["label"],
-                data.labels,
-                pooling,
-                spec.seed,
+                run.model, run.task, data.train["text"], data.train["label"], data.labels, spec.seed
             )
         rows = columns_with(data.train, run.extra_rows)
         heads = [m.modules_to_save["default"] for _, m in run.model.saved_modules()]
         init_from_class_means(run.model, heads, run.task, rows["text"], rows["label"], spec.seed)
-        run.task.use_pairs(spec.pair_weight, pooling)
 
 
 def _make_task(run: Run) -> tuple[Task, str | None]:
@@ -319,9 +312,8 @@ def _start(run: Run, loop: Loop, spec_dict: dict) -> None:
         names = ", ".join(shown) + (f" and {more} more" if more > 0 else "")
         run.emit(
             "log",
-            message=f"Each label's name also trains as one row of its class ({names}): the "
-            "words that name the classes are a prior the body understands (label_rows; "
-            "false turns it off).",
+            message=f"Each label's name also trains as one row of its class ({names}): "
+            f"{run.label_rows_note} (turn off: --no-label-rows, or label_rows false).",
         )
     elif run.label_rows_note:
         run.emit("log", message=f"The label names do not train as rows: {run.label_rows_note}.")

@@ -26,6 +26,20 @@ from ia3engine.training.pooling import DEFAULT as DEFAULT_POOLING
 from ia3engine.training.pooling import sentence_embedding
 from ia3engine.training.streamer import RowStop, RowStreamer
 
+EMBED_BATCH = 32  # rows per no-grad forward when reading features outside training
+
+
+@contextlib.contextmanager
+def evaluating(model):
+    """The model in eval mode (no dropout) inside the block, then back to how it was."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 # Listing the options helps instruction-tuned models and costs nothing for the others.
 DEFAULT_CHOICE_PROMPT = "{text}\nOptions: {options}.\nAnswer:"
 GENERATE_MAX_NEW_TOKENS = 64
@@ -94,11 +108,27 @@ class EncoderClassify(Task):
             out = model(**batch, output_hidden_states=pairs)
         loss = F.cross_entropy(out.logits.float(), labels)  # logits (B, num_labels)
         if pairs:
-            embedding = sentence_embedding(
-                out.hidden_states[-1].float(), batch.get("attention_mask"), self.pooling
-            )
+            embedding = self._sentence(out, batch)
             loss = loss + self.pair_weight * pair_loss(embedding, labels)
         return loss
+
+    def _sentence(self, out, batch: dict) -> torch.Tensor:
+        """The body's sentence embedding: its last hidden states pooled with `pooling`."""
+        return sentence_embedding(
+            out.hidden_states[-1].float(), batch.get("attention_mask"), self.pooling
+        )
+
+    @torch.no_grad()
+    def embed(self, model, texts: list[str]) -> torch.Tensor:
+        """Sentence embeddings (N, d) of these texts, as the pair objective reads them (call
+        inside `evaluating(model)` for no dropout)."""
+        parts = []
+        for i in range(0, len(texts), EMBED_BATCH):
+            batch = self.to_device(self._encode(texts[i : i + EMBED_BATCH]))
+            with self.autocast():
+                out = model(**batch, output_hidden_states=True)
+            parts.append(self._sentence(out, batch).cpu())
+        return torch.cat(parts)
 
     @torch.no_grad()
     def probs(self, model, texts: list[str], adapter_names=None) -> torch.Tensor:
