@@ -1,12 +1,18 @@
 """Few-shot bench tables: summaries over seeds, the goal's verdict, markdown, docs section.
 
-Used by bench/fewshot.py; kept apart so that the runner stays short.
+Used by bench/fewshot.py; kept apart so that the runner stays short. Run on its own, it joins
+`--record` files written by separate processes (ours and SetFit's, or seeds split over cores)
+into one comparison table per data set, running nothing:
+`.venv/bin/python bench/fewshot_table.py ours_cr.json setfit_cr.json ...`.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import platform
+import re
 import statistics
 from pathlib import Path
 
@@ -147,3 +153,92 @@ def write_section(path: Path, title: str, body: str) -> None:
         section = section[:at] + sub + ("" if stop < 0 else section[stop:])
     tail = text[end:]
     path.write_text(text[:start] + section.rstrip("\n") + "\n" + ("\n" + tail if tail else ""))
+
+
+# ---- records joined --------------------------------------------------------------------------
+def join_records(stores: list[dict]) -> dict[str, dict]:
+    """Records ({title: {run key: run}}) merged per data set; a later file's run replaces an
+    earlier one with the same key (method/shots/seed)."""
+    joined: dict[str, dict] = {}
+    for store in stores:
+        for title, runs in store.items():
+            joined.setdefault(title, {}).update(runs)
+    return joined
+
+
+def _cell(runs: list[dict]) -> dict | None:
+    if not runs:
+        return None
+    accs = [r["accuracy"] for r in runs]
+    return {
+        "mean": statistics.mean(accs),
+        "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+        "n": len(accs),
+        "cpu_s": statistics.mean(r["cpu_s"] for r in runs),
+    }
+
+
+def _accuracy(cell: dict | None) -> str:
+    return f"{cell['mean']:.3f} ± {cell['std']:.3f} ({cell['n']})" if cell else "not measured"
+
+
+def _cpu(cell: dict | None) -> str:
+    return f"{cell['cpu_s']:.0f}" if cell else "-"
+
+
+def comparison(title: str, runs: dict, ours: str = "default", peer: str = "setfit") -> str:
+    """One data set's table: ours against the peer per size (rows per class when the title
+    names the label count), the goal per row (beat up to FEW_PER_CLASS per class, no worse
+    above), CPU seconds per run and their ratio, then every seed's accuracy."""
+    found = re.search(r"\((\d+) labels", title)
+    n_labels = int(found.group(1)) if found else None
+    shots_list = sorted({r["shots"] for r in runs.values() if r["method"] in (ours, peer)})
+    lines = [
+        f"#### {title}",
+        "",
+        f"| rows | ours: accuracy (seeds) | {peer}: accuracy (seeds) | goal | ours CPU s per run "
+        f"| {peer} CPU s per run | CPU ratio |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    seeds_lines = []
+    for shots in shots_list:
+        mine = _cell([r for r in runs.values() if r["method"] == ours and r["shots"] == shots])
+        theirs = _cell([r for r in runs.values() if r["method"] == peer and r["shots"] == shots])
+        few = shots // n_labels <= FEW_PER_CLASS if n_labels else shots <= FEW_SHOTS
+        goal, ratio = "beat" if few else "no worse", "-"
+        if mine is None or theirs is None:
+            goal += ": not measured"
+        else:
+            ok = mine["mean"] > theirs["mean"] if few else mine["mean"] >= theirs["mean"]
+            goal += f": **{'met' if ok else 'not met'}**"
+            ratio = f"{mine['cpu_s'] / theirs['cpu_s']:.2f}x"
+        lines.append(
+            f"| {_size(shots, n_labels)} | {_accuracy(mine)} | {_accuracy(theirs)} | {goal} "
+            f"| {_cpu(mine)} | {_cpu(theirs)} | {ratio} |"
+        )
+        for method in (ours, peer):
+            accs = sorted(
+                (r["seed"], r["accuracy"])
+                for r in runs.values()
+                if r["method"] == method and r["shots"] == shots
+            )
+            if accs:
+                shown = ", ".join(f"{seed}: {acc:.3f}" for seed, acc in accs)
+                seeds_lines.append(f"- {method} {_size(shots, n_labels)} per seed: {shown}")
+    return "\n".join([*lines, "", *seeds_lines])
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description="Join few-shot --record files into tables.")
+    parser.add_argument("records", nargs="+", type=Path, help="bench/fewshot.py --record files")
+    parser.add_argument("--peer", default="setfit", help="the method ours is compared with")
+    args = parser.parse_args(argv)
+    missing = [str(p) for p in args.records if not p.is_file()]
+    if missing:
+        parser.error(f"no such record file: {', '.join(missing)}")
+    joined = join_records([json.loads(p.read_text()) for p in args.records])
+    print("\n\n".join(comparison(title, runs, peer=args.peer) for title, runs in joined.items()))
+
+
+if __name__ == "__main__":
+    main()
