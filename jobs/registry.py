@@ -272,8 +272,8 @@ def _written_once(target: Path, write) -> Path:
     try:
         made = write(partial)
         try:
-            os.rename(made, target)  # atomic; fails if another caller's copy landed first
-        except OSError:
+            os.rename(made, target)  # atomic: a reader sees the old whole file or the new one
+        except OSError:  # a folder cannot replace another caller's folder that landed first
             if not target.exists():
                 raise
     finally:
@@ -306,8 +306,6 @@ def package_zip(adapter_id: int, *, db=None) -> Path:
     target = folder / f"{slug}-{adapter_id}.zip"
     if target.is_file():
         return target
-    for old in folder.glob("*.zip"):  # made under an earlier name of the adapter
-        old.unlink(missing_ok=True)
 
     def write(partial: Path) -> Path:
         stored = adapter_files(adapter_id, db=db)
@@ -318,7 +316,13 @@ def package_zip(adapter_id: int, *, db=None) -> Path:
                     archive.writestr(name, stored[name])
         return made
 
-    return _written_once(target, write)
+    _written_once(target, write)
+    # Zips made under an earlier name go, never this one: a parallel request may have written
+    # it since the check above and be serving it now.
+    for old in folder.glob("*.zip"):
+        if old.name != target.name:
+            old.unlink(missing_ok=True)
+    return target
 
 
 # Changing ------------------------------------------------------------------------------

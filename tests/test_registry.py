@@ -4,6 +4,7 @@ import with safety and shape checks, rename, delete."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import zipfile
 
@@ -87,6 +88,29 @@ def test_package_zip_loads_in_peft_as_is(db_url, peft_adapter, base_dir, tmp_pat
     with torch.no_grad():
         again = loaded(**tiny_models.token_batch("bert")).logits
     torch.testing.assert_close(again, logits)
+
+
+def test_a_zip_another_request_serves_is_never_removed(db_url, peft_adapter, monkeypatch):
+    """A rename leaves the zip of the old name to be removed by the next download, but a
+    download that found no zip of the current name (another request may write it the moment
+    after) must not remove that one: the other request is serving it."""
+    folder, _ = peft_adapter
+    adapter_id = registry.register_adapter(folder, name="first", db=db_url)
+    old = registry.package_zip(adapter_id, db=db_url)
+    registry.rename_adapter(adapter_id, "second", db=db_url)
+    served = registry.package_zip(adapter_id, db=db_url)
+    assert served.is_file() and served.name != old.name and not old.exists()
+    is_file = type(served).is_file
+    monkeypatch.setattr(  # this request checked just before the other one wrote the zip
+        type(served), "is_file", lambda path: False if path == served else is_file(path)
+    )
+    with open(served, "rb") as being_served:  # the other request's open file
+        again = registry.package_zip(adapter_id, db=db_url)
+        assert os.fstat(being_served.fileno()).st_nlink == 1  # still linked: never removed
+    monkeypatch.undo()
+    assert again == served
+    with zipfile.ZipFile(served) as z:
+        assert "adapter_model.safetensors" in z.namelist()
 
 
 def test_list_filters_searches_and_sorts(db_url, peft_adapter):
