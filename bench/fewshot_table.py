@@ -35,21 +35,30 @@ FEW_PER_CLASS = 16  # the same line in rows per label (the shared sets: 8 and 16
 
 def summarise(results: list[dict], methods, shots_list) -> dict:
     """(method, shots) -> mean/std accuracy; mean CPU seconds of the steps and of the run."""
-    table = {}
-    for method in methods:
-        for shots in shots_list:
-            runs = [r for r in results if r["method"] == method and r["shots"] == shots]
-            accs = [r["accuracy"] for r in runs]
-            table[method, shots] = {
-                "mean": statistics.mean(accs),
-                "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
-                "train_s": statistics.mean(r["train_s"] for r in runs),
-                "step_cpu_s": statistics.mean(r["step_cpu_s"] for r in runs),
-                "cpu_s": statistics.mean(r["cpu_s"] for r in runs),
-                # runs recorded before wall time was kept have none
-                "wall_s": statistics.mean(r.get("wall_s", float("nan")) for r in runs),
-            }
-    return table
+    return {
+        (method, shots): _stats(
+            [r for r in results if r["method"] == method and r["shots"] == shots],
+            ("train_s", "step_cpu_s", "cpu_s", "wall_s"),
+        )
+        for method in methods
+        for shots in shots_list
+    }
+
+
+def _stats(runs: list[dict], keys=("cpu_s",)) -> dict | None:
+    """Mean and std of the runs' accuracy, their count, and the mean of each key (NaN for runs
+    recorded before a key was kept, e.g. wall time); None for no runs."""
+    if not runs:
+        return None
+    accs = [r["accuracy"] for r in runs]
+    found = {
+        "mean": statistics.mean(accs),
+        "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+        "n": len(accs),
+    }
+    for key in keys:
+        found[key] = statistics.mean(r.get(key, float("nan")) for r in runs)
+    return found
 
 
 def _size(shots: int, n_labels: int | None) -> str:
@@ -166,18 +175,6 @@ def join_records(stores: list[dict]) -> dict[str, dict]:
     return joined
 
 
-def _cell(runs: list[dict]) -> dict | None:
-    if not runs:
-        return None
-    accs = [r["accuracy"] for r in runs]
-    return {
-        "mean": statistics.mean(accs),
-        "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
-        "n": len(accs),
-        "cpu_s": statistics.mean(r["cpu_s"] for r in runs),
-    }
-
-
 def _accuracy(cell: dict | None) -> str:
     return f"{cell['mean']:.3f} ± {cell['std']:.3f} ({cell['n']})" if cell else "not measured"
 
@@ -202,8 +199,8 @@ def comparison(title: str, runs: dict, ours: str = "default", peer: str = "setfi
     ]
     seeds_lines = []
     for shots in shots_list:
-        mine = _cell([r for r in runs.values() if r["method"] == ours and r["shots"] == shots])
-        theirs = _cell([r for r in runs.values() if r["method"] == peer and r["shots"] == shots])
+        mine = _stats([r for r in runs.values() if r["method"] == ours and r["shots"] == shots])
+        theirs = _stats([r for r in runs.values() if r["method"] == peer and r["shots"] == shots])
         few = shots // n_labels <= FEW_PER_CLASS if n_labels else shots <= FEW_SHOTS
         goal, ratio = "beat" if few else "no worse", "-"
         if mine is None or theirs is None:
@@ -236,7 +233,16 @@ def main(argv=None) -> None:
     missing = [str(p) for p in args.records if not p.is_file()]
     if missing:
         parser.error(f"no such record file: {', '.join(missing)}")
-    joined = join_records([json.loads(p.read_text()) for p in args.records])
+    stores = []
+    for path in args.records:
+        try:
+            store = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError):
+            store = None
+        if not isinstance(store, dict):
+            parser.error(f"{path} is not a --record file of bench/fewshot.py (a JSON object)")
+        stores.append(store)
+    joined = join_records(stores)
     print("\n\n".join(comparison(title, runs, peer=args.peer) for title, runs in joined.items()))
 
 

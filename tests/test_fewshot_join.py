@@ -92,7 +92,12 @@ def test_a_later_file_replaces_the_same_run():
     assert [r["accuracy"] for r in joined[TITLE].values()] == [0.9]
 
 
-def test_a_missing_record_file_is_named(tmp_path, capsys):
+def test_a_missing_or_foreign_record_file_is_named(tmp_path, capsys):
     with pytest.raises(SystemExit):
         fewshot_table.main([str(tmp_path / "absent.json")])
     assert "no such record file" in capsys.readouterr().err
+    for text in ("not json {", "[1, 2]"):
+        (tmp_path / "other.json").write_text(text)
+        with pytest.raises(SystemExit):
+            fewshot_table.main([str(tmp_path / "other.json")])
+        assert "other.json is not a --record file" in capsys.readouterr().err
