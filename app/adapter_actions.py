@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 
 # Files of an adapter folder a person may download one by one (never anything else on disk).
 DOWNLOADABLE = ("adapter_model.safetensors", "adapter_config.json", "README.md")
+ZIP_TRIES = 3  # a zip renamed away under a download is made again, this many times at most
 
 
 def list_adapters(
@@ -57,8 +58,24 @@ def adapter_info(adapter_id: int) -> dict:
 
 
 def adapter_zip(adapter_id: int) -> str:
-    """Path of a zip of the adapter (PEFT files + model card) that loads in peft as is."""
-    return servable(access.package_zip(int(adapter_id), actor=current_actor()))
+    """Path of a zip of the adapter (PEFT files + model card) that loads in peft as is.
+
+    The zip is named after the adapter, and a download under a new name removes the zip of
+    the old one: a request handed the old zip in the instant before a rename can find it gone
+    when it copies it, so it asks again (it gets the zip of the new name)."""
+    actor = current_actor()
+    for attempt in range(ZIP_TRIES):
+        try:
+            path = servable(access.package_zip(int(adapter_id), actor=actor))
+            if os.path.isfile(path):  # the local user is handed the zip itself, not a copy
+                return path
+        except FileNotFoundError:  # a person's private copy found the zip gone
+            pass
+        logger.info("Adapter %s's zip went while it was served (try %d)", adapter_id, attempt + 1)
+    raise AdapterError(
+        f"Adapter {adapter_id} was renamed several times while its zip was being made; "
+        "download it again."
+    )
 
 
 def adapter_files(adapter_id: int) -> list[Path]:

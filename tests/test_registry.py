@@ -20,8 +20,9 @@ from transformers import (
     BertForSequenceClassification,
 )
 
+from app import adapter_actions
 from ia3engine.errors import AdapterError, AdapterFileError
-from jobs import registry
+from jobs import access, registry
 from jobs.db import get_engine, reading, writing
 from jobs.models import Adapter, AdapterFile, Job
 
@@ -254,3 +255,32 @@ def test_import_refuses_unknown_base_model_offline(db_url, peft_adapter):
 def test_engine_is_migrated_on_first_use(db_url):
     tables = set(inspect(get_engine(db_url)).get_table_names())
     assert {"jobs", "job_events", "adapters", "adapter_files", "checkpoints", "datasets"} <= tables
+
+
+def test_a_download_handed_a_zip_renamed_away_asks_again(db_url, peft_adapter, monkeypatch):
+    """The narrow race left by the test above: a request handed the zip of the old name in the
+    instant before the owner renamed the adapter (and another download removed that zip) asks
+    again and serves the zip of the new name; renamed away on every try, it gets a message."""
+    folder, _ = peft_adapter
+    adapter_id = registry.register_adapter(folder, name="first", db=db_url)
+    made = registry.package_zip
+    names = iter(["second", "third", "fourth", "fifth"])
+    renames_left = [1]
+
+    def renamed_meanwhile(adapter, *, actor, db=None):
+        handed = made(adapter)
+        if renames_left[0]:
+            renames_left[0] -= 1
+            registry.rename_adapter(adapter, next(names))
+            made(adapter)  # another download packs the new name and removes the old zip
+        return handed
+
+    monkeypatch.setattr(access, "package_zip", renamed_meanwhile)
+    served = adapter_actions.adapter_zip(adapter_id)
+    assert os.path.basename(served).startswith("second-") and os.path.isfile(served)
+    with zipfile.ZipFile(served) as z:
+        assert "adapter_model.safetensors" in z.namelist()
+
+    renames_left[0] = adapter_actions.ZIP_TRIES  # renamed away under every try
+    with pytest.raises(AdapterError, match="renamed several times.*download it again"):
+        adapter_actions.adapter_zip(adapter_id)
