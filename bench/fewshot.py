@@ -8,6 +8,10 @@ Run: `HF_HUB_OFFLINE=1 .venv/bin/python bench/fewshot.py [--quick]` (about 13 CP
 file with 3 seeds; --quick, one seed, about 5). The real public sets of ../shared/data:
 `--shared cr --per-class 8 16 64 --seeds 0 1 2 3 4 --methods default setfit` (SetFit needs the
 bench extra: `.venv/bin/pip install -e ".[bench]"`).
+Choosing a recipe never looks at the test file: `--dev 500` scores on 500 rows of the training
+pool instead (one fixed draw, less each run's training rows), and `--spec '{"steps": 240}'`
+trains the default with those TrainSpec fields changed, e.g.
+`--shared agnews --per-class 8 --methods default --dev 500 --spec '{"lr": 5e-3}'`.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 
 from ia3engine import TrainSpec, train  # noqa: E402
 from ia3engine.data.dataset import prepare_dataset  # noqa: E402
+from ia3engine.errors import SpecError  # noqa: E402
 
 METHODS = ("default", "setfit", "head", "peft_ia3", "peft_lora")
 SHARED_DATA = ROOT.parent / "shared" / "data"  # real public sets (../shared/data/README.md)
@@ -49,6 +54,7 @@ SHARED_DATA = ROOT.parent / "shared" / "data"  # real public sets (../shared/dat
 SETFIT_ARGS = {"num_iterations": 20, "num_epochs": 1, "batch_size": 16}
 PEER_LR = {"head": 3e-3, "peft_ia3": 3e-3, "peft_lora": 1e-3}
 EVAL_BATCH = 64
+DEV_DRAW_SEED = 123  # the development rows are one draw of the pool, the same for every run
 HUB_EVAL_ROWS = 1000  # a Hub validation/test split is capped here to keep the bench short
 
 
@@ -104,6 +110,37 @@ def few_shot(rows: dict, shots: int, seed: int) -> dict:
     return {k: [v[i] for i in picked] for k, v in rows.items()}
 
 
+def dev_rows(pool: dict, chosen: dict, size: int) -> dict:
+    """`size` rows of the training pool to choose a recipe on, never the test file: one fixed
+    draw of the pool (the same for every seed and size), less the rows `chosen` to train."""
+    taken = set(chosen["text"])
+    n = len(pool["text"])
+    draw = random.Random(DEV_DRAW_SEED).sample(range(n), min(n, size + len(taken)))
+    keep = [i for i in draw if pool["text"][i] not in taken][:size]
+    return {k: [v[i] for i in keep] for k, v in pool.items()}
+
+
+def recipe(text: str | None, data: str) -> dict:
+    """The `--spec` overrides: a JSON object of TrainSpec fields, checked by the engine's own
+    validation (every bad field named) before any run."""
+    if not text:
+        return {}
+    try:
+        fields = json.loads(text)
+        if not isinstance(fields, dict):
+            raise SystemExit(
+                "--spec must be a JSON object of TrainSpec fields, e.g. '{\"steps\": 240}'."
+            )
+        TrainSpec.from_dict({"model": "minilm", "data": data, **fields}).validate()
+    except json.JSONDecodeError as err:
+        raise SystemExit(
+            f"--spec is not JSON ({err.msg}); write e.g. '{{\"steps\": 240}}'."
+        ) from None
+    except (SpecError, TypeError) as err:
+        raise SystemExit(f"--spec: {err}") from None
+    return fields
+
+
 def shared_files(name: str) -> tuple[str, str]:
     """The pool and the fixed test file of a shared set; a clear exit when they are absent."""
     pool, test = SHARED_DATA / f"{name}_pool.csv", SHARED_DATA / f"{name}_test.csv"
@@ -152,12 +189,14 @@ def base_classifier(labels: list[str], seed: int):
 
 
 # ---- (a) our default recipe ----------------------------------------------------------------
-def run_default(train_rows, eval_rows, seed: int, work: Path) -> dict:
+def run_default(train_rows, eval_rows, seed: int, work: Path, overrides=None) -> dict:
     """ia3engine.train with TrainSpec defaults and no eval file, as a person runs it; scored on
     the held-out rows afterwards by loading the adapter with PEFT (outside the timed run). Below
-    500 rows no validation split is taken, so every row trains, as it does for the peers."""
+    500 rows no validation split is taken, so every row trains, as it does for the peers.
+    `overrides` (from --spec) change TrainSpec fields."""
     data = write_csv(train_rows, work / f"fewshot-{seed}.csv")
-    spec = TrainSpec(model="minilm", data=data, seed=seed, out_dir=str(work / f"default-{seed}"))
+    out_dir = str(work / f"default-{seed}")
+    spec = TrainSpec(model="minilm", data=data, seed=seed, out_dir=out_dir, **(overrides or {}))
     marks: dict[str, float] = {}
 
     def on_event(event: dict) -> None:  # CPU clock at the start and after each step
@@ -305,15 +344,18 @@ def run_all(train_rows, eval_rows, args, seeds, record: dict, save) -> list[dict
         for shots in args.shots:
             for seed in seeds:
                 rows = few_shot(train_rows, shots, seed)
+                held = dev_rows(train_rows, rows, args.dev) if args.dev else eval_rows
                 for method in args.methods:
                     key = f"{method}/{shots}/{seed}"
                     if key not in record:
                         if method == "default":
-                            got = run_default(rows, eval_rows, seed, Path(tmp))
+                            got = run_default(
+                                rows, held, seed, Path(tmp), recipe(args.spec, args.data)
+                            )
                         elif method == "setfit":
-                            got = run_setfit(rows, eval_rows, seed, Path(tmp))
+                            got = run_setfit(rows, held, seed, Path(tmp))
                         else:
-                            got = run_peer(method, rows, eval_rows, seed, plan)
+                            got = run_peer(method, rows, held, seed, plan)
                         record[key] = {**got, "method": method, "shots": shots, "seed": seed}
                         save()
                     print(json.dumps(record[key]), flush=True)
@@ -350,6 +392,14 @@ def parse_args(argv=None):
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--quick", action="store_true", help="one seed")
     parser.add_argument(
+        "--dev",
+        type=int,
+        metavar="N",
+        help="score on N rows of the training pool (not among the run's training rows), never "
+        "the eval/test file: the rows to choose a recipe on",
+    )
+    parser.add_argument("--spec", help="TrainSpec fields the default trains with, as JSON")
+    parser.add_argument(
         "--threads",
         type=int,
         default=1,
@@ -383,7 +433,16 @@ def main(argv=None) -> None:
     n_labels = len(set(train_rows["label"]))
     if args.per_class:
         args.shots = [k * n_labels for k in args.per_class]
-    title += f" ({n_labels} labels, {len(eval_rows['text'])} held-out rows)"
+    recipe(args.spec, args.data)  # a bad --spec stops here, before any run
+    if args.dev is not None and args.dev < 1:
+        raise SystemExit("--dev needs a number of rows (e.g. 500).")
+    if args.dev:
+        source = title.split(" -> ")[0]
+        title = f"{source}: {args.dev} development rows of its pool ({n_labels} labels)"
+    else:
+        title += f" ({n_labels} labels, {len(eval_rows['text'])} held-out rows)"
+    if args.spec:
+        title += f", default with {args.spec}"
     record_path = Path(args.record) if args.record else None
     store = json.loads(record_path.read_text()) if record_path and record_path.exists() else {}
     record = store.setdefault(title, {})
