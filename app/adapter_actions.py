@@ -65,8 +65,9 @@ def adapter_zip(adapter_id: int) -> str:
     when it copies it, so it asks again (it gets the zip of the new name)."""
     actor = current_actor()
     for attempt in range(ZIP_TRIES):
+        made = access.package_zip(int(adapter_id), actor=actor)
         try:
-            path = servable(access.package_zip(int(adapter_id), actor=actor))
+            path = servable(made)
             if os.path.isfile(path):  # the local user is handed the zip itself, not a copy
                 return path
         except FileNotFoundError:  # a person's private copy found the zip gone

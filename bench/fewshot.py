@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import random
+import shlex
 import sys
 import tempfile
 import time
@@ -54,6 +55,8 @@ SHARED_DATA = ROOT.parent / "shared" / "data"  # real public sets (../shared/dat
 SETFIT_ARGS = {"num_iterations": 20, "num_epochs": 1, "batch_size": 16}
 PEER_LR = {"head": 3e-3, "peft_ia3": 3e-3, "peft_lora": 1e-3}
 EVAL_BATCH = 64
+# TrainSpec fields every run of the bench sets itself; --spec may change any other
+BENCH_FIELDS = ("model", "data", "eval_data", "seed", "out_dir")
 DEV_DRAW_SEED = 123  # the development rows are one draw of the pool, the same for every run
 HUB_EVAL_ROWS = 1000  # a Hub validation/test split is capped here to keep the bench short
 
@@ -130,6 +133,12 @@ def recipe(text: str | None, data: str) -> dict:
         if not isinstance(fields, dict):
             raise SystemExit(
                 "--spec must be a JSON object of TrainSpec fields, e.g. '{\"steps\": 240}'."
+            )
+        fixed = sorted(set(fields) & set(BENCH_FIELDS))
+        if fixed:
+            raise SystemExit(
+                f"--spec cannot set {', '.join(fixed)}: the bench sets them for every run "
+                "(the model, the drawn rows, the seed); use --seeds for seeds."
             )
         TrainSpec.from_dict({"model": "minilm", "data": data, **fields}).validate()
     except json.JSONDecodeError as err:
@@ -377,9 +386,7 @@ def run_all(train_rows, eval_rows, args, seeds, record: dict, save) -> list[dict
                     key = f"{method}/{shots}/{seed}"
                     if key not in record:
                         if method == "default":
-                            got = run_default(
-                                rows, held, seed, Path(tmp), recipe(args.spec, args.data)
-                            )
+                            got = run_default(rows, held, seed, Path(tmp), args.overrides)
                         elif method == "setfit":
                             got = run_setfit(rows, held, seed, Path(tmp))
                         elif method == "setfit_head":
@@ -441,7 +448,10 @@ def parse_args(argv=None):
         help="JSON file of finished runs: written after each run, and runs already in it (same "
         "data) are reused, so an interrupted bench continues where it stopped",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.dev is not None and args.dev < 1:
+        parser.error("--dev needs a number of rows (e.g. 500)")
+    return args
 
 
 def main(argv=None) -> None:
@@ -452,25 +462,24 @@ def main(argv=None) -> None:
     hf_logging.disable_progress_bar()
     torch.set_num_threads(args.threads)
     seeds = args.seeds[:1] if args.quick else args.seeds
+    if args.shared and not args.hub_dataset:
+        args.data, args.eval = shared_files(args.shared)
+    args.overrides = recipe(args.spec, args.data)  # a bad --spec stops here, before any data
     if args.hub_dataset:
         train_rows, eval_rows = load_hub(args.hub_dataset, args.hub_config)
-        title = " ".join(["Hub dataset", args.hub_dataset, args.hub_config or ""]).strip()
+        source = " ".join(["Hub dataset", args.hub_dataset, args.hub_config or ""]).strip()
+        held_out = source
     else:
-        if args.shared:
-            args.data, args.eval = shared_files(args.shared)
         train_rows, eval_rows = load_files(args.data, args.eval)
-        title = f"{Path(args.data).name} -> {Path(args.eval).name}"
+        source = Path(args.data).name
+        held_out = f"{source} -> {Path(args.eval).name}"
     n_labels = len(set(train_rows["label"]))
     if args.per_class:
         args.shots = [k * n_labels for k in args.per_class]
-    recipe(args.spec, args.data)  # a bad --spec stops here, before any run
-    if args.dev is not None and args.dev < 1:
-        raise SystemExit("--dev needs a number of rows (e.g. 500).")
     if args.dev:
-        source = title.split(" -> ")[0]
         title = f"{source}: {args.dev} development rows of its pool ({n_labels} labels)"
     else:
-        title += f" ({n_labels} labels, {len(eval_rows['text'])} held-out rows)"
+        title = f"{held_out} ({n_labels} labels, {len(eval_rows['text'])} held-out rows)"
     if args.spec:
         title += f", default with {args.spec}"
     record_path = Path(args.record) if args.record else None
@@ -485,7 +494,8 @@ def main(argv=None) -> None:
     table = summarise(results, args.methods, args.shots)
     plan = budget()
     given = sys.argv[1:] if argv is None else list(argv)
-    command = " ".join(["HF_HUB_OFFLINE=1 .venv/bin/python bench/fewshot.py", *_shown(given)])
+    shown = [shlex.quote(arg) for arg in _shown(given)]  # pasted into a shell as it is
+    command = " ".join(["HF_HUB_OFFLINE=1 .venv/bin/python bench/fewshot.py", *shown])
     body = markdown(table, args.methods, args.shots, seeds, plan, command, n_labels)
     if args.record:
         body += (

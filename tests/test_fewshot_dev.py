@@ -52,6 +52,7 @@ def test_a_recipe_variant_is_checked_before_any_run(tmp_path):
         ("[240]", "JSON object"),
         ('{"stepz": 240}', "stepz"),
         ('{"steps": -5}', "steps"),
+        ('{"seed": 3, "data": "x.csv"}', "cannot set data, seed"),
     ):
         with pytest.raises(SystemExit, match=named):
             fewshot.recipe(text, str(data))
@@ -78,6 +79,7 @@ def test_dev_and_spec_reach_the_runs_and_the_title(tmp_path, monkeypatch, capsys
         assert not set(held["text"]) & set(rows["text"])
     out = capsys.readouterr().out
     assert 'pool.csv: 20 development rows of its pool (2 labels), default with {"steps": 30}' in out
+    assert """--dev 20 --spec '{"steps": 30}'`""" in out  # the command pastes into a shell
 
     seen.clear()
     fewshot.main([*argv, "--methods", "default"])  # without --dev: the test file, as before
