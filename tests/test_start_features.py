@@ -11,9 +11,9 @@ import torch
 from transformers import AutoTokenizer, BertConfig, BertModel
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))  # bench/ is not a package on the tests' path
+sys.path.insert(0, str(ROOT))  # bench/ is not a package on the tests' path
 
-import start_features  # noqa: E402
+from bench import start_features  # noqa: E402
 
 
 def _tiny_bert(layers: int = 4) -> BertModel:
