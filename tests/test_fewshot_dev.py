@@ -84,3 +84,12 @@ def test_dev_and_spec_reach_the_runs_and_the_title(tmp_path, monkeypatch, capsys
     seen.clear()
     fewshot.main([*argv, "--methods", "default"])  # without --dev: the test file, as before
     assert all(held["text"] == ["test row", "other test row"] for _, held, _ in seen)
+
+
+def test_a_pool_alone_loads_every_row_and_no_eval_rows(tmp_path):
+    pool = tmp_path / "pool.csv"
+    pool.write_text("text,label\n" + "".join(f"row {i},{'ab'[i % 2]}\n" for i in range(40)))
+    train, held = fewshot.load_files(str(pool))  # no test file: nothing is split off
+    assert train["text"] == [f"row {i}" for i in range(40)]
+    assert train["label"] == ["ab"[i % 2] for i in range(40)]
+    assert held == {"text": [], "label": []}
