@@ -184,15 +184,34 @@ def _guard_cross_site(app: FastAPI, web: web_guard.WebSettings) -> None:
 def serve(app: FastAPI, config: StudioConfig, host: str = "127.0.0.1", port: int = 7860) -> None:
     """Run the studio `app` (from create_app) until interrupted."""
     print(f"IA3 Studio on http://{host}:{port}  (data in {config.data_dir})", flush=True)
-    # Open event streams (a browser tab, an API client) would hold a graceful stop forever.
-    uvicorn.run(
+    settings = uvicorn.Config(
         app,
         host=host,
         port=port,
         log_level="warning",
+        # A request still running at a stop (a prediction) gets this long to finish.
         timeout_graceful_shutdown=3,
         forwarded_allow_ips=_trusted_proxies(),
     )
+    _StudioServer(settings, _mounted_gradio(app)).run()
+
+
+class _StudioServer(uvicorn.Server):
+    """uvicorn that ends Gradio's heartbeat streams when it stops.
+
+    Every open page (and every API client) holds a heartbeat stream that never ends by
+    itself; Gradio closes them when its own server stops, through the mounted app's
+    `stop_event`. Served by uvicorn here, nothing would set it, so each stop (docker stop, a
+    Space restart) waited out the graceful timeout and logged a cancelled task per open page.
+    """
+
+    def __init__(self, settings: uvicorn.Config, gradio_app: GradioApp) -> None:
+        super().__init__(settings)
+        self._gradio_app = gradio_app
+
+    async def shutdown(self, sockets=None) -> None:
+        self._gradio_app.stop_event.set()  # on the server's own loop, where the streams wait
+        await super().shutdown(sockets)
 
 
 def _trusted_proxies() -> str | None:

@@ -1,11 +1,12 @@
 """`ia3 studio` owns its embedded workers: they end with it, even when it is killed; and it
-refuses to start with a job time limit it cannot read."""
+refuses to start with a job time limit it cannot read; a stop ends the open pages' streams."""
 
 import os
 import signal
 import subprocess
 import sys
 
+import httpx
 import pytest
 from studio_support import ROOT, free_port, running_studio, wait_gone
 
@@ -32,3 +33,20 @@ def test_a_studio_with_an_unreadable_limit_does_not_start(tmp_path, variable, va
     assert done.returncode == 2, done.stdout + done.stderr
     assert f"{variable}={value!r} {says}" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_stop_ends_open_pages_streams_cleanly(tmp_path):
+    """An open page holds Gradio's heartbeat stream; a stop ends it (the page hears the end)
+    instead of waiting out the graceful timeout and cancelling it mid-stream."""
+    with running_studio(tmp_path, workers=0) as studio:
+        url = f"{studio.url}gradio_api/heartbeat/page-one"
+        with httpx.stream("GET", url, timeout=30) as stream:
+            assert stream.status_code == 200
+            chunks = stream.iter_text()
+            assert "ALIVE" in next(chunks)
+            studio.process.send_signal(signal.SIGTERM)
+            rest = "".join(chunks)  # raises RemoteProtocolError if the stream is cut instead
+        assert studio.process.wait(timeout=60) == 0
+    assert rest == ""
+    log = studio.log.read_text()
+    assert "Traceback" not in log and "graceful shutdown exceeded" not in log, log[-3000:]
