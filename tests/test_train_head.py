@@ -1,10 +1,16 @@
-"""The few-shot head start: deepest key vectors, leave-one-out separation, uniform [CLS]."""
+"""The few-shot head start: deepest key vectors, leave-one-out separation, uniform [CLS] (for
+encoders not pooled by [CLS])."""
 
+import json
+from pathlib import Path
+
+import pytest
 import torch
 import train_models as tm
+from safetensors.torch import load_file
 
 import ia3engine.training.head as head_start
-from ia3engine import IA3Config, get_ia3_model
+from ia3engine import IA3Config, TrainSpec, get_ia3_model, train
 from ia3engine.training.head import last_layer_keys
 
 
@@ -67,3 +73,35 @@ def test_fit_scale_stays_modest_when_left_out_rows_do_not_follow_the_labels():
     distance, _, truth = head_start.leave_one_out_distances(noise, y)
     probs = torch.softmax(-0.5 * head_start.fit_scale(noise, y) * distance, dim=1)
     assert probs.max() < 0.9  # and unsure where left-out rows say it should be
+
+
+@pytest.mark.parametrize(
+    ("pooling_key", "deepest_key"),
+    [("pooling_mode_cls_token", 1.0), ("pooling_mode_mean_tokens", 0.0)],
+)
+def test_the_encoders_own_pooling_decides_whether_cls_is_averaged(
+    tmp_path, pooling_key, deepest_key
+):
+    """A sentence encoder pooled by [CLS] trained [CLS] to summarise: its deepest key is kept;
+    one pooled by the mean gets [CLS] as the mean (the key at zero). One step at a tiny rate
+    leaves the start on disk."""
+    base = Path(tm.save_tiny("bert", tmp_path / "bert"))
+    (base / "1_Pooling").mkdir()
+    (base / "1_Pooling" / "config.json").write_text(json.dumps({pooling_key: True}))
+    spec = TrainSpec(
+        model=str(base),
+        data=tm.write_sentiment(tmp_path / "train.csv", 16),
+        steps=1,
+        lr=1e-7,
+        batch_size=8,
+        max_length=16,
+        device="cpu",
+        out_dir=str(tmp_path / "out"),
+    )
+    train(spec)
+    vectors = load_file(tmp_path / "out" / "adapter_model.safetensors")
+    deepest = [v for k, v in vectors.items() if ".layer.1.attention.self.key." in k]
+    shallow = [v for k, v in vectors.items() if ".layer.0.attention.self.key." in k]
+    assert deepest and shallow
+    assert all(torch.allclose(v, torch.full_like(v, deepest_key), atol=1e-3) for v in deepest)
+    assert all(torch.allclose(v, torch.ones_like(v), atol=1e-3) for v in shallow)

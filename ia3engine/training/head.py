@@ -4,6 +4,7 @@ A randomly initialised head spends the first steps learning what the base alread
 starting it as a nearest-class-mean classifier gives IA3 a useful gradient from step one.
 Encoders trained for mean pooling (sentence-transformers) leave [CLS] weak: with the deepest
 layer's key vector at zero, [CLS] attends uniformly there, i.e. it reads the mean of the tokens.
+An encoder whose own sentence embedding is its [CLS] state (its pooling file says so) keeps it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ia3engine.layers import IA3Layer
+from ia3engine.training.pooling import DEFAULT as DEFAULT_POOLING
 from ia3engine.training.tasks import EMBED_BATCH, evaluating
 
 logger = logging.getLogger(__name__)
@@ -132,13 +134,17 @@ def uniform_cls_attention(model) -> bool:
 
 
 @torch.no_grad()
-def init_from_class_means(model, heads: list[nn.Module], task, texts, labels, seed=0) -> bool:
+def init_from_class_means(
+    model, heads: list[nn.Module], task, texts, labels, seed=0, pooling=DEFAULT_POOLING
+) -> bool:
     """Set the head's output layer to a scaled nearest-class-mean classifier.
 
     logit_c = s * (x . u_c - |u_c|^2 / 2 - u_c . m) with u_c = mu_c - m, m the mean of the class
     means: the same ranking as the Euclidean distance to each class mean. The scale s is the
     one that fits these rows best left out (`fit_scale`): neither flat nor overconfident.
-    Before that, `uniform_cls_attention` sets the deepest key vector to zero.
+    Before that, `uniform_cls_attention` sets the deepest key vector to zero, unless the
+    encoder's sentence embedding (`pooling`, from `pooling.sentence_pooling`) includes its
+    [CLS] state: its pre-training then trained [CLS] to summarise, and averaging would undo it.
     """
     num_labels = len(task.labels)
     layer = next((x for x in (output_layer(h, num_labels) for h in heads) if x is not None), None)
@@ -147,7 +153,10 @@ def init_from_class_means(model, heads: list[nn.Module], task, texts, labels, se
         return False
     rows = pick_rows(list(labels), num_labels, seed)
     y = torch.tensor([labels[j] for j in rows])
-    uniform_cls_attention(model)
+    if "cls" in pooling:
+        logger.info("[CLS] is this encoder's own sentence embedding; its attention is kept.")
+    else:
+        uniform_cls_attention(model)
     x = _features(model, layer, task, [texts[j] for j in rows])
     weight, bias = _class_mean_classifier(x, y, num_labels)
     scale = fit_scale(x, y)

@@ -192,14 +192,17 @@ def build(run: Run) -> None:
     run.model = get_ia3_model(run.loaded.model, config)
     run.params = {n: p for n, p in run.model.named_parameters() if p.requires_grad}
     if kind == "encoder" and spec.task == "classify":
-        run.task.use_pairs(spec.pair_weight, sentence_pooling(run.loaded.path))
+        pooling = sentence_pooling(run.loaded.path)
+        run.task.use_pairs(spec.pair_weight, pooling)
         if spec.label_rows:
             run.extra_rows, run.label_rows_note = label_rows_if_meaningful(
                 run.model, run.task, data.train["text"], data.train["label"], data.labels, spec.seed
             )
         rows = columns_with(data.train, run.extra_rows)
         heads = [m.modules_to_save["default"] for _, m in run.model.saved_modules()]
-        init_from_class_means(run.model, heads, run.task, rows["text"], rows["label"], spec.seed)
+        init_from_class_means(
+            run.model, heads, run.task, rows["text"], rows["label"], spec.seed, pooling
+        )
 
 
 def _make_task(run: Run) -> tuple[Task, str | None]:
