@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -113,6 +114,28 @@ def _make_engine(url: str) -> Engine:
     return engine
 
 
+WAL_SWITCH_S = 30.0  # as long as the busy timeout
+
+
+def _switch_to_wal(cursor) -> None:
+    """`PRAGMA journal_mode=WAL`, retried while the file is locked.
+
+    The switch turns a read lock into an exclusive one; when two connections try at once,
+    SQLite fails one of them at once with "database is locked" instead of calling the busy
+    handler (waiting could deadlock), so processes that open a new database together (workers
+    starting with the studio) would crash on their first connection.
+    """
+    deadline = time.monotonic() + WAL_SWITCH_S
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 def _install_sqlite_transactions(engine: Engine) -> None:
     """Make pysqlite issue real BEGIN IMMEDIATE for writes (see env-notes, Python 3.11).
 
@@ -125,7 +148,7 @@ def _install_sqlite_transactions(engine: Engine) -> None:
         dbapi_conn.isolation_level = None
         cursor = dbapi_conn.cursor()
         cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.execute("PRAGMA journal_mode=WAL")
+        _switch_to_wal(cursor)
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import threading
 
 import jobs_support
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
 
 from ia3engine.training.spec import TrainSpec
 from jobs import queue
-from jobs.db import get_engine, head_revision
+from jobs.db import _make_engine, get_engine, head_revision
 from jobs.status import Status
 
 PROCESSES = 4
@@ -90,3 +92,33 @@ def test_workers_starting_together_migrate_once(kind, tmp_path):
         engine.dispose()
     finally:
         cleanup()
+
+
+def _connect_after(barrier: threading.Barrier, engine, failures: list[str]) -> None:
+    barrier.wait()
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except OperationalError as exc:
+        failures.append(str(exc.orig))
+
+
+def test_connections_opening_a_new_sqlite_file_together_all_get_in(tmp_path):
+    """Switching a new file to WAL fails one of two racing connections at once ("database is
+    locked": SQLite skips the busy handler there), which crashed a worker starting beside
+    others now and then; the switch is retried, so no connection is refused."""
+    failures: list[str] = []
+    for round_ in range(150):
+        engines = [_make_engine(f"sqlite:///{tmp_path / f'new-{round_}.db'}") for _ in range(6)]
+        barrier = threading.Barrier(len(engines))
+        threads = [
+            threading.Thread(target=_connect_after, args=(barrier, engine, failures))
+            for engine in engines
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for engine in engines:
+            engine.dispose()
+    assert failures == []
