@@ -104,17 +104,17 @@ def dispose_engines() -> None:
         _engines.clear()
 
 
+SQLITE_WAIT_S = 30  # how long a SQLite connection waits for another's lock (busy, WAL switch)
+
+
 def _make_engine(url: str) -> Engine:
     if not url.startswith("sqlite"):
         return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
     if url.startswith("sqlite:///") and ":memory:" not in url:
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": SQLITE_WAIT_S})
     _install_sqlite_transactions(engine)
     return engine
-
-
-WAL_SWITCH_S = 30.0  # as long as the busy timeout
 
 
 def _switch_to_wal(cursor) -> None:
@@ -125,7 +125,7 @@ def _switch_to_wal(cursor) -> None:
     handler (waiting could deadlock), so processes that open a new database together (workers
     starting with the studio) would crash on their first connection.
     """
-    deadline = time.monotonic() + WAL_SWITCH_S
+    deadline = time.monotonic() + SQLITE_WAIT_S
     while True:
         try:
             cursor.execute("PRAGMA journal_mode=WAL")
@@ -147,7 +147,7 @@ def _install_sqlite_transactions(engine: Engine) -> None:
     def _on_connect(dbapi_conn, _record):
         dbapi_conn.isolation_level = None
         cursor = dbapi_conn.cursor()
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_WAIT_S * 1000)}")
         _switch_to_wal(cursor)
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
