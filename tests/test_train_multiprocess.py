@@ -40,7 +40,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
         warmup_ratio=0.0,
         max_length=16,
         device="cpu",
-        pair_weight=0.0,  # the pair objective pairs rows within each process's forward
+        pair_weight=1.0,  # the pairs straddle the two processes: both must pair all 8 rows
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])

@@ -18,16 +18,20 @@ import torch
 from ia3engine.training.checkpoint import (
     check_same_spec,
     load_checkpoint,
+    rng_state,
     save_checkpoint,
     set_rng_state,
 )
 from ia3engine.training.insights import measure as measure_insights
+from ia3engine.training.losses import pair_loss
+from ia3engine.training.spec import BOUNDS
 from ia3engine.training.tasks import evaluate
 from ia3engine.wrappers import is_adapter_param
 
 logger = logging.getLogger(__name__)
 
 CLIP_NORM = 1.0
+PAIR_ROWS = BOUNDS["batch_size"][1]  # rows paired together at most: a spec's largest batch
 
 
 @dataclass
@@ -118,16 +122,18 @@ class Loop:
     # ---- one step --------------------------------------------------------------------------
     def _step(self) -> float:
         self.model.train()
-        total = 0.0
         accum = self.spec.grad_accum
-        for micro in range(accum):
-            rows = self._next_rows()
-            last = micro == accum - 1
-            sync = contextlib.nullcontext() if last else self.accelerator.no_sync(self.model)
-            with sync:
-                loss = self.task.loss(self.model, self.task.batch(rows)) / accum
-                self.accelerator.backward(loss)
-            total += loss.detach().float().item()
+        batches = [self.task.batch(self._next_rows()) for _ in range(accum)]
+        split = accum > 1 or self.accelerator.num_processes > 1
+        if split and getattr(self.task, "pair_weight", 0.0) > 0:
+            total = pairs_over_split_batch(self.model, self.task, batches, self.accelerator)
+        else:
+            total = 0.0
+            for micro, batch in enumerate(batches):
+                with _gradient_sync(self.accelerator, self.model, micro == accum - 1):
+                    loss = self.task.loss(self.model, batch) / accum
+                    self.accelerator.backward(loss)
+                total += loss.detach().float().item()
         self.accelerator.clip_grad_norm_(list(self.params.values()), CLIP_NORM)
         self.optimizer.step()
         self.schedule.step()
@@ -283,6 +289,69 @@ class Loop:
             examples_per_s=examples / max(per_step, 1e-9),
             eta_s=per_step * (self.spec.steps - self.state.step),
         )
+
+
+def _gradient_sync(accelerator, model, last: bool):
+    """Processes average their gradients on the last micro-batch of a step only."""
+    return contextlib.nullcontext() if last else accelerator.no_sync(model)
+
+
+def pairs_over_split_batch(model, task, batches: list[dict], accelerator) -> float:
+    """Backward of one step whose global batch is split (micro-batches for gradient
+    accumulation, slices for processes), with the pair objective over every pair of the whole
+    global batch, as one unsplit forward would pair them; returns the step's loss on this
+    process (mean cross-entropy of its rows plus the pair loss).
+
+    A pair joins rows that live in different forwards, so the pair loss cannot be summed per
+    micro-batch. Two passes instead (the gradient-cache way): every micro-batch's sentence
+    embedding without a graph, gathered from every process; the pair loss on all of them and
+    its gradient with respect to each embedding; then each micro-batch forwards again with
+    its graph and backpropagates its cross-entropy plus `<embedding, its gradient>`, whose
+    gradient is exactly the whole batch's pair gradient through these rows. Every
+    micro-batch's random state (dropout) is replayed in its second forward, so both passes
+    see the same masks, and the generators end where the first pass left them. Memory stays
+    that of one micro-batch (and the gathered embeddings); the price is one forward without a
+    graph per micro-batch.
+
+    At most PAIR_ROWS rows are paired together (the pair matrix grows with their square): a
+    longer step pairs within consecutive groups of micro-batches of that many rows, each
+    group's pair loss weighted by its share of the step."""
+    rows = len(batches[0]["labels"]) * accelerator.num_processes
+    size = max(1, PAIR_ROWS // rows)
+    total = 0.0
+    for first in range(0, len(batches), size):
+        micros = range(first, min(first + size, len(batches)))
+        total += _pair_group(model, task, batches, micros, accelerator)
+    return total
+
+
+def _pair_group(model, task, batches: list[dict], micros: range, accelerator) -> float:
+    """The two passes of `pairs_over_split_batch` over the micro-batches `micros`."""
+    states, embeddings, labels = [], [], []
+    with torch.no_grad():
+        for micro in micros:
+            states.append(rng_state())
+            _, embedding, label = task.loss_parts(model, batches[micro])
+            embeddings.append(embedding)
+            labels.append(label)
+    local = torch.cat(embeddings)
+    every = accelerator.gather(local).detach().requires_grad_(True)
+    share = len(micros) / len(batches)
+    pairs = share * task.pair_weight * pair_loss(every, accelerator.gather(torch.cat(labels)))
+    pairs.backward()
+    # processes average their gradients, so each one carries its rows' share times their count
+    start = accelerator.process_index * len(local)
+    grads = every.grad[start : start + len(local)] * accelerator.num_processes
+    accum, total, offset = len(batches), 0.0, 0
+    for state, micro in zip(states, micros, strict=True):
+        set_rng_state(state)
+        with _gradient_sync(accelerator, model, micro == accum - 1):
+            cross_entropy, embedding, _ = task.loss_parts(model, batches[micro])
+            grad = grads[offset : offset + len(embedding)].to(embedding.dtype)
+            accelerator.backward(cross_entropy / accum + (embedding * grad).sum())
+        offset += len(embedding)
+        total += cross_entropy.detach().float().item() / accum
+    return total + pairs.detach().float().item()
 
 
 def columns_with(train_data, extra_rows: dict | None = None) -> dict[str, list]:

@@ -101,16 +101,23 @@ class EncoderClassify(Task):
         )
 
     def loss(self, model, batch: dict) -> torch.Tensor:
+        cross_entropy, embedding, labels = self.loss_parts(model, batch)
+        if embedding is None:
+            return cross_entropy
+        return cross_entropy + self.pair_weight * pair_loss(embedding, labels)
+
+    def loss_parts(self, model, batch: dict):
+        """One forward: the rows' mean cross-entropy, their sentence embeddings (None without
+        the pair objective) and their labels. The loop pairs the embeddings of a whole global
+        batch itself when the batch is split (`loop.pairs_over_split_batch`)."""
         batch = self.to_device(batch)
         labels = batch.pop("labels")
         pairs = self.pair_weight > 0
         with self.autocast():
             out = model(**batch, output_hidden_states=pairs)
-        loss = F.cross_entropy(out.logits.float(), labels)  # logits (B, num_labels)
-        if pairs:
-            embedding = self._sentence(out, batch)
-            loss = loss + self.pair_weight * pair_loss(embedding, labels)
-        return loss
+        cross_entropy = F.cross_entropy(out.logits.float(), labels)  # logits (B, num_labels)
+        embedding = self._sentence(out, batch) if pairs else None
+        return cross_entropy, embedding, labels
 
     def _sentence(self, out, batch: dict) -> torch.Tensor:
         """The body's sentence embedding: its last hidden states pooled with `pooling`."""
