@@ -44,6 +44,7 @@ from bench.gpu_sections import (  # noqa: E402
     engine_section,
     fp32_section,
     generate_section,
+    split_pairs_section,
 )
 from bench.gpu_support import TOL, Context, Row, Skip, free  # noqa: E402
 
@@ -84,6 +85,12 @@ def plan(cpu: bool) -> list[tuple[str, Callable, str, str]]:
     compile_title = f"torch.compile ({backend}): forward, mixed batch, training step"
     return [  # compile last: the slowest to warm up, the first to go when time runs short
         *[(title, fn, "tiny", "tiny") for title, fn in per_size],
+        (
+            "pair objective over a split step: two passes vs one graph",
+            split_pairs_section,
+            bert,
+            "tiny",
+        ),
         ("engine figures (bench/engine.py)", engine_section, bert, "engine"),
         *[(title, fn, "1B", "1B") for title, fn in per_size],
         ("engine figures (bench/engine.py)", engine_section, "1B", "engine-1B"),

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from accelerate import Accelerator
 from torch import nn
 from transformers import BertConfig, BertForSequenceClassification
 
@@ -37,6 +38,10 @@ from bench.gpu_support import (
 )
 from ia3engine.config import IA3Config
 from ia3engine.model import get_ia3_model
+from ia3engine.training.checkpoint import rng_state
+from ia3engine.training.loop import pairs_over_split_batch
+from ia3engine.training.losses import pair_loss
+from ia3engine.training.tasks import EncoderClassify
 
 try:  # the peer and its figures: optional on the GPU machine
     from bench import engine
@@ -370,6 +375,83 @@ def compile_section(ctx: Context, size: str, state: dict, row: Row) -> None:
         f"eager; step {f['compiled_step_s'] * 1000:.1f} vs {f['eager_step_s'] * 1000:.1f} ms"
     )
     torch._dynamo.reset()
+
+
+# ---- section: the pair objective over a split step ----------------------------------------
+SPLIT_ROWS, SPLIT_TOKENS = 16, 24  # one step of 16 rows as two micro-batches of 8
+
+
+def split_batches(device: torch.device) -> list[dict[str, torch.Tensor]]:
+    """Two micro-batches of random token ids, padded to different lengths, with labels."""
+    gen = torch.Generator().manual_seed(3)
+    batches = []
+    for _ in range(2):
+        half = SPLIT_ROWS // 2
+        ids = torch.randint(1000, 30000, (half, SPLIT_TOKENS), generator=gen)
+        mask = torch.ones_like(ids)
+        for i, length in enumerate(torch.randint(6, SPLIT_TOKENS + 1, (half,), generator=gen)):
+            mask[i, length:] = 0
+        labels = torch.randint(0, 2, (half,), generator=gen)
+        batches.append({"input_ids": ids, "attention_mask": mask, "labels": labels})
+    return batches
+
+
+def split_pairs_section(ctx: Context, size: str, state: dict, row: Row) -> None:
+    """The recipe's pair objective over one step split in two micro-batches: the two-pass
+    gradient (`loop.pairs_over_split_batch`) against one graph over both halves, dropout live,
+    so each half's masks must come back from the device's generator in its second forward."""
+    device = ctx.device
+    config = BertConfig(vocab_size=30522, num_labels=2, **BERT_SIZES[size])  # dropout 0.1
+    torch.manual_seed(0)
+    with torch.device(device):
+        base = BertForSequenceClassification(config)
+    model = get_ia3_model(base, IA3Config(task_type="SEQ_CLS")).train()
+    set_vectors(model)
+    task = EncoderClassify(None, ["a", "b"], SPLIT_TOKENS, device)
+    task.use_pairs(1.0)
+    batches = split_batches(device)
+    accelerator = Accelerator(cpu=device.type == "cpu")
+    trainable = [p for p in model.parameters() if p.requires_grad]
+
+    def gradients(loss_of) -> tuple[torch.Tensor, float, dict]:
+        model.zero_grad()
+        torch.manual_seed(7)  # the CPU generator and every CUDA one
+        value = loss_of()
+        if torch.is_tensor(value):
+            value.backward()
+            value = value.item()
+        return torch.cat([p.grad.flatten() for p in trainable]), value, rng_state()
+
+    def one_graph() -> torch.Tensor:
+        parts = [task.loss_parts(model, batch) for batch in batches]
+        embeddings = torch.cat([embedding for _, embedding, _ in parts])
+        labels = torch.cat([y for _, _, y in parts])
+        return (parts[0][0] + parts[1][0]) / 2 + pair_loss(embeddings, labels)
+
+    expected, value, after = gradients(one_graph)
+    got, total, replayed = gradients(
+        lambda: pairs_over_split_batch(model, task, batches, accelerator)
+    )
+    errors = {"grads": rel(got, expected), "loss": abs(total - value) / abs(value)}
+    check(row, errors, {"grads": TOL["split_pairs"], "loss": TOL["split_pairs"]})
+    same_generators = all(
+        torch.equal(a, b)
+        for key in ("torch", "cuda")
+        if key in after
+        for a, b in zip(_tensors(after[key]), _tensors(replayed[key]), strict=True)
+    )
+    row.figures["generators_replayed"] = same_generators
+    row.passed = row.passed and same_generators
+    row.measured += (
+        "; generators end as one pass leaves them"
+        if same_generators
+        else ("; generators **differ** after the step")
+    )
+    row.tolerance += "; generators equal"
+
+
+def _tensors(value) -> list[torch.Tensor]:
+    return list(value) if isinstance(value, list | tuple) else [value]
 
 
 # ---- section: bench/engine.py's figures ---------------------------------------------------

@@ -67,6 +67,8 @@ TOL = {
     "nf4": {"logits": 1e-1, "grads": 2e-1, "merge": 2e-1},
     "generate": 1e-3,  # greedy logits with the KV cache vs one full forward per adapter
     "compile": 1e-3,  # compiled vs eager, logits and gradients
+    # fp32, the same dropout masks replayed: only summation order differs (expected ~1e-7)
+    "split_pairs": 1e-5,
 }
 
 

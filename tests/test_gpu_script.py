@@ -40,6 +40,7 @@ SECTIONS = [
     "4-bit nf4 base: train, merge, unmerge",
     "mixed-batch generate, KV cache, one adapter per row",
 ]
+SPLIT_PAIRS = "pair objective over a split step: two passes vs one graph"
 
 
 def run_script(tmp_path: Path, *args: str, blocked=()) -> tuple[dict, list[str]]:
@@ -110,6 +111,14 @@ def test_cpu_paths_pass_their_checks_against_fp32(smoke):
         figures = rows_of(report, f"{kind} base: train, merge, unmerge")["tiny"]["figures"]
         assert figures["rel_err_merge twice"] == 0 and figures["rel_err_unmerge"] == 0
         assert figures["rel_err_merge"] > 0  # the merge re-quantized the scaled weights
+
+
+def test_the_split_step_pairs_check_ran_and_passed_on_the_cpu(smoke):
+    report, _ = smoke
+    row = rows_of(report, SPLIT_PAIRS)["tiny BERT"]
+    assert row["status"] == "ran" and row["passed"] is True, row
+    assert row["figures"]["generators_replayed"] is True
+    assert row["figures"]["rel_err_grads"] < 1e-5
 
 
 def test_engine_figures_ran_on_the_cpu(smoke):
