@@ -18,7 +18,6 @@ import torch
 from ia3engine.training.checkpoint import (
     check_same_spec,
     load_checkpoint,
-    rng_state,
     save_checkpoint,
     set_rng_state,
 )
@@ -327,10 +326,11 @@ def pairs_over_split_batch(model, task, batches: list[dict], accelerator) -> flo
 
 def _pair_group(model, task, batches: list[dict], micros: range, accelerator) -> float:
     """The two passes of `pairs_over_split_batch` over the micro-batches `micros`."""
+    device = accelerator.device
     states, embeddings, labels = [], [], []
     with torch.no_grad():
         for micro in micros:
-            states.append(rng_state())
+            states.append(_dropout_state(device))
             _, embedding, label = task.loss_parts(model, batches[micro])
             embeddings.append(embedding)
             labels.append(label)
@@ -344,7 +344,7 @@ def _pair_group(model, task, batches: list[dict], micros: range, accelerator) ->
     grads = every.grad[start : start + len(local)] * accelerator.num_processes
     accum, total, offset = len(batches), 0.0, 0
     for state, micro in zip(states, micros, strict=True):
-        set_rng_state(state)
+        _set_dropout_state(device, state)
         with _gradient_sync(accelerator, model, micro == accum - 1):
             cross_entropy, embedding, _ = task.loss_parts(model, batches[micro])
             grad = grads[offset : offset + len(embedding)].to(embedding.dtype)
@@ -352,6 +352,25 @@ def _pair_group(model, task, batches: list[dict], micros: range, accelerator) ->
         offset += len(embedding)
         total += cross_entropy.detach().float().item() / accum
     return total + pairs.detach().float().item()
+
+
+def _dropout_state(device: torch.device) -> tuple:
+    """The generators dropout draws from on `device`: the CPU's, and the device's own on CUDA
+    or MPS (only this one: reading every GPU's would start a context on each)."""
+    if device.type == "cuda":
+        return torch.get_rng_state(), torch.cuda.get_rng_state(device)
+    if device.type == "mps":
+        return torch.get_rng_state(), torch.mps.get_rng_state()
+    return torch.get_rng_state(), None
+
+
+def _set_dropout_state(device: torch.device, state: tuple) -> None:
+    cpu, own = state
+    torch.set_rng_state(cpu)
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(own, device)
+    elif device.type == "mps":
+        torch.mps.set_rng_state(own)
 
 
 def columns_with(train_data, extra_rows: dict | None = None) -> dict[str, list]:
