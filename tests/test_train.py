@@ -168,6 +168,19 @@ def test_should_stop_stops_within_one_step_and_keeps_a_small_checkpoint(tiny, tm
     assert any(e["type"] == "checkpoint" and e["step"] == 3 for e in events)
 
 
+def test_a_model_with_fewer_positions_than_max_length_reads_what_it_can(tiny, tmp_path):
+    # the tiny BERT has 128 positions; a longer text must be cut there, not overflow the table
+    data = tmp_path / "long.csv"
+    rows = ["text,label"] + [f"{'the food was good ' * 60},positive", "the book was bad,negative"]
+    data.write_text("\n".join(rows) + "\n")
+    events = []
+    spec = _spec(tiny, tmp_path, data=str(data), eval_data=str(data), max_length=512, steps=2)
+    result = train(spec, on_event=events.append)
+    assert result.steps == 2
+    logs = [e["message"] for e in events if e["type"] == "log"]
+    assert any("cut at 128 tokens" in m and "asks for 512" in m for m in logs), logs
+
+
 @pytest.mark.parametrize("grad_accum", [1, 2])
 def test_resume_ends_bit_identical_to_an_uninterrupted_run(tiny, tmp_path, grad_accum):
     # with 2 micro-batches the pair objective replays each one's dropout in a second forward

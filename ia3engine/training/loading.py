@@ -161,6 +161,7 @@ def load_base(
     elif target.type == "cpu":
         _keep_4bit_trainable(loaded)
     tokenizer = _load_tokenizer(model, path, kind)
+    _learn_position_limit(tokenizer, loaded.config)
     if getattr(loaded.config, "pad_token_id", None) is None:
         loaded.config.pad_token_id = tokenizer.pad_token_id
     head = _head_state(loaded) if kind == "encoder" else None
@@ -261,6 +262,17 @@ def _load_tokenizer(model: str, path: str, kind: str):
     if kind == "causal":
         tokenizer.padding_side = "right"
     return tokenizer
+
+
+def _learn_position_limit(tokenizer, config) -> None:
+    """A tokenizer that does not know how many tokens its model reads at once (or claims more
+    than the model's position table holds) learns it from the table, so a task never feeds the
+    model a longer text than it has positions for (`tasks.readable_length` reads it)."""
+    positions = getattr(config, "max_position_embeddings", None)
+    known = getattr(tokenizer, "model_max_length", None)
+    if isinstance(positions, int) and positions > 0:
+        if not isinstance(known, int) or known > positions:
+            tokenizer.model_max_length = positions
 
 
 @contextlib.contextmanager

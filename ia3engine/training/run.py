@@ -182,6 +182,12 @@ def build(run: Run) -> None:
     spec, data, kind = run.spec, run.data, run.loaded.kind
     run.task, run.prompt = _make_task(run)
     run.task.autocast = run.accelerator.autocast
+    if run.task.max_length < spec.max_length:
+        run.emit(
+            "log",
+            message=f"Texts are cut at {run.task.max_length} tokens, the most this model reads "
+            f"at once (max_length asks for {spec.max_length}).",
+        )
     config = IA3Config(
         target_modules=spec.target_modules,
         feedforward_modules=spec.feedforward_modules,

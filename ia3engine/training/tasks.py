@@ -29,6 +29,15 @@ from ia3engine.training.streamer import RowStop, RowStreamer
 EMBED_BATCH = 32  # rows per no-grad forward when reading features outside training
 
 
+def readable_length(tokenizer, wanted: int) -> int:
+    """`wanted` tokens, or fewer when the tokenizer knows its model reads fewer at once (a
+    longer input would overflow the model's position table); the loader teaches it that."""
+    limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(limit, int) and 0 < limit < wanted:
+        return limit
+    return wanted
+
+
 @contextlib.contextmanager
 def evaluating(model):
     """The model in eval mode (no dropout) inside the block, then back to how it was."""
@@ -56,7 +65,7 @@ class Task:
     def __init__(self, tokenizer, labels: list[str], max_length: int, device=None):
         self.tokenizer = tokenizer
         self.labels = list(labels)
-        self.max_length = max_length
+        self.max_length = readable_length(tokenizer, max_length)
         self.device = torch.device(device or "cpu")
         self.autocast = contextlib.nullcontext  # the trainer swaps in accelerate's autocast
 
