@@ -381,8 +381,9 @@ def compile_section(ctx: Context, size: str, state: dict, row: Row) -> None:
 SPLIT_ROWS, SPLIT_TOKENS = 16, 24  # one step of 16 rows as two micro-batches of 8
 
 
-def split_batches(device: torch.device) -> list[dict[str, torch.Tensor]]:
-    """Two micro-batches of random token ids, padded to different lengths, with labels."""
+def split_batches() -> list[dict[str, torch.Tensor]]:
+    """Two micro-batches of random token ids (on the CPU: the task moves them), padded to
+    different lengths, with labels."""
     gen = torch.Generator().manual_seed(3)
     batches = []
     for _ in range(2):
@@ -409,7 +410,7 @@ def split_pairs_section(ctx: Context, size: str, state: dict, row: Row) -> None:
     set_vectors(model)
     task = EncoderClassify(None, ["a", "b"], SPLIT_TOKENS, device)
     task.use_pairs(1.0)
-    batches = split_batches(device)
+    batches = split_batches()
     accelerator = Accelerator(cpu=device.type == "cpu")
     trainable = [p for p in model.parameters() if p.requires_grad]
 
@@ -445,7 +446,7 @@ def split_pairs_section(ctx: Context, size: str, state: dict, row: Row) -> None:
     row.measured += (
         "; generators end as one pass leaves them"
         if same_generators
-        else ("; generators **differ** after the step")
+        else "; generators **differ** after the step"
     )
     row.tolerance += "; generators equal"
 
