@@ -28,9 +28,13 @@ format: $(STAMP)
 
 # scripts/test-services.sh installs chromium and PostgreSQL when missing (as root; otherwise it
 # names the command) and runs pytest beside a throwaway PostgreSQL server (README, Tests).
+# The test files run in PYTEST_WORKERS processes (pytest-xdist), each file whole in one of them
+# so that a module's studio or install starts once; PYTEST_WORKERS=0 runs them in this process.
+PYTEST_WORKERS ?= 2
 test: $(STAMP) lint
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
-	  scripts/test-services.sh $(BIN)/python -m pytest $(PYTEST_ARGS)
+	  scripts/test-services.sh $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile \
+	  $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/pip install -q -e ".[bench]"
