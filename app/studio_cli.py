@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shutil
 import sys
+import tempfile
+from contextlib import contextmanager
 
 
 def add_commands(subparsers) -> None:
@@ -64,12 +68,36 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def run_studio(args: argparse.Namespace) -> int:
-    """Start the studio (app.main.run)."""
-    # The studio's modules load gradio, torch and the database layer: seconds that `ia3 --help`
-    # and every other command must not pay, so the studio is imported only when it starts.
-    from app import main as studio  # noqa: PLC0415
+    """Start the studio (app.main.run) with a file folder of its own."""
+    with own_file_folder():
+        # The studio's modules load gradio, torch and the database layer: seconds that
+        # `ia3 --help` and every other command must not pay, so the studio is imported only
+        # when it starts (and after GRADIO_TEMP_DIR is set: gradio reads it on import).
+        from app import main as studio  # noqa: PLC0415
 
-    return studio.run(args)
+        return studio.run(args)
+
+
+@contextmanager
+def own_file_folder():
+    """Give this studio process a folder of its own for the files people upload and download,
+    removed when it stops, unless GRADIO_TEMP_DIR names one.
+
+    Gradio's default is one folder per machine (<tmp>/gradio) where a file's path comes from
+    its bytes, and a Gradio app that stops deletes every file it was sent. Two studios on one
+    machine (two teams, or the old and the new process of a restart) would then share the
+    path of the same upload, and the one that stops would delete the other's file. A studio
+    cannot use an older process's files anyway: who uploaded what is kept in its memory."""
+    if os.environ.get("GRADIO_TEMP_DIR"):
+        yield
+        return
+    folder = tempfile.mkdtemp(prefix="ia3-studio-files-")
+    os.environ["GRADIO_TEMP_DIR"] = folder
+    try:
+        yield
+    finally:
+        os.environ.pop("GRADIO_TEMP_DIR", None)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:

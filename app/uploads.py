@@ -189,12 +189,21 @@ def _admit_upload(user: str, paths: list[str]) -> str | None:
     sizes = {path: file_size(path) for path in paths if not owns(user, path)}  # new files only
     refusal = quota.refusal(user, sum(sizes.values()), uploaded_bytes(user))
     if refusal:
-        for path in sizes:
-            Path(path).unlink(missing_ok=True)
+        _remove_unowned(sizes)
         return refusal
     for path in paths:
         record(user, path, sizes.get(path, 0))
     return None
+
+
+def _remove_unowned(paths) -> None:
+    """Remove refused uploads, except a file someone else may use: Gradio names an upload by
+    its bytes, so two people who upload the same file get the same path."""
+    with _lock:  # nobody records one of them between the check and the removal
+        for path in paths:
+            key = _key(path)
+            if not any(key in files for files in _owned.values()):
+                Path(path).unlink(missing_ok=True)
 
 
 def _sweep(user: str) -> None:

@@ -1,10 +1,12 @@
 """`ia3 studio` owns its embedded workers: they end with it, even when it is killed; and it
-refuses to start with a job time limit it cannot read; a stop ends the open pages' streams."""
+refuses to start with a job time limit it cannot read; a stop ends the open pages' streams;
+two studios on one machine keep their files apart."""
 
 import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -50,3 +52,28 @@ def test_a_stop_ends_open_pages_streams_cleanly(tmp_path):
     assert rest == ""
     log = studio.log.read_text()
     assert "Traceback" not in log and "graceful shutdown exceeded" not in log, log[-3000:]
+
+
+def _upload(studio, path: Path) -> Path:
+    with open(path, "rb") as handle:
+        answer = httpx.post(f"{studio.url}gradio_api/upload", files={"files": handle}, timeout=60)
+    assert answer.status_code == 200, answer.text
+    return Path(answer.json()[0])
+
+
+def test_two_studios_on_one_machine_keep_their_files_apart(tmp_path, monkeypatch):
+    """Gradio names an upload's path by its bytes, in one folder per machine unless told
+    otherwise, and an app that stops deletes every file it was sent: each studio has a folder
+    of its own, so the one that stops leaves the other's copy of the same file."""
+    monkeypatch.delenv("GRADIO_TEMP_DIR", raising=False)
+    upload = tmp_path / "reviews.csv"
+    upload.write_text("text,label\na fine film,pos\na dull film,neg\n")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with running_studio(tmp_path / "a", workers=0) as first:
+        with running_studio(tmp_path / "b", workers=0) as second:
+            kept, dropped = _upload(first, upload), _upload(second, upload)
+            assert kept.parent.parent != dropped.parent.parent
+        assert kept.read_bytes() == upload.read_bytes()
+        assert not dropped.parent.parent.exists()  # the stopped studio removed its folder
+    assert not kept.parent.parent.exists()

@@ -135,7 +135,7 @@ def test_uploads_past_the_storage_quota_are_refused_and_removed(studio, tmp_path
     assert "IA3_MAX_STORAGE_MB" in answers[1].text and "Delete" in answers[1].text
     stored = answers[0].json()[0]
     assert os.path.isfile(stored)  # the first upload stays; the refused ones are gone
-    cache = Path(stored).parent.parent  # Gradio's upload folder, shared with other studios
+    cache = Path(stored).parent.parent  # this studio's upload folder
     for i in (1, 2):
         refused_copies = [
             p for p in cache.glob(f"*/blob-{i}.txt") if p.read_bytes() == blob + bytes([i])
@@ -185,3 +185,24 @@ def test_deleting_an_adapter_removes_its_downloads_and_merged_exports(studio):
     assert _kept_for(data, adapter)  # made on disk, counted in ann's storage
     ann.predict(adapter, api_name="/delete_adapter")
     assert _kept_for(data, adapter) == []
+
+
+def test_a_refused_upload_leaves_the_same_file_another_person_uploaded(studio, tmp_path):
+    """Gradio names an upload by its bytes: bob, over his quota, uploads the very file ann
+    uploaded; his copy is refused, and ann's file (the same path) stays hers to use."""
+    shared = tmp_path / "reviews.csv"
+    shared.write_bytes(os.urandom(400 * 1024))
+    ann, bob = studio["studio"].http("ann"), studio["studio"].http("bob")
+    with open(shared, "rb") as handle:
+        answer = ann.post("/gradio_api/upload", files={"files": handle})
+    assert answer.status_code == 200, answer.text
+    stored = answer.json()[0]
+    (tmp_path / "filler.bin").write_bytes(os.urandom(700 * 1024))
+    with open(tmp_path / "filler.bin", "rb") as handle:
+        assert bob.post("/gradio_api/upload", files={"files": handle}).status_code == 200
+    with open(shared, "rb") as handle:
+        refusal = bob.post("/gradio_api/upload", files={"files": handle})
+    assert refusal.status_code == 413 and "IA3_MAX_STORAGE_MB" in refusal.text
+    fetched = ann.get(f"/gradio_api/file={stored}")
+    assert fetched.status_code == 200 and fetched.content == shared.read_bytes()
+    assert bob.get(f"/gradio_api/file={stored}").status_code == 404  # still not his
