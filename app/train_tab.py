@@ -305,9 +305,19 @@ def build(demo: gr.Blocks, config: StudioConfig) -> TrainTab:
 
     model_inputs = [source, bundled, hub_id, folder, task]
     model_outputs = [model_summary, targets, model_note]
-    for trigger in (bundled.change, hub_id.submit, folder.submit, source.change, task.change):
-        trigger(_show_model, model_inputs, model_outputs, api_visibility="private")
-        trigger(lambda: "", None, queue_note, api_visibility="private")  # the old verdict is stale
+    model_triggers = [bundled.change, hub_id.submit, folder.submit, source.change, task.change]
+    # One listener for every trigger, so a page runs them one after the other and shows the
+    # last: with one each, switching the source and pressing Enter at once ran two in parallel,
+    # and whichever finished last (the older) stayed on the page.
+    gr.on(
+        model_triggers,
+        _show_model,
+        model_inputs,
+        model_outputs,
+        trigger_mode="always_last",
+        api_visibility="private",
+    )
+    gr.on(model_triggers, lambda: "", None, queue_note, api_visibility="private")  # stale now
 
     data_views = [
         data_path,

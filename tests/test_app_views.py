@@ -150,3 +150,20 @@ def test_serve_command_has_host_port_and_data_dir_flags():
     args = parser.parse_args(["serve", "--host", "0.0.0.0", "--port", "9000"])
     assert (args.host, args.port, args.data_dir) == ("0.0.0.0", 9000, None)
     assert args.func is studio_cli.run_serve
+
+
+def test_every_model_choice_runs_one_listener_that_keeps_the_last():
+    """Switching the model's source and pressing Enter at once must not run two inspections in
+    parallel whose older one lands last: every trigger feeds one listener, which a page runs
+    one at a time and ends on the newest (Gradio's always_last)."""
+    demo = build_studio()
+    note = next(block for block in demo.blocks.values() if block.elem_id == "model-note")
+    writers = [
+        dep
+        for dep in demo.fns.values()
+        if note in dep.outputs and all(kind != "load" for _, kind in dep.targets)
+    ]
+    assert len(writers) == 1
+    kinds = sorted(kind for _, kind in writers[0].targets)
+    assert kinds == ["change", "change", "change", "submit", "submit"]
+    assert writers[0].trigger_mode == "always_last"
