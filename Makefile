@@ -28,12 +28,12 @@ format: $(STAMP)
 
 # scripts/test-services.sh installs chromium and PostgreSQL when missing (as root; otherwise it
 # names the command) and runs pytest beside a throwaway PostgreSQL server (README, Tests).
-# The test files run in PYTEST_WORKERS processes (pytest-xdist), each file whole in one of them
-# so that a module's studio or install starts once; PYTEST_WORKERS=0 runs them in this process.
+# scripts/pytest-phases.sh runs the test files in PYTEST_WORKERS processes (pytest-xdist), then
+# the browser tests alone; PYTEST_WORKERS=0 runs the first phase in one process too.
 PYTEST_WORKERS ?= 2
 test: $(STAMP) lint
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
-	  scripts/test-services.sh $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile \
+	  scripts/test-services.sh scripts/pytest-phases.sh $(BIN)/python $(PYTEST_WORKERS) \
 	  $(PYTEST_ARGS)
 
 bench: $(STAMP)
