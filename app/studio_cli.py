@@ -14,6 +14,9 @@ import shutil
 import sys
 import tempfile
 from contextlib import contextmanager
+from pathlib import Path
+
+FILES_PREFIX = "ia3-studio-files-"  # + the studio's process id: its own file folder (below)
 
 
 def add_commands(subparsers) -> None:
@@ -87,17 +90,38 @@ def own_file_folder():
     its bytes, and a Gradio app that stops deletes every file it was sent. Two studios on one
     machine (two teams, or the old and the new process of a restart) would then share the
     path of the same upload, and the one that stops would delete the other's file. A studio
-    cannot use an older process's files anyway: who uploaded what is kept in its memory."""
+    cannot use an older process's files anyway: who uploaded what is kept in its memory.
+    The folder's name holds the process id, so a studio that starts removes the folders of
+    studios that were killed before they could remove theirs (the out-of-memory killer)."""
     if os.environ.get("GRADIO_TEMP_DIR"):
         yield
         return
-    folder = tempfile.mkdtemp(prefix="ia3-studio-files-")
+    remove_orphaned_file_folders(Path(tempfile.gettempdir()))
+    folder = tempfile.mkdtemp(prefix=f"{FILES_PREFIX}{os.getpid()}-")
     os.environ["GRADIO_TEMP_DIR"] = folder
     try:
         yield
     finally:
         os.environ.pop("GRADIO_TEMP_DIR", None)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def remove_orphaned_file_folders(root: Path) -> None:
+    """Remove the studio file folders under `root` whose process has ended."""
+    for folder in root.glob(f"{FILES_PREFIX}*"):
+        pid = folder.name.removeprefix(FILES_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive, and not ours to clean up
+        return True
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:

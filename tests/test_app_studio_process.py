@@ -6,11 +6,14 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import httpx
 import pytest
 from studio_support import ROOT, free_port, running_studio, wait_gone
+
+from app import studio_cli
 
 
 def test_embedded_workers_end_when_the_studio_is_killed(tmp_path):
@@ -77,3 +80,22 @@ def test_two_studios_on_one_machine_keep_their_files_apart(tmp_path, monkeypatch
         assert kept.read_bytes() == upload.read_bytes()
         assert not dropped.parent.parent.exists()  # the stopped studio removed its folder
     assert not kept.parent.parent.exists()
+
+
+def test_a_studio_removes_the_file_folder_a_killed_studio_left(tmp_path, monkeypatch):
+    """A studio killed outright (the out-of-memory killer) cannot remove its file folder, with
+    the uploads in it; the next studio that starts on the machine does."""
+    monkeypatch.delenv("GRADIO_TEMP_DIR", raising=False)
+    root = Path(tempfile.gettempdir())
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with running_studio(tmp_path / "a", workers=0) as killed:
+        left = list(root.glob(f"{studio_cli.FILES_PREFIX}{killed.process.pid}-*"))
+        assert len(left) == 1
+        _upload(killed, ROOT / "examples/data/sentiment_eval.csv")
+        os.kill(killed.process.pid, signal.SIGKILL)
+        killed.process.wait()
+    assert any(path.is_file() for path in left[0].rglob("*.csv"))  # nothing removed it
+    with running_studio(tmp_path / "b", workers=0) as started:
+        assert not left[0].exists()
+        assert list(root.glob(f"{studio_cli.FILES_PREFIX}{started.process.pid}-*"))
