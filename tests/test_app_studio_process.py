@@ -93,9 +93,11 @@ def test_a_studio_removes_the_file_folder_a_killed_studio_left(tmp_path, monkeyp
         left = list(root.glob(f"{studio_cli.FILES_PREFIX}{killed.process.pid}-*"))
         assert len(left) == 1
         _upload(killed, ROOT / "examples/data/sentiment_eval.csv")
+        assert any(path.is_file() for path in left[0].rglob("*.csv"))
         os.kill(killed.process.pid, signal.SIGKILL)
         killed.process.wait()
-    assert any(path.is_file() for path in left[0].rglob("*.csv"))  # nothing removed it
+    # (Not checked here that the folder outlived the kill: a studio another test process
+    # starts meanwhile may already have removed it.)
     with running_studio(tmp_path / "b", workers=0) as started:
         assert not left[0].exists()
         assert list(root.glob(f"{studio_cli.FILES_PREFIX}{started.process.pid}-*"))
