@@ -115,12 +115,13 @@ def remove_orphaned_file_folders(root: Path) -> None:
 
 
 def _alive(pid: int) -> bool:
+    """Whether process `pid` runs (another user's counts: it is not ours to clean up)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # another user's process: alive, and not ours to clean up
-        return True
+    except PermissionError:
+        pass
     return True
 
 
