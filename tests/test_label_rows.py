@@ -12,14 +12,16 @@ from datasets import Dataset
 from ia3engine import TrainSpec, train
 from ia3engine.cli import add_train_arguments, spec_from_args
 from ia3engine.errors import SpecError
-from ia3engine.training.label_prior import label_name_rows, names_beat_chance
+from ia3engine.training.label_prior import NAME_FRAME, label_name_rows, names_beat_chance
 from ia3engine.training.loop import columns_with
 from ia3engine.training.tasks import ChoiceClassify, EncoderClassify
 
 
 def test_label_names_become_readable_rows_of_their_own_class():
     rows = label_name_rows(["very_negative", "  sci/tech ", "___", "positive"])
-    assert rows == {"text": ["very negative", "sci/tech", "positive"], "label": [0, 1, 3]}
+    framed = [NAME_FRAME.format(name) for name in ("very negative", "sci/tech", "positive")]
+    assert rows == {"text": framed, "label": [0, 1, 3]}
+    assert framed[0] == "This text is about very negative."  # a sentence, as the encoder reads
 
 
 def test_names_must_sort_rows_better_than_their_guesses_shuffled():
@@ -80,6 +82,10 @@ def _named_rows(n: int = 8) -> list[tuple[str, str]]:
     return [("good good movie", "good") if i % 2 else ("bad bad food", "bad") for i in range(n)]
 
 
+def _framed(*names: str) -> set[str]:
+    return {NAME_FRAME.format(name) for name in names}
+
+
 def _spec(root, model, rows=None, **extra) -> TrainSpec:
     data = _write(root / "train.csv", rows or _named_rows())
     return TrainSpec(
@@ -97,7 +103,7 @@ def _spec(root, model, rows=None, **extra) -> TrainSpec:
 def test_an_encoder_trains_on_its_label_names_and_says_so(tmp_path, monkeypatch):
     base = tm.save_tiny("bert", tmp_path / "bert")
     seen, events = _train_texts(monkeypatch, EncoderClassify, _spec(tmp_path, base))
-    assert {"good", "bad"} <= set(seen)
+    assert _framed("good", "bad") <= set(seen)
     started = next(e for e in events if e["type"] == "started")
     assert started["train_rows"] == 8  # the data's rows; the names are the recipe's
     logs = [e["message"] for e in events if e["type"] == "log"]
@@ -106,11 +112,29 @@ def test_an_encoder_trains_on_its_label_names_and_says_so(tmp_path, monkeypatch)
     )
 
 
+def test_the_gate_reads_the_bare_names_and_the_rows_train_framed(tmp_path, monkeypatch):
+    """The frame is the same in every name row: read zero-shot, it would make ids ("0", "1")
+    look like the data; so the names alone are read, and only the rows that train are framed."""
+    embedded = []
+    original = EncoderClassify.embed
+
+    def spy(self, model, texts):
+        embedded.append(list(texts))
+        return original(self, model, texts)
+
+    monkeypatch.setattr(EncoderClassify, "embed", spy)
+    base = tm.save_tiny("bert", tmp_path / "bert")
+    seen, _ = _train_texts(monkeypatch, EncoderClassify, _spec(tmp_path, base))
+    assert ["bad", "good"] in embedded  # the gate's reading of the names
+    assert not any(_framed("bad") & set(texts) for texts in embedded)
+    assert _framed("good", "bad") <= set(seen)
+
+
 def test_names_that_mean_nothing_to_the_body_do_not_train(tmp_path, monkeypatch):
     base = tm.save_tiny("bert", tmp_path / "bert")
     ids = [(text, "1" if label == "positive" else "0") for text, label in tm.sentiment_rows(8)]
     seen, events = _train_texts(monkeypatch, EncoderClassify, _spec(tmp_path, base, ids))
-    assert seen and not {"0", "1"} & set(seen)
+    assert seen and not _framed("0", "1") & set(seen)
     logs = [e["message"] for e in events if e["type"] == "log"]
     assert any("do not train as rows" in m and "no better than chance" in m for m in logs)
 
@@ -119,13 +143,13 @@ def test_label_rows_false_trains_on_the_data_alone(tmp_path, monkeypatch):
     base = tm.save_tiny("bert", tmp_path / "bert")
     spec = _spec(tmp_path, base, label_rows=False)
     seen, events = _train_texts(monkeypatch, EncoderClassify, spec)
-    assert seen and not {"good", "bad"} & set(seen)
+    assert seen and not _framed("good", "bad") & set(seen)
     assert not any("label's name" in e.get("message", "") for e in events)
 
 
 def test_generative_classification_keeps_its_recipe(tmp_path, monkeypatch):
     base = tm.save_tiny("gpt2", tmp_path / "gpt2")
     seen, events = _train_texts(monkeypatch, ChoiceClassify, _spec(tmp_path, base))
-    assert seen and not {"good", "bad"} & set(seen)
+    assert seen and not _framed("good", "bad") & set(seen)
     assert not any("label names" in e.get("message", "") for e in events)
     assert not any("label's name" in e.get("message", "") for e in events)

@@ -27,7 +27,7 @@ from ia3engine.model import IA3Model, get_ia3_model
 from ia3engine.training import insights
 from ia3engine.training.card import model_card
 from ia3engine.training.head import init_from_class_means
-from ia3engine.training.label_prior import label_rows_if_meaningful
+from ia3engine.training.label_prior import NAME_FRAME, label_rows_if_meaningful, readable_name
 from ia3engine.training.loading import (
     PEFT_TASK_TYPE,
     BaseCache,
@@ -316,13 +316,15 @@ def _start(run: Run, loop: Loop, spec_dict: dict) -> None:
             f"the last layer, {' + '.join(run.task.pooling)} pooling.",
         )
     if run.extra_rows:
-        shown = [repr(name[:40]) for name in run.extra_rows["text"][:6]]
-        more = len(run.extra_rows["text"]) - len(shown)
+        named = [readable_name(run.data.labels[i]) for i in run.extra_rows["label"]]
+        shown = [repr(name[:40]) for name in named[:6]]
+        more = len(named) - len(shown)
         names = ", ".join(shown) + (f" and {more} more" if more > 0 else "")
+        frame = NAME_FRAME.format("<name>")
         run.emit(
             "log",
-            message=f"Each label's name also trains as one row of its class ({names}): "
-            f"{run.label_rows_note} (turn off: --no-label-rows, or label_rows false).",
+            message=f"Each label's name also trains as one row of its class, as '{frame}' "
+            f"({names}): {run.label_rows_note} (turn off: --no-label-rows, or label_rows false).",
         )
     elif run.label_rows_note:
         run.emit("log", message=f"The label names do not train as rows: {run.label_rows_note}.")
