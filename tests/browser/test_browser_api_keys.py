@@ -6,7 +6,7 @@ import re
 import httpx
 import pytest
 from playwright.sync_api import expect
-from studio_page import NEWCOMER, SERVER_PATH, sign_in
+from studio_page import NEWCOMER, SERVER_PATH, sign_in, type_into
 
 pytestmark = pytest.mark.browser
 
@@ -17,8 +17,7 @@ def test_a_person_makes_uses_and_revokes_a_key(signed_in_studio, browser, shots)
     page.locator("#apikeys").get_by_text("API keys").first.click()
     name = page.locator("#apikey-name textarea, #apikey-name input").first
     expect(name).to_be_visible()
-    name.fill("nightly script")
-    expect(name).to_have_value("nightly script")
+    type_into(name, "nightly script")
     page.locator("#apikey-create").click()
     expect(page.locator("#apikey-note")).to_contain_text("shown only this once")
     secret = page.locator("#apikey-secret textarea, #apikey-secret input").first
