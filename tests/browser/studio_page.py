@@ -40,12 +40,10 @@ def sign_in(context, url: str, name: str, password: str, filled=None):
 
 
 def type_into(box, text: str, tries: int = 3) -> None:
-    """Fill `box` with `text` and check it holds it. A box inside an accordion opened a moment
-    ago can still be mounting: once, in a fresh-clone CI run on a loaded machine, the value
-    typed into the API key's name box read back empty, which delaying the tab's server
-    answers (the key list by 3 s, the adapter list by 2 s) did not reproduce: no answer
-    writes that box, so the page itself reset it while mounting. A person cannot type within that moment; the box is filled again only when it
-    reads back empty, so any other value still fails the check."""
+    """Fill `box` with `text` and check it holds it. A box in an accordion opened a moment ago
+    can still be mounting and reset itself to empty (seen once in CI on the API key's name; no
+    server answer writes that box). It is filled again only when it reads back empty, so any
+    other value still fails."""
     for _ in range(tries - 1):
         box.fill(text)
         try:
