@@ -184,10 +184,45 @@ def _cpu(cell: dict | None) -> str:
     return f"{cell['cpu_s']:.0f}" if cell else "-"
 
 
+def paired(runs: dict, ours: str, peer: str, shots: int) -> dict | None:
+    """Ours minus the peer on the seeds both ran: a seed draws the same rows for every method,
+    so the difference per seed leaves out how hard each draw is, which dominates the spread of
+    either column. Mean difference, its standard error, the seeds ahead; None without a
+    shared seed."""
+    by_seed = {
+        method: {
+            r["seed"]: r["accuracy"]
+            for r in runs.values()
+            if r["method"] == method and r["shots"] == shots
+        }
+        for method in (ours, peer)
+    }
+    seeds = sorted(set(by_seed[ours]) & set(by_seed[peer]))
+    if not seeds:
+        return None
+    diffs = [by_seed[ours][s] - by_seed[peer][s] for s in seeds]
+    error = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else float("nan")
+    return {
+        "mean": statistics.mean(diffs),
+        "error": error,
+        "ahead": sum(d > 0 for d in diffs),
+        "n": len(diffs),
+    }
+
+
+def _paired(runs: dict, ours: str, peer: str, shots: int) -> str:
+    found = paired(runs, ours, peer, shots)
+    if found is None:
+        return "-"
+    error = "" if found["n"] < 2 else f" ± {found['error']:.3f}"
+    return f"{found['mean']:+.3f}{error} (ahead in {found['ahead']} of {found['n']})"
+
+
 def comparison(title: str, runs: dict, ours: str = "default", peer: str = "setfit") -> str:
     """One data set's table: ours against the peer per size (rows per class when the title
     names the label count), the goal per row (beat up to FEW_PER_CLASS per class, no worse
-    above), CPU seconds per run and their ratio, then every seed's accuracy."""
+    above), CPU seconds per run and their ratio, the paired difference on the shared seeds
+    (mean ± standard error), then every seed's accuracy."""
     found = re.search(r"\((\d+) labels", title)
     n_labels = int(found.group(1)) if found else None
     shots_list = sorted({r["shots"] for r in runs.values() if r["method"] in (ours, peer)})
@@ -195,8 +230,8 @@ def comparison(title: str, runs: dict, ours: str = "default", peer: str = "setfi
         f"#### {title}",
         "",
         f"| rows | ours: accuracy (seeds) | {peer}: accuracy (seeds) | goal | ours CPU s per run "
-        f"| {peer} CPU s per run | CPU ratio |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        f"| {peer} CPU s per run | CPU ratio | ours - {peer}, same draws |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     seeds_lines = []
     for shots in shots_list:
@@ -212,7 +247,7 @@ def comparison(title: str, runs: dict, ours: str = "default", peer: str = "setfi
             ratio = f"{mine['cpu_s'] / theirs['cpu_s']:.2f}x"
         lines.append(
             f"| {_size(shots, n_labels)} | {_accuracy(mine)} | {_accuracy(theirs)} | {goal} "
-            f"| {_cpu(mine)} | {_cpu(theirs)} | {ratio} |"
+            f"| {_cpu(mine)} | {_cpu(theirs)} | {ratio} | {_paired(runs, ours, peer, shots)} |"
         )
         for method in (ours, peer):
             accs = sorted(
