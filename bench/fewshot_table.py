@@ -38,12 +38,23 @@ def summarise(results: list[dict], methods, shots_list) -> dict:
     """(method, shots) -> mean/std accuracy; mean CPU seconds of the steps and of the run."""
     return {
         (method, shots): _stats(
-            [r for r in results if r["method"] == method and r["shots"] == shots],
+            _of(results, method, shots),
             ("train_s", "step_cpu_s", "cpu_s", "wall_s"),
         )
         for method in methods
         for shots in shots_list
     }
+
+
+def _of(runs, method: str, shots: int) -> list[dict]:
+    """The runs of one method at one size (runs: a list, or a record's dict of them)."""
+    runs = runs.values() if isinstance(runs, dict) else runs
+    return [r for r in runs if r["method"] == method and r["shots"] == shots]
+
+
+def _by_seed(runs, method: str, shots: int) -> dict[int, float]:
+    """Seed -> accuracy of one method at one size."""
+    return {r["seed"]: r["accuracy"] for r in _of(runs, method, shots)}
 
 
 def _stats(runs: list[dict], keys=("cpu_s",)) -> dict | None:
@@ -189,18 +200,10 @@ def paired(runs: dict, ours: str, peer: str, shots: int) -> dict | None:
     so the difference per seed leaves out how hard each draw is, which dominates the spread of
     either column. Mean difference, its standard error, the seeds ahead; None without a
     shared seed."""
-    by_seed = {
-        method: {
-            r["seed"]: r["accuracy"]
-            for r in runs.values()
-            if r["method"] == method and r["shots"] == shots
-        }
-        for method in (ours, peer)
-    }
-    seeds = sorted(set(by_seed[ours]) & set(by_seed[peer]))
-    if not seeds:
+    mine, theirs = _by_seed(runs, ours, shots), _by_seed(runs, peer, shots)
+    diffs = [mine[seed] - theirs[seed] for seed in sorted(set(mine) & set(theirs))]
+    if not diffs:
         return None
-    diffs = [by_seed[ours][s] - by_seed[peer][s] for s in seeds]
     error = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else float("nan")
     return {
         "mean": statistics.mean(diffs),
@@ -235,8 +238,7 @@ def comparison(title: str, runs: dict, ours: str = "default", peer: str = "setfi
     ]
     seeds_lines = []
     for shots in shots_list:
-        mine = _stats([r for r in runs.values() if r["method"] == ours and r["shots"] == shots])
-        theirs = _stats([r for r in runs.values() if r["method"] == peer and r["shots"] == shots])
+        mine, theirs = _stats(_of(runs, ours, shots)), _stats(_of(runs, peer, shots))
         few = shots // n_labels <= FEW_PER_CLASS if n_labels else shots <= FEW_SHOTS
         goal, ratio = "beat" if few else "no worse", "-"
         if mine is None or theirs is None:
@@ -250,11 +252,7 @@ def comparison(title: str, runs: dict, ours: str = "default", peer: str = "setfi
             f"| {_cpu(mine)} | {_cpu(theirs)} | {ratio} | {_paired(runs, ours, peer, shots)} |"
         )
         for method in (ours, peer):
-            accs = sorted(
-                (r["seed"], r["accuracy"])
-                for r in runs.values()
-                if r["method"] == method and r["shots"] == shots
-            )
+            accs = sorted(_by_seed(runs, method, shots).items())
             if accs:
                 shown = ", ".join(f"{seed}: {acc:.3f}" for seed, acc in accs)
                 seeds_lines.append(f"- {method} {_size(shots, n_labels)} per seed: {shown}")

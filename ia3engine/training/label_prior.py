@@ -79,5 +79,4 @@ def label_rows_if_meaningful(model, task, texts, labels, names: list[str], seed=
     found = f"read zero-shot, the names sort {hits:.0%} of {len(truth)} rows, chance {chance:.0%}"
     if not names_beat_chance(guess, truth):
         return None, f"{found}: no better than chance"
-    framed = [NAME_FRAME.format(name) for name in bare["text"]]
-    return {"text": framed, "label": bare["label"]}, found
+    return label_name_rows(names), found  # the same names, framed as they train
