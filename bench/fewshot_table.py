@@ -22,6 +22,7 @@ SECTION = "## Few-shot quality"
 NAMES = {
     "default": "ia3engine `classify`, default preset",
     "setfit": "SetFit (whole body, 20 pair iterations, 1 epoch, batch 16)",
+    "setfit_key0": "SetFit with the body's deepest key zeroed (a diagnostic)",
     "setfit_head": "SetFit's head alone (body untouched, no pairs)",
     "head": "head alone (encoder frozen)",
     "peft_ia3": "PEFT IA3 (SEQ_CLS, AdamW 3e-3)",

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from transformers import AutoModel
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # bench/ is not a package on the tests' path
@@ -93,3 +95,25 @@ def test_a_pool_alone_loads_every_row_and_no_eval_rows(tmp_path):
     assert train["text"] == [f"row {i}" for i in range(40)]
     assert train["label"] == ["ab"[i % 2] for i in range(40)]
     assert held == {"text": [], "label": []}
+
+
+def test_setfit_key0_zeroes_only_the_deepest_key_and_is_never_run_by_default(tiny_bert):
+    """The diagnostic peer puts SetFit on the body our recipe starts from: the deepest layer's
+    key projection at zero, every other weight as pre-trained."""
+    body = AutoModel.from_pretrained(tiny_bert)
+    before = {name: p.clone() for name, p in body.named_parameters()}
+    names = fewshot.zero_deepest_key(body)
+    deepest = body.config.num_hidden_layers - 1
+    assert names == [f"encoder.layer.{deepest}.attention.self.key"]
+    for name, param in body.named_parameters():
+        if name.startswith(names[0] + "."):
+            assert not param.any() and param.requires_grad
+        else:
+            assert torch.equal(param, before[name]), name
+    assert "setfit_key0" not in fewshot.parse_args([]).methods
+    assert fewshot.parse_args(["--methods", "setfit_key0"]).methods == ["setfit_key0"]
+
+
+def test_setfit_key0_refuses_a_body_without_a_key_projection():
+    with pytest.raises(SystemExit, match="no attention key projection"):
+        fewshot.zero_deepest_key(torch.nn.Sequential(torch.nn.Linear(2, 2)))
