@@ -50,7 +50,7 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 from ia3engine import TrainSpec, train  # noqa: E402
 from ia3engine.data.dataset import prepare_dataset  # noqa: E402
 from ia3engine.errors import SpecError  # noqa: E402
-from ia3engine.training.head import KEY_LEAVES  # noqa: E402
+from ia3engine.training.head import deepest_keys  # noqa: E402
 
 METHODS = ("default", "setfit", "setfit_key0", "setfit_head", "head", "peft_ia3", "peft_lora")
 DIAGNOSTICS = ("setfit_key0",)  # run only when named in --methods
@@ -266,25 +266,19 @@ def run_setfit(
 
 @torch.no_grad()
 def zero_deepest_key(body: torch.nn.Module) -> list[str]:
-    """Zero the weight and bias of the deepest layer's attention key projections in `body`
-    (the leaf names our recipe's start zeroes); returns their names. They stay trainable."""
-    found = []
-    for name, module in body.named_modules():
-        if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] in KEY_LEAVES:
-            depths = [int(part) for part in name.split(".") if part.isdigit()]
-            if depths:
-                found.append((depths[-1], name, module))
-    if not found:
-        raise SystemExit("setfit_key0: the body has no attention key projection to zero")
-    deepest = max(depth for depth, _, _ in found)
-    names = []
-    for depth, name, module in found:
-        if depth == deepest:
-            module.weight.zero_()
-            if module.bias is not None:
-                module.bias.zero_()
-            names.append(name)
-    return names
+    """Zero the weight and bias of the deepest layer's attention key projections in `body`,
+    found as our recipe's start finds them (`deepest_keys`); returns their names. They stay
+    trainable."""
+    keys = deepest_keys(body, lambda module: isinstance(module, torch.nn.Linear))
+    if not keys:
+        raise SystemExit(
+            "setfit_key0: the body has no attention key projection in a stack of layers to zero"
+        )
+    for _, module in keys:
+        module.weight.zero_()
+        if module.bias is not None:
+            module.bias.zero_()
+    return [name for name, _ in keys]
 
 
 def run_setfit_head(train_rows: dict, eval_rows: dict) -> dict:

@@ -50,21 +50,31 @@ def pick_rows(labels: list[int], num_labels: int, seed: int) -> list[int]:
     return rows
 
 
-def last_layer_keys(model) -> list[nn.Parameter]:
-    """Trainable IA3 key vectors of the deepest attention layer; [] when there is no such layer
-    or only one key module (a model that shares one layer across depths, such as ALBERT)."""
+def deepest_keys(model: nn.Module, accept) -> list[tuple[str, nn.Module]]:
+    """(name, module) of the attention key projections (KEY_LEAVES) in the deepest layer, among
+    the modules `accept(module)` admits; [] when they sit at fewer than two depths (no layer
+    stack, or one layer shared across depths, such as ALBERT's)."""
     found = []
     for name, module in model.named_modules():
-        if not isinstance(module, IA3Layer) or name.rsplit(".", 1)[-1] not in KEY_LEAVES:
+        if name.rsplit(".", 1)[-1] not in KEY_LEAVES or not accept(module):
             continue
         depths = [int(part) for part in name.split(".") if part.isdigit()]
-        vectors = [v for v in module.ia3_l.values() if v.requires_grad]
-        if depths and vectors:
-            found.append((depths[-1], vectors))
-    if len({depth for depth, _ in found}) < 2:
+        if depths:
+            found.append((depths[-1], name, module))
+    if len({depth for depth, _, _ in found}) < 2:
         return []
-    deepest = max(depth for depth, _ in found)
-    return [v for depth, vectors in found if depth == deepest for v in vectors]
+    deepest = max(depth for depth, _, _ in found)
+    return [(name, module) for depth, name, module in found if depth == deepest]
+
+
+def last_layer_keys(model) -> list[nn.Parameter]:
+    """Trainable IA3 key vectors of the deepest attention layer (`deepest_keys`)."""
+    keys = deepest_keys(model, _has_trainable_vectors)
+    return [v for _, module in keys for v in module.ia3_l.values() if v.requires_grad]
+
+
+def _has_trainable_vectors(module: nn.Module) -> bool:
+    return isinstance(module, IA3Layer) and any(v.requires_grad for v in module.ia3_l.values())
 
 
 def leave_one_out_distances(x: torch.Tensor, y: torch.Tensor):
